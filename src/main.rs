@@ -1,1 +1,22 @@
-fn main() {}
+//! The `plip` binary: parse flags, run, turn the result into an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = plip::cli::Cli::parse();
+    match plip::cli::run(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(err) => {
+            // A closed pipe (`plip search … | head`) is not an error.
+            if let Some(io) = err.root_cause().downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("plip: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

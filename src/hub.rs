@@ -1,0 +1,158 @@
+//! Finding a model's files: a local folder, or a Hugging Face repo id.
+//!
+//! A repo id is resolved through the standard Hugging Face cache (`HF_HOME`, default
+//! `~/.cache/huggingface`), so a model fetched by Python tools is reused as is. When
+//! the files are not cached they are downloaded with a progress bar, unless
+//! `HF_HUB_OFFLINE` is set, in which case we fail at once with advice instead of
+//! trying the network. Resolution never loads tensors; see `model` for that.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use hf_hub::api::sync::ApiBuilder;
+use hf_hub::Cache;
+
+use crate::model::WeightsFile;
+
+/// The Hub id used when no model is given.
+pub const DEFAULT_MODEL: &str = "vinid/plip";
+
+/// Paths to every file plip needs from a model.
+#[derive(Clone, Debug)]
+pub struct ModelFiles {
+    /// What the user named: a repo id or a folder, as shown in messages and stored
+    /// in the index.
+    pub source: String,
+    /// `config.json`.
+    pub config: PathBuf,
+    /// `tokenizer.json`.
+    pub tokenizer: PathBuf,
+    /// `preprocessor_config.json`.
+    pub preprocessor: PathBuf,
+    /// The weights, safetensors preferred.
+    pub weights: WeightsFile,
+}
+
+const SMALL_FILES: [&str; 3] = ["config.json", "tokenizer.json", "preprocessor_config.json"];
+
+/// Resolves `spec`, a folder or a Hub repo id, to the model's files.
+pub fn resolve(spec: &str) -> Result<ModelFiles> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return from_dir(path, spec);
+    }
+    if looks_like_path(spec) {
+        bail!("model folder {spec} does not exist");
+    }
+    from_hub(spec)
+}
+
+fn looks_like_path(spec: &str) -> bool {
+    spec.starts_with('.')
+        || spec.starts_with('/')
+        || spec.starts_with('~')
+        || spec.contains('\\')
+        || spec.matches('/').count() > 1
+}
+
+fn from_dir(dir: &Path, source: &str) -> Result<ModelFiles> {
+    for name in SMALL_FILES {
+        if !dir.join(name).is_file() {
+            bail!(
+                "model folder {} has no {name}; a Hugging Face CLIP model folder \
+                 needs config.json, tokenizer.json, preprocessor_config.json and \
+                 model.safetensors or pytorch_model.bin",
+                dir.display()
+            );
+        }
+    }
+    Ok(ModelFiles {
+        source: source.to_string(),
+        config: dir.join("config.json"),
+        tokenizer: dir.join("tokenizer.json"),
+        preprocessor: dir.join("preprocessor_config.json"),
+        weights: WeightsFile::find(dir)?,
+    })
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| !matches!(v.trim(), "" | "0" | "false" | "False" | "FALSE"))
+        .unwrap_or(false)
+}
+
+fn from_hub(id: &str) -> Result<ModelFiles> {
+    let cache = Cache::from_env();
+    let cached = cache.model(id.to_string());
+    let cached_weights = cached
+        .get("model.safetensors")
+        .map(WeightsFile::Safetensors)
+        .or_else(|| cached.get("pytorch_model.bin").map(WeightsFile::Pth));
+    let cached_small: Vec<Option<PathBuf>> = SMALL_FILES.iter().map(|f| cached.get(f)).collect();
+    if let (Some(weights), [Some(c), Some(t), Some(p)]) = (&cached_weights, &cached_small[..]) {
+        return Ok(ModelFiles {
+            source: id.to_string(),
+            config: c.clone(),
+            tokenizer: t.clone(),
+            preprocessor: p.clone(),
+            weights: weights.clone(),
+        });
+    }
+    let advice = format!(
+        "get it on a machine with network access (`plip index` downloads `{id}` into the \
+         Hugging Face cache, or `huggingface-cli download {id}`) and copy the cache \
+         ({}), or pass `--model DIR` with a local model folder",
+        cache.path().display()
+    );
+    if offline() {
+        bail!("model `{id}` is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {advice}");
+    }
+    eprintln!(
+        "plip: downloading model `{id}` into {}",
+        cache.path().display()
+    );
+    let api = ApiBuilder::from_env()
+        .with_progress(true)
+        .build()
+        .context("setting up the Hugging Face client")?;
+    let repo = api.model(id.to_string());
+    let fetch = |name: &str| {
+        repo.get(name)
+            .with_context(|| format!("could not download {name} of model `{id}`; {advice}"))
+    };
+    let info = repo.info().with_context(|| {
+        format!("could not reach the Hugging Face Hub for model `{id}`; {advice}")
+    })?;
+    let has = |name: &str| info.siblings.iter().any(|s| s.rfilename == name);
+    let weights = if has("model.safetensors") {
+        WeightsFile::Safetensors(fetch("model.safetensors")?)
+    } else if has("pytorch_model.bin") {
+        WeightsFile::Pth(fetch("pytorch_model.bin")?)
+    } else {
+        bail!("model `{id}` has neither model.safetensors nor pytorch_model.bin");
+    };
+    Ok(ModelFiles {
+        source: id.to_string(),
+        config: fetch("config.json")?,
+        tokenizer: fetch("tokenizer.json")?,
+        preprocessor: fetch("preprocessor_config.json")?,
+        weights,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_not_mistaken_for_repo_ids() {
+        assert!(looks_like_path("./model"));
+        assert!(looks_like_path("/abs/model"));
+        assert!(looks_like_path("a/b/c"));
+        assert!(!looks_like_path("vinid/plip"));
+        assert!(resolve("./definitely-missing-model-dir")
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
+    }
+}

@@ -1,0 +1,761 @@
+//! PLIP (a CLIP ViT-B/32) on candle: config parsing, weight loading and the two towers.
+//!
+//! This is a port of transformers' `CLIPModel`
+//! (<https://github.com/huggingface/transformers/blob/v4.46.3/src/transformers/models/clip/modeling_clip.py>).
+//! Weight names mirror the checkpoint (`vb.pp("text_model")` …), so reading a
+//! checkpoint's tensor list tells you this code. It guarantees that a model either
+//! loads completely, with every tensor the architecture needs, or fails with an error
+//! naming what is missing: candle-transformers' own CLIP silently draws random values
+//! for a missing `class_embedding`, which would ruin every search without a sign.
+//!
+//! Differences from candle-transformers' CLIP, all for speed without changing results:
+//! Q, K and V are fused into one matmul at load time; the text tower runs each prompt
+//! only up to its first `<|endoftext|>` (the causal mask makes later tokens
+//! irrelevant to the pooled output), so no padding is ever computed.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use serde_json::Value;
+
+/// Activation used inside the encoder MLPs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `x * sigmoid(1.702 x)`, what OpenAI CLIP and PLIP use.
+    QuickGelu,
+    /// Exact (erf) GELU.
+    Gelu,
+    /// Tanh-approximated GELU (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+impl Activation {
+    fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "quick_gelu" => Activation::QuickGelu,
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            other => bail!("unsupported hidden_act {other:?} in config.json"),
+        })
+    }
+
+    fn forward(self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
+            Activation::Gelu => xs.gelu_erf(),
+            Activation::GeluTanh => xs.gelu(),
+        }
+    }
+}
+
+/// Hyper-parameters of one transformer tower.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TowerConfig {
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the MLP.
+    pub intermediate_size: usize,
+    /// Number of attention heads.
+    pub num_attention_heads: usize,
+    /// Number of encoder layers.
+    pub num_hidden_layers: usize,
+    /// MLP activation.
+    pub hidden_act: Activation,
+    /// Layer-norm epsilon.
+    pub layer_norm_eps: f64,
+}
+
+/// The text tower's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextConfig {
+    /// Encoder sizes.
+    pub tower: TowerConfig,
+    /// Vocabulary size of the token embedding.
+    pub vocab_size: usize,
+    /// Context length (77 for CLIP).
+    pub max_position_embeddings: usize,
+    /// Id of `<|endoftext|>`, where the text is pooled.
+    pub eos_token_id: u32,
+}
+
+/// The vision tower's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VisionConfig {
+    /// Encoder sizes.
+    pub tower: TowerConfig,
+    /// Input resolution (224 for PLIP).
+    pub image_size: usize,
+    /// Patch size (32 for ViT-B/32).
+    pub patch_size: usize,
+    /// Number of input channels.
+    pub num_channels: usize,
+}
+
+/// Everything needed to build a [`ClipModel`], parsed from `config.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClipConfig {
+    /// Text tower.
+    pub text: TextConfig,
+    /// Vision tower.
+    pub vision: VisionConfig,
+    /// Size of the shared embedding space.
+    pub projection_dim: usize,
+}
+
+impl ClipConfig {
+    /// Parses a Hugging Face `config.json` for `CLIPModel`.
+    ///
+    /// candle's config structs are not serde types, and real checkpoints come in two
+    /// layouts: the current one (`text_config`/`vision_config`) and the legacy one that
+    /// `vinid/plip` uses, where `text_config_dict`/`vision_config_dict` hold the
+    /// values that differ from the defaults. Like transformers' `CLIPConfig.__init__`,
+    /// we start from CLIP's defaults, apply `*_config`, then let `*_config_dict` win.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        let root: Value = serde_json::from_str(text).context("config.json is not valid JSON")?;
+        let root = root
+            .as_object()
+            .context("config.json must hold a JSON object")?;
+        let section = |name: &str| -> HashMap<String, Value> {
+            let mut merged = HashMap::new();
+            for key in [format!("{name}_config"), format!("{name}_config_dict")] {
+                if let Some(Value::Object(map)) = root.get(&key) {
+                    merged.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+            merged
+        };
+        let text = section("text");
+        let vision = section("vision");
+
+        let text_tower = tower(&text, "text", 512, 2048, 8, 12)?;
+        let vision_tower = tower(&vision, "vision", 768, 3072, 12, 12)?;
+        let projection_dim = match root.get("projection_dim") {
+            Some(v) => as_usize(v, "projection_dim")?,
+            None => get_usize(&text, "text", "projection_dim", 512)?,
+        };
+        let config = ClipConfig {
+            text: TextConfig {
+                tower: text_tower,
+                vocab_size: get_usize(&text, "text", "vocab_size", 49408)?,
+                max_position_embeddings: get_usize(&text, "text", "max_position_embeddings", 77)?,
+                eos_token_id: get_usize(&text, "text", "eos_token_id", 49407)? as u32,
+            },
+            vision: VisionConfig {
+                tower: vision_tower,
+                image_size: get_usize(&vision, "vision", "image_size", 224)?,
+                patch_size: get_usize(&vision, "vision", "patch_size", 32)?,
+                num_channels: get_usize(&vision, "vision", "num_channels", 3)?,
+            },
+            projection_dim,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_json_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (name, t) in [("text", &self.text.tower), ("vision", &self.vision.tower)] {
+            if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
+                bail!(
+                    "{name} hidden_size {} is not divisible by num_attention_heads {}",
+                    t.hidden_size,
+                    t.num_attention_heads
+                );
+            }
+        }
+        let v = &self.vision;
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
+            bail!(
+                "vision image_size {} is not a multiple of patch_size {}",
+                v.image_size,
+                v.patch_size
+            );
+        }
+        // The legacy default eos id (2) is not a CLIP BPE id; transformers then pools at
+        // the highest id, which for CLIP's vocabulary is <|endoftext|> (49407).
+        Ok(())
+    }
+}
+
+fn tower(
+    map: &HashMap<String, Value>,
+    section: &str,
+    hidden: usize,
+    intermediate: usize,
+    heads: usize,
+    layers: usize,
+) -> Result<TowerConfig> {
+    let act = match map.get("hidden_act") {
+        Some(Value::String(s)) => Activation::parse(s)?,
+        Some(other) => bail!("{section}_config.hidden_act must be a string, got {other}"),
+        None => Activation::QuickGelu,
+    };
+    let eps = match map.get("layer_norm_eps") {
+        Some(v) => v
+            .as_f64()
+            .with_context(|| format!("{section}_config.layer_norm_eps must be a number"))?,
+        None => 1e-5,
+    };
+    Ok(TowerConfig {
+        hidden_size: get_usize(map, section, "hidden_size", hidden)?,
+        intermediate_size: get_usize(map, section, "intermediate_size", intermediate)?,
+        num_attention_heads: get_usize(map, section, "num_attention_heads", heads)?,
+        num_hidden_layers: get_usize(map, section, "num_hidden_layers", layers)?,
+        hidden_act: act,
+        layer_norm_eps: eps,
+    })
+}
+
+fn get_usize(
+    map: &HashMap<String, Value>,
+    section: &str,
+    key: &str,
+    default: usize,
+) -> Result<usize> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => as_usize(v, &format!("{section}_config.{key}")),
+    }
+}
+
+fn as_usize(v: &Value, what: &str) -> Result<usize> {
+    v.as_u64()
+        .map(|n| n as usize)
+        .with_context(|| format!("{what} must be a non-negative integer, got {v}"))
+}
+
+/// Which weights file a model folder provides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WeightsFile {
+    /// `model.safetensors`, loaded by mmap.
+    Safetensors(std::path::PathBuf),
+    /// `pytorch_model.bin`, a pickled state dict.
+    Pth(std::path::PathBuf),
+}
+
+impl WeightsFile {
+    /// Picks `model.safetensors` when present, else `pytorch_model.bin`.
+    pub fn find(dir: &Path) -> Result<Self> {
+        let st = dir.join("model.safetensors");
+        if st.is_file() {
+            return Ok(WeightsFile::Safetensors(st));
+        }
+        let pth = dir.join("pytorch_model.bin");
+        if pth.is_file() {
+            return Ok(WeightsFile::Pth(pth));
+        }
+        bail!(
+            "{} has neither model.safetensors nor pytorch_model.bin",
+            dir.display()
+        )
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        match self {
+            WeightsFile::Safetensors(p) | WeightsFile::Pth(p) => p,
+        }
+    }
+
+    /// Opens the weights as a candle `VarBuilder` in f32.
+    pub fn var_builder(&self, device: &Device) -> Result<VarBuilder<'static>> {
+        let vb = match self {
+            // SAFETY: the file is mapped read-only; plip never writes model files, and a
+            // concurrent writer replacing a checkpoint in place is outside what any
+            // safetensors loader can defend against.
+            WeightsFile::Safetensors(p) => unsafe {
+                VarBuilder::from_mmaped_safetensors(&[p], DType::F32, device)
+            },
+            WeightsFile::Pth(p) => VarBuilder::from_pth(p, DType::F32, device),
+        };
+        vb.with_context(|| format!("reading weights {}", self.path().display()))
+    }
+}
+
+/// Which towers to load: `plip search` with a text query needs only the text tower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Towers {
+    /// Load the text tower.
+    pub text: bool,
+    /// Load the vision tower.
+    pub vision: bool,
+}
+
+impl Towers {
+    /// Both towers.
+    pub const BOTH: Towers = Towers {
+        text: true,
+        vision: true,
+    };
+}
+
+/// Names of every tensor a tower needs, so a checkpoint can be checked up front.
+pub fn expected_tensors(config: &ClipConfig, towers: Towers) -> Vec<String> {
+    let mut names = Vec::new();
+    let layers = |prefix: &str, n: usize, names: &mut Vec<String>| {
+        for i in 0..n {
+            let p = format!("{prefix}.encoder.layers.{i}");
+            for lin in [
+                "self_attn.q_proj",
+                "self_attn.k_proj",
+                "self_attn.v_proj",
+                "self_attn.out_proj",
+                "mlp.fc1",
+                "mlp.fc2",
+                "layer_norm1",
+                "layer_norm2",
+            ] {
+                names.push(format!("{p}.{lin}.weight"));
+                names.push(format!("{p}.{lin}.bias"));
+            }
+        }
+    };
+    if towers.text {
+        names.push("text_model.embeddings.token_embedding.weight".into());
+        names.push("text_model.embeddings.position_embedding.weight".into());
+        layers(
+            "text_model",
+            config.text.tower.num_hidden_layers,
+            &mut names,
+        );
+        names.push("text_model.final_layer_norm.weight".into());
+        names.push("text_model.final_layer_norm.bias".into());
+        names.push("text_projection.weight".into());
+    }
+    if towers.vision {
+        names.push("vision_model.embeddings.class_embedding".into());
+        names.push("vision_model.embeddings.patch_embedding.weight".into());
+        names.push("vision_model.embeddings.position_embedding.weight".into());
+        names.push("vision_model.pre_layrnorm.weight".into());
+        names.push("vision_model.pre_layrnorm.bias".into());
+        layers(
+            "vision_model",
+            config.vision.tower.num_hidden_layers,
+            &mut names,
+        );
+        names.push("vision_model.post_layernorm.weight".into());
+        names.push("vision_model.post_layernorm.bias".into());
+        names.push("visual_projection.weight".into());
+    }
+    names
+}
+
+fn check_complete(vb: &VarBuilder, config: &ClipConfig, towers: Towers) -> Result<()> {
+    let missing: Vec<String> = expected_tensors(config, towers)
+        .into_iter()
+        .filter(|n| !vb.contains_tensor(n))
+        .collect();
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();
+        bail!(
+            "the checkpoint lacks {} tensor(s) the CLIP architecture needs ({}{}); \
+             it is not a complete CLIPModel checkpoint",
+            missing.len(),
+            shown.join(", "),
+            if missing.len() > 5 { ", …" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+struct Attention {
+    qkv: Linear,
+    out_proj: Linear,
+    num_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, c: &TowerConfig) -> Result<Self> {
+        let d = c.hidden_size;
+        let head_dim = d / c.num_attention_heads;
+        // HF scales q after the projection; folding the scale into q's weights and
+        // bias is the same affine map and saves one pass over the activations.
+        let scale = (head_dim as f64).powf(-0.5);
+        let w = |name: &str| vb.pp(name).get((d, d), "weight");
+        let b = |name: &str| vb.pp(name).get(d, "bias");
+        let weight = Tensor::cat(&[(w("q_proj")? * scale)?, w("k_proj")?, w("v_proj")?], 0)?;
+        let bias = Tensor::cat(&[(b("q_proj")? * scale)?, b("k_proj")?, b("v_proj")?], 0)?;
+        let out_proj = candle_nn::linear(d, d, vb.pp("out_proj"))?;
+        Ok(Self {
+            qkv: Linear::new(weight, Some(bias)),
+            out_proj,
+            num_heads: c.num_attention_heads,
+            head_dim,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let (b, l, d) = xs.dims3()?;
+        let qkv = self
+            .qkv
+            .forward(xs)?
+            .reshape((b, l, 3, self.num_heads, self.head_dim))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, d))?;
+        self.out_proj.forward(&out)
+    }
+}
+
+struct EncoderLayer {
+    layer_norm1: LayerNorm,
+    self_attn: Attention,
+    layer_norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+impl EncoderLayer {
+    fn new(vb: VarBuilder, c: &TowerConfig) -> Result<Self> {
+        let d = c.hidden_size;
+        Ok(Self {
+            layer_norm1: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm1"))?,
+            self_attn: Attention::new(vb.pp("self_attn"), c)?,
+            layer_norm2: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm2"))?,
+            fc1: candle_nn::linear(d, c.intermediate_size, vb.pp("mlp").pp("fc1"))?,
+            fc2: candle_nn::linear(c.intermediate_size, d, vb.pp("mlp").pp("fc2"))?,
+            act: c.hidden_act,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let h = self
+            .self_attn
+            .forward(&self.layer_norm1.forward(xs)?, mask)?;
+        let xs = (xs + h)?;
+        let h = self.fc1.forward(&self.layer_norm2.forward(&xs)?)?;
+        let h = self.fc2.forward(&self.act.forward(&h)?)?;
+        xs + h
+    }
+}
+
+struct Encoder {
+    layers: Vec<EncoderLayer>,
+}
+
+impl Encoder {
+    fn new(vb: VarBuilder, c: &TowerConfig) -> Result<Self> {
+        let vb = vb.pp("layers");
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| EncoderLayer::new(vb.pp(i), c))
+            .collect::<Result<_>>()?;
+        Ok(Self { layers })
+    }
+
+    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let mut xs = xs.clone();
+        for layer in &self.layers {
+            xs = layer.forward(&xs, mask)?;
+        }
+        Ok(xs)
+    }
+}
+
+/// CLIP's text tower and projection.
+pub struct TextTower {
+    token_embedding: Embedding,
+    position_embedding: Tensor,
+    encoder: Encoder,
+    final_layer_norm: LayerNorm,
+    projection: Linear,
+    eos_token_id: u32,
+    max_len: usize,
+}
+
+impl TextTower {
+    fn new(vb: VarBuilder, projection: Linear, c: &TextConfig) -> Result<Self> {
+        let d = c.tower.hidden_size;
+        let emb = vb.pp("embeddings");
+        Ok(Self {
+            token_embedding: candle_nn::embedding(c.vocab_size, d, emb.pp("token_embedding"))?,
+            position_embedding: emb
+                .pp("position_embedding")
+                .get((c.max_position_embeddings, d), "weight")?,
+            encoder: Encoder::new(vb.pp("encoder"), &c.tower)?,
+            final_layer_norm: candle_nn::layer_norm(
+                d,
+                c.tower.layer_norm_eps,
+                vb.pp("final_layer_norm"),
+            )?,
+            projection,
+            eos_token_id: c.eos_token_id,
+            max_len: c.max_position_embeddings,
+        })
+    }
+
+    /// The length of the prefix that determines the pooled output: up to and
+    /// including the first `<|endoftext|>` (transformers pools there, and the causal
+    /// mask means no later token can change it).
+    pub fn pooled_len(&self, ids: &[u32]) -> usize {
+        // Checkpoints from before transformers 4.31 (vinid/plip among them) carry the
+        // placeholder eos_token_id 2; transformers then pools at the first occurrence
+        // of the largest id, which for CLIP's vocabulary is <|endoftext|>.
+        let pos = if self.eos_token_id == 2 {
+            let max = ids.iter().copied().max();
+            ids.iter().position(|&t| Some(t) == max)
+        } else {
+            ids.iter().position(|&t| t == self.eos_token_id)
+        };
+        pos.map_or(ids.len(), |p| p + 1).min(self.max_len)
+    }
+
+    /// Projected (unnormalized) embeddings of token sequences that all have the same
+    /// length and end at the pooling token.
+    pub fn forward_same_len(&self, batch: &[&[u32]], device: &Device) -> Result<Tensor> {
+        let b = batch.len();
+        let l = batch[0].len();
+        if l == 0 || l > self.max_len || batch.iter().any(|s| s.len() != l) {
+            bail!(
+                "internal error: text batch must hold equal, non-empty lengths ≤ {}",
+                self.max_len
+            );
+        }
+        let flat: Vec<u32> = batch.iter().flat_map(|s| s.iter().copied()).collect();
+        let ids = Tensor::from_vec(flat, (b, l), device)?;
+        let xs = self
+            .token_embedding
+            .forward(&ids)?
+            .broadcast_add(&self.position_embedding.narrow(0, 0, l)?)?;
+        let mask = causal_mask(l, device)?;
+        let xs = self.encoder.forward(&xs, mask.as_ref())?;
+        let xs = self.final_layer_norm.forward(&xs)?;
+        let pooled = xs.narrow(1, l - 1, 1)?.squeeze(1)?;
+        Ok(self.projection.forward(&pooled)?)
+    }
+}
+
+fn causal_mask(l: usize, device: &Device) -> candle_core::Result<Option<Tensor>> {
+    if l == 1 {
+        return Ok(None);
+    }
+    let mask: Vec<f32> = (0..l)
+        .flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (1, 1, l, l), device).map(Some)
+}
+
+/// CLIP's vision tower and projection.
+pub struct VisionTower {
+    class_embedding: Tensor,
+    patch_embedding: candle_nn::Conv2d,
+    position_embedding: Tensor,
+    pre_layrnorm: LayerNorm,
+    encoder: Encoder,
+    post_layernorm: LayerNorm,
+    projection: Linear,
+    config: VisionConfig,
+}
+
+impl VisionTower {
+    fn new(vb: VarBuilder, projection: Linear, c: &VisionConfig) -> Result<Self> {
+        let d = c.tower.hidden_size;
+        let emb = vb.pp("embeddings");
+        let num_positions = (c.image_size / c.patch_size).pow(2) + 1;
+        let conv = candle_nn::Conv2dConfig {
+            stride: c.patch_size,
+            ..Default::default()
+        };
+        let eps = c.tower.layer_norm_eps;
+        Ok(Self {
+            class_embedding: emb.get(d, "class_embedding")?,
+            patch_embedding: candle_nn::conv2d_no_bias(
+                c.num_channels,
+                d,
+                c.patch_size,
+                conv,
+                emb.pp("patch_embedding"),
+            )?,
+            position_embedding: emb
+                .pp("position_embedding")
+                .get((num_positions, d), "weight")?,
+            pre_layrnorm: candle_nn::layer_norm(d, eps, vb.pp("pre_layrnorm"))?,
+            encoder: Encoder::new(vb.pp("encoder"), &c.tower)?,
+            post_layernorm: candle_nn::layer_norm(d, eps, vb.pp("post_layernorm"))?,
+            projection,
+            config: c.clone(),
+        })
+    }
+
+    /// Projected (unnormalized) embeddings of a `[B, C, H, W]` pixel tensor.
+    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = pixels.dims4()?;
+        let s = self.config.image_size;
+        if c != self.config.num_channels || h != s || w != s {
+            bail!(
+                "pixel tensor is {c}x{h}x{w}, the model expects {}x{s}x{s}",
+                self.config.num_channels
+            );
+        }
+        let d = self.config.tower.hidden_size;
+        let patches = self
+            .patch_embedding
+            .forward(pixels)?
+            .flatten_from(2)?
+            .transpose(1, 2)?;
+        let class = self
+            .class_embedding
+            .reshape((1, 1, d))?
+            .broadcast_as((b, 1, d))?;
+        let xs = Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.position_embedding)?;
+        let xs = self.pre_layrnorm.forward(&xs)?;
+        let xs = self.encoder.forward(&xs, None)?;
+        let pooled = self
+            .post_layernorm
+            .forward(&xs.narrow(1, 0, 1)?.squeeze(1)?)?;
+        Ok(self.projection.forward(&pooled)?)
+    }
+}
+
+/// A loaded PLIP/CLIP model: either tower may be absent when not needed.
+pub struct ClipModel {
+    /// The text tower, when loaded.
+    pub text: Option<TextTower>,
+    /// The vision tower, when loaded.
+    pub vision: Option<VisionTower>,
+    /// The parsed configuration.
+    pub config: ClipConfig,
+}
+
+impl ClipModel {
+    /// Builds the requested towers from a `VarBuilder`, checking first that every
+    /// tensor they need is present.
+    pub fn new(vb: VarBuilder, config: &ClipConfig, towers: Towers) -> Result<Self> {
+        check_complete(&vb, config, towers)?;
+        let p = config.projection_dim;
+        let text = if towers.text {
+            let proj = Linear::new(
+                vb.pp("text_projection")
+                    .get((p, config.text.tower.hidden_size), "weight")?,
+                None,
+            );
+            Some(TextTower::new(vb.pp("text_model"), proj, &config.text)?)
+        } else {
+            None
+        };
+        let vision = if towers.vision {
+            let proj = Linear::new(
+                vb.pp("visual_projection")
+                    .get((p, config.vision.tower.hidden_size), "weight")?,
+                None,
+            );
+            Some(VisionTower::new(
+                vb.pp("vision_model"),
+                proj,
+                &config.vision,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            text,
+            vision,
+            config: config.clone(),
+        })
+    }
+}
+
+/// L2-normalizes each row of a `[N, D]` tensor.
+pub fn l2_normalize(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    xs.broadcast_div(&norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_config_dict_overrides_config() {
+        let cfg = ClipConfig::from_json_str(
+            r#"{"projection_dim": 512,
+                "text_config": {"hidden_size": 64, "unknown_key": [1,2]},
+                "text_config_dict": {"hidden_size": 512, "num_attention_heads": 8},
+                "vision_config_dict": {"patch_size": 32, "hidden_size": 768},
+                "logit_scale_init_value": 2.6592, "torch_dtype": "float32"}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.text.tower.hidden_size, 512);
+        assert_eq!(cfg.vision.tower.hidden_size, 768);
+        assert_eq!(cfg.vision.patch_size, 32);
+        assert_eq!(cfg.text.vocab_size, 49408);
+        assert_eq!(cfg.text.tower.hidden_act, Activation::QuickGelu);
+        assert_eq!(cfg.projection_dim, 512);
+    }
+
+    #[test]
+    fn current_layout_parses_with_defaults() {
+        let cfg = ClipConfig::from_json_str(
+            r#"{"text_config": {"hidden_size": 16, "num_attention_heads": 2,
+                 "intermediate_size": 32, "num_hidden_layers": 1, "hidden_act": "gelu"},
+                "vision_config": {"hidden_size": 32, "num_attention_heads": 4,
+                 "image_size": 224, "patch_size": 16, "layer_norm_eps": 1e-6},
+                "projection_dim": 8}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.text.tower.hidden_act, Activation::Gelu);
+        assert_eq!(cfg.text.tower.num_hidden_layers, 1);
+        assert_eq!(cfg.vision.patch_size, 16);
+        assert_eq!(cfg.vision.tower.layer_norm_eps, 1e-6);
+        assert_eq!(cfg.vision.tower.num_hidden_layers, 12);
+        assert_eq!(cfg.projection_dim, 8);
+    }
+
+    #[test]
+    fn bad_configs_are_rejected_with_a_reason() {
+        let err =
+            ClipConfig::from_json_str(r#"{"text_config": {"hidden_size": "big"}}"#).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("text_config.hidden_size"),
+            "{err:#}"
+        );
+        let err =
+            ClipConfig::from_json_str(r#"{"text_config": {"hidden_act": "swish"}}"#).unwrap_err();
+        assert!(format!("{err:#}").contains("swish"), "{err:#}");
+        let err = ClipConfig::from_json_str(
+            r#"{"text_config": {"hidden_size": 10, "num_attention_heads": 3}}"#,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("divisible"), "{err:#}");
+        assert!(ClipConfig::from_json_str("[1]").is_err());
+    }
+
+    #[test]
+    fn missing_class_embedding_is_an_error_not_random() {
+        let cfg = ClipConfig::from_json_str(
+            r#"{"text_config": {"hidden_size": 4, "num_attention_heads": 1,
+                 "intermediate_size": 4, "num_hidden_layers": 1, "vocab_size": 10},
+                "vision_config": {"hidden_size": 4, "num_attention_heads": 1,
+                 "intermediate_size": 4, "num_hidden_layers": 1, "image_size": 32,
+                 "patch_size": 32}, "projection_dim": 4}"#,
+        )
+        .unwrap();
+        let dev = Device::Cpu;
+        let mut ts = HashMap::new();
+        for name in expected_tensors(&cfg, Towers::BOTH) {
+            if name != "vision_model.embeddings.class_embedding" {
+                ts.insert(name, Tensor::zeros(1, DType::F32, &dev).unwrap());
+            }
+        }
+        let vb = VarBuilder::from_tensors(ts, DType::F32, &dev);
+        let err = ClipModel::new(vb, &cfg, Towers::BOTH).err().unwrap();
+        assert!(format!("{err:#}").contains("class_embedding"), "{err:#}");
+    }
+}

@@ -1,0 +1,1053 @@
+//! The on-disk index: immutable segments named by one atomically written manifest.
+//!
+//! Layout of an index folder (default `.plip/`):
+//!
+//! ```text
+//! MANIFEST            JSON commit point: model, segments, tombstones, last run
+//! write.lock          held (flock) by the one `plip index` allowed at a time
+//! seg-000001.vec      framed: L2-normalized f32 vectors, row-major
+//! seg-000001.meta     framed: bincode list of the files behind those rows
+//! seg-000001.hnsw.*   hnsw_rs graph and data, only for large segments
+//! ```
+//!
+//! Guarantees, in the way tantivy does it: segment files are written once and
+//! fsynced before the manifest that names them; the manifest is replaced by
+//! write-temp, fsync, rename, fsync-folder, so a reader or a crash sees either the
+//! old or the new commit, never a mix; files no manifest names are deleted only
+//! after a commit, by the lock holder. Every file carries a magic, a format
+//! version and a CRC32, and a reader checks all three, so a truncated, bit-flipped
+//! or foreign file is a clear error that suggests `--rebuild`, never a panic.
+//! HNSW cannot delete, so replaced or removed rows are tombstoned in the manifest
+//! and filtered out of every search; segments are merged when tombstones pile up.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ann::{self, AnnGraph, AnnParams, Hit};
+
+/// The manifest's file name.
+pub const MANIFEST: &str = "MANIFEST";
+/// The writer lock's file name.
+pub const LOCK: &str = "write.lock";
+/// Current on-disk format version; readers accept exactly the versions listed in
+/// [`SUPPORTED_VERSIONS`].
+pub const FORMAT_VERSION: u32 = 1;
+/// Format versions this build can open.
+pub const SUPPORTED_VERSIONS: &[u32] = &[1];
+/// Segments with at least this many live rows get an HNSW graph; smaller ones are
+/// searched exactly (and therefore give exactly the brute-force answer).
+pub const HNSW_MIN_ROWS: usize = 20_000;
+
+const VEC_MAGIC: &[u8; 8] = b"PLIPVEC\0";
+const META_MAGIC: &[u8; 8] = b"PLIPMET\0";
+
+/// Errors a caller may act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No manifest in the folder.
+    #[error("no plip index at {0}; run `plip index DIR` first (or pass --index PATH)")]
+    NoIndex(PathBuf),
+    /// A file failed its magic, version, length or checksum check.
+    #[error("index file {path} is corrupt ({reason}); rebuild it with `plip index --rebuild DIR`")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What check failed.
+        reason: String,
+    },
+    /// Written by a plip with another on-disk format.
+    #[error(
+        "index at {path} has format version {found}, this plip reads {supported:?}; \
+         open it with a matching plip or rebuild it with `plip index --rebuild DIR`"
+    )]
+    Incompatible {
+        /// The index folder.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+        /// Versions supported.
+        supported: &'static [u32],
+    },
+    /// Another writer holds the lock.
+    #[error(
+        "index at {0} is locked by another `plip index` run{1}; wait for it to finish \
+         (searching works meanwhile)"
+    )]
+    Locked(PathBuf, String),
+    /// The index was built with another model.
+    #[error(
+        "index at {path} was built with model `{index_model}`, not `{model}` (different \
+         weights or preprocessing); use the same --model, or `--rebuild` to start over"
+    )]
+    ModelMismatch {
+        /// The index folder.
+        path: PathBuf,
+        /// Model recorded in the index.
+        index_model: String,
+        /// Model requested.
+        model: String,
+    },
+    /// Any other I/O failure.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Which model built an index, recorded so search uses it and indexing can refuse a
+/// mismatch.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The repo id or folder the user named.
+    pub source: String,
+    /// Hash of config, tokenizer, preprocessing and weights.
+    pub fingerprint: String,
+    /// Embedding size.
+    pub dim: usize,
+}
+
+/// One indexed file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path relative to the index's root folder, with `/` separators.
+    pub path: String,
+    /// Size in bytes when embedded.
+    pub size: u64,
+    /// Modification time in nanoseconds since the epoch when embedded.
+    pub mtime_ns: i128,
+    /// CRC32 of the file's bytes, used when size and mtime cannot decide.
+    pub crc32: u32,
+}
+
+/// A file that could not be embedded at the last run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Skipped {
+    /// Path relative to the root.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Counts of what the last `plip index` run did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunStats {
+    /// Files embedded for the first time.
+    pub added: usize,
+    /// Files re-embedded because they changed.
+    pub updated: usize,
+    /// Files dropped because they are gone.
+    pub removed: usize,
+    /// Files left as they were.
+    pub unchanged: usize,
+    /// Files that could not be read or decoded.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct FileRef {
+    name: String,
+    len: u64,
+    crc32: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct SegmentRecord {
+    id: u64,
+    rows: usize,
+    vec: FileRef,
+    meta: FileRef,
+    #[serde(default)]
+    hnsw: Vec<FileRef>,
+    #[serde(default)]
+    hnsw_basename: Option<String>,
+    /// Tombstoned rows: removed or replaced files.
+    #[serde(default)]
+    deleted: Vec<u32>,
+}
+
+/// The commit point.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Manifest {
+    format: String,
+    version: u32,
+    generation: u64,
+    model: ModelInfo,
+    next_segment: u64,
+    segments: Vec<SegmentRecord>,
+    updated_unix: u64,
+    last_run: RunStats,
+    #[serde(default)]
+    checksum: u32,
+}
+
+impl Manifest {
+    fn new(model: ModelInfo) -> Self {
+        Manifest {
+            format: "plip-index".into(),
+            version: FORMAT_VERSION,
+            generation: 0,
+            model,
+            next_segment: 1,
+            segments: Vec::new(),
+            updated_unix: 0,
+            last_run: RunStats::default(),
+            checksum: 0,
+        }
+    }
+
+    fn body_crc(&self) -> u32 {
+        let mut m = self.clone();
+        m.checksum = 0;
+        crc32fast::hash(&serde_json::to_vec(&m).expect("manifest serializes"))
+    }
+
+    fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NoIndex(dir.to_path_buf()))
+            }
+            Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(&path, format!("not valid JSON: {e}")))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some("plip-index") {
+            return Err(corrupt(&path, "not a plip index manifest"));
+        }
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        if !SUPPORTED_VERSIONS.contains(&version) {
+            return Err(StoreError::Incompatible {
+                path: dir.to_path_buf(),
+                found: version,
+                supported: SUPPORTED_VERSIONS,
+            });
+        }
+        let m: Manifest = serde_json::from_value(value)
+            .map_err(|e| corrupt(&path, format!("unexpected content: {e}")))?;
+        if m.checksum != m.body_crc() {
+            return Err(corrupt(&path, "checksum mismatch"));
+        }
+        Ok(m)
+    }
+
+    fn store(&mut self, dir: &Path) -> Result<()> {
+        self.generation += 1;
+        self.updated_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.checksum = self.body_crc();
+        let bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        write_atomic(dir, MANIFEST, &bytes)
+    }
+}
+
+/// Writes `name` in `dir` atomically: temp file, fsync, rename, fsync the folder.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let ctx = || format!("writing {}", dir.join(name).display());
+    {
+        let mut f = File::create(&tmp).map_err(io_err(ctx()))?;
+        f.write_all(bytes).map_err(io_err(ctx()))?;
+        f.sync_all().map_err(io_err(ctx()))?;
+    }
+    fs::rename(&tmp, dir.join(name)).map_err(io_err(ctx()))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    // Directories cannot be opened for syncing on Windows; rename is durable there.
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("syncing folder {}", dir.display())))?;
+    Ok(())
+}
+
+/// Writes a framed file (magic, version, payload, CRC32 of all before it) and
+/// fsyncs it. Returns its reference for the manifest.
+fn write_framed(dir: &Path, name: &str, magic: &[u8; 8], payload: &[u8]) -> Result<FileRef> {
+    let path = dir.join(name);
+    let mut bytes = Vec::with_capacity(payload.len() + 16);
+    bytes.extend_from_slice(magic);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(payload);
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let ctx = || format!("writing {}", path.display());
+    let mut f = File::create(&path).map_err(io_err(ctx()))?;
+    f.write_all(&bytes).map_err(io_err(ctx()))?;
+    f.sync_all().map_err(io_err(ctx()))?;
+    Ok(FileRef {
+        name: name.to_string(),
+        len: bytes.len() as u64,
+        crc32: crc,
+    })
+}
+
+/// Reads a framed file and returns its payload after checking length, magic,
+/// version and checksum against the manifest's record.
+fn read_framed(dir: &Path, r: &FileRef, magic: &[u8; 8]) -> Result<Vec<u8>> {
+    let path = dir.join(&r.name);
+    let mut bytes = fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+    if bytes.len() as u64 != r.len {
+        return Err(corrupt(
+            &path,
+            format!("{} bytes, the manifest says {}", bytes.len(), r.len),
+        ));
+    }
+    if bytes.len() < 16 || &bytes[..8] != magic {
+        return Err(corrupt(&path, "bad magic"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    if version != FORMAT_VERSION {
+        return Err(corrupt(
+            &path,
+            format!("unsupported file version {version}"),
+        ));
+    }
+    let n = bytes.len() - 4;
+    let stored = u32::from_le_bytes(bytes[n..].try_into().unwrap());
+    if stored != crc32fast::hash(&bytes[..n]) || stored != r.crc32 {
+        return Err(corrupt(&path, "checksum mismatch"));
+    }
+    bytes.truncate(n);
+    bytes.drain(..12);
+    Ok(bytes)
+}
+
+fn check_file(dir: &Path, r: &FileRef) -> Result<()> {
+    let path = dir.join(&r.name);
+    let bytes = fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+    if bytes.len() as u64 != r.len || crc32fast::hash(&bytes) != r.crc32 {
+        return Err(corrupt(&path, "size or checksum differs from the manifest"));
+    }
+    Ok(())
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+/// A loaded segment.
+struct Segment {
+    record: SegmentRecord,
+    vectors: Vec<f32>,
+    entries: Vec<FileEntry>,
+    deleted: HashSet<u32>,
+    ann: Option<AnnGraph>,
+}
+
+impl Segment {
+    fn load(dir: &Path, record: &SegmentRecord, dim: usize, with_ann: bool) -> Result<Self> {
+        let payload = read_framed(dir, &record.vec, VEC_MAGIC)?;
+        let vec_path = dir.join(&record.vec.name);
+        if payload.len() != record.rows * dim * 4 {
+            return Err(corrupt(
+                &vec_path,
+                "vector count does not match the manifest",
+            ));
+        }
+        let vectors: Vec<f32> = payload
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let meta = read_framed(dir, &record.meta, META_MAGIC)?;
+        let meta_path = dir.join(&record.meta.name);
+        let (entries, _): (Vec<FileEntry>, usize) =
+            bincode::serde::decode_from_slice(&meta, bincode_config())
+                .map_err(|e| corrupt(&meta_path, format!("undecodable metadata: {e}")))?;
+        if entries.len() != record.rows {
+            return Err(corrupt(
+                &meta_path,
+                "entry count does not match the manifest",
+            ));
+        }
+        let ann = match (&record.hnsw_basename, with_ann) {
+            (Some(base), true) => {
+                for f in &record.hnsw {
+                    check_file(dir, f)?;
+                }
+                let graph = AnnGraph::load(dir, base)
+                    .map_err(|e| corrupt(&dir.join(base), e.to_string()))?;
+                if graph.len() != record.rows {
+                    return Err(corrupt(
+                        &dir.join(base),
+                        "graph size does not match the manifest",
+                    ));
+                }
+                Some(graph)
+            }
+            _ => None,
+        };
+        Ok(Segment {
+            deleted: record.deleted.iter().copied().collect(),
+            record: record.clone(),
+            vectors,
+            entries,
+            ann,
+        })
+    }
+
+    fn live_rows(&self) -> usize {
+        self.record.rows - self.deleted.len()
+    }
+}
+
+/// A search result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexHit {
+    /// Cosine similarity to the query.
+    pub score: f32,
+    /// Path relative to the index root.
+    pub path: String,
+}
+
+/// A read-only view of the last commit.
+pub struct Index {
+    dir: PathBuf,
+    manifest: Manifest,
+    segments: Vec<Segment>,
+}
+
+impl Index {
+    /// Opens the last commit of the index at `dir`, checking every file.
+    pub fn open(dir: &Path) -> Result<Self> {
+        // A writer may commit and delete old segments between our reading the
+        // manifest and opening them; re-reading the manifest then finds the new ones.
+        let mut attempt = 0;
+        loop {
+            let manifest = Manifest::load(dir)?;
+            let loaded: Result<Vec<Segment>> = manifest
+                .segments
+                .iter()
+                .map(|r| Segment::load(dir, r, manifest.model.dim, true))
+                .collect();
+            match loaded {
+                Ok(segments) => {
+                    return Ok(Index {
+                        dir: dir.to_path_buf(),
+                        manifest,
+                        segments,
+                    })
+                }
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempt < 5 =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(StoreError::Io { context, source })
+                    if source.kind() == io::ErrorKind::NotFound =>
+                {
+                    return Err(corrupt(
+                        dir,
+                        format!("a file the manifest names is missing: {context}"),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The index folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The folder that stored paths are relative to: the index folder's parent.
+    pub fn root(&self) -> PathBuf {
+        root_of(&self.dir)
+    }
+
+    /// The model that built the index.
+    pub fn model(&self) -> &ModelInfo {
+        &self.manifest.model
+    }
+
+    /// Number of live (searchable) images.
+    pub fn len(&self) -> usize {
+        self.segments.iter().map(Segment::live_rows).sum()
+    }
+
+    /// True when nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Live entries with their vectors, in segment order.
+    pub fn iter(&self) -> impl Iterator<Item = (&FileEntry, &[f32])> {
+        let dim = self.manifest.model.dim;
+        self.segments.iter().flat_map(move |s| {
+            s.entries
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !s.deleted.contains(&(*i as u32)))
+                .map(move |(i, e)| (e, &s.vectors[i * dim..(i + 1) * dim]))
+        })
+    }
+
+    /// Top-`k` live entries by cosine to `query` (unit length), best first, ties by
+    /// path. `allow` can hide entries by path. `ef` tunes HNSW segments.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        allow: Option<&(dyn Fn(&str) -> bool + Sync)>,
+    ) -> Vec<IndexHit> {
+        let dim = self.manifest.model.dim;
+        let mut hits = Vec::new();
+        for seg in &self.segments {
+            let keep = |row: usize| {
+                !seg.deleted.contains(&(row as u32))
+                    && allow.is_none_or(|f| f(&seg.entries[row].path))
+            };
+            let found: Vec<Hit> = match &seg.ann {
+                Some(graph) if seg.live_rows() >= HNSW_MIN_ROWS => {
+                    graph.search(query, k, ef.max(k), Some(&keep))
+                }
+                _ => ann::exact_search(&seg.vectors, dim, query, k, Some(&keep)),
+            };
+            hits.extend(found.into_iter().map(|h| IndexHit {
+                score: h.score,
+                path: seg.entries[h.id].path.clone(),
+            }));
+        }
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.path.cmp(&b.path))
+        });
+        hits.truncate(k);
+        hits
+    }
+
+    /// Facts for `plip info`.
+    pub fn stats(&self) -> IndexStats {
+        let mut bytes = 0;
+        for s in &self.manifest.segments {
+            bytes += s.vec.len + s.meta.len + s.hnsw.iter().map(|f| f.len).sum::<u64>();
+        }
+        bytes += fs::metadata(self.dir.join(MANIFEST))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        IndexStats {
+            images: self.len(),
+            model: self.manifest.model.clone(),
+            segments: self.segments.len(),
+            tombstones: self.segments.iter().map(|s| s.deleted.len()).sum(),
+            bytes_on_disk: bytes,
+            updated_unix: self.manifest.updated_unix,
+            generation: self.manifest.generation,
+            last_run: self.manifest.last_run.clone(),
+        }
+    }
+}
+
+/// Summary of an index, for `plip info`.
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexStats {
+    /// Live images.
+    pub images: usize,
+    /// Model that built it.
+    pub model: ModelInfo,
+    /// Number of segments.
+    pub segments: usize,
+    /// Rows hidden by tombstones.
+    pub tombstones: usize,
+    /// Size of all files the manifest names, plus the manifest.
+    pub bytes_on_disk: u64,
+    /// Time of the last commit, seconds since the epoch.
+    pub updated_unix: u64,
+    /// Commit counter.
+    pub generation: u64,
+    /// What the last run did.
+    pub last_run: RunStats,
+}
+
+/// The folder paths are stored relative to: the index folder's parent.
+pub fn root_of(index_dir: &Path) -> PathBuf {
+    let abs = std::path::absolute(index_dir).unwrap_or_else(|_| index_dir.to_path_buf());
+    abs.parent().map(Path::to_path_buf).unwrap_or(abs)
+}
+
+/// Where a live file's vector lives.
+#[derive(Clone, Copy, Debug)]
+struct Location {
+    segment: usize,
+    row: usize,
+}
+
+/// The single writer of an index: holds the lock, buffers new rows and commits.
+pub struct IndexWriter {
+    dir: PathBuf,
+    manifest: Manifest,
+    segments: Vec<Segment>,
+    by_path: HashMap<String, Location>,
+    pending_entries: Vec<FileEntry>,
+    pending_vectors: Vec<f32>,
+    stats: RunStats,
+    _lock: File,
+}
+
+impl IndexWriter {
+    /// Opens (creating if needed) the index at `dir` for writing. Takes the lock,
+    /// refuses a different model unless `rebuild`, and removes files that no commit
+    /// names (leftovers of a crash).
+    pub fn open(dir: &Path, model: &ModelInfo, rebuild: bool) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let lock_path = dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(format!("opening {}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                };
+                return Err(StoreError::Locked(dir.to_path_buf(), who));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(io_err(format!("locking {}", lock_path.display()))(e))
+            }
+        }
+        let _ = lock.set_len(0);
+        let _ = (&lock).write_all(std::process::id().to_string().as_bytes());
+
+        let manifest = match Manifest::load(dir) {
+            Ok(m) if rebuild => Manifest {
+                next_segment: m.next_segment,
+                ..Manifest::new(model.clone())
+            },
+            Ok(m) => {
+                if m.model.fingerprint != model.fingerprint || m.model.dim != model.dim {
+                    return Err(StoreError::ModelMismatch {
+                        path: dir.to_path_buf(),
+                        index_model: m.model.source,
+                        model: model.source.clone(),
+                    });
+                }
+                m
+            }
+            Err(StoreError::NoIndex(_)) => Manifest::new(model.clone()),
+            Err(_) if rebuild => Manifest::new(model.clone()),
+            Err(e) => return Err(e),
+        };
+        let segments = manifest
+            .segments
+            .iter()
+            .map(|r| Segment::load(dir, r, manifest.model.dim, false))
+            .collect::<Result<Vec<_>>>()?;
+        let mut w = IndexWriter {
+            dir: dir.to_path_buf(),
+            manifest,
+            segments,
+            by_path: HashMap::new(),
+            pending_entries: Vec::new(),
+            pending_vectors: Vec::new(),
+            stats: RunStats::default(),
+            _lock: lock,
+        };
+        w.rebuild_paths();
+        w.remove_unreferenced();
+        Ok(w)
+    }
+
+    fn rebuild_paths(&mut self) {
+        self.by_path.clear();
+        for (si, s) in self.segments.iter().enumerate() {
+            for (row, e) in s.entries.iter().enumerate() {
+                if !s.deleted.contains(&(row as u32)) {
+                    self.by_path
+                        .insert(e.path.clone(), Location { segment: si, row });
+                }
+            }
+        }
+    }
+
+    /// Deletes files in the folder that the current manifest does not name.
+    fn remove_unreferenced(&self) {
+        let mut keep: HashSet<String> = [MANIFEST, LOCK].iter().map(|s| s.to_string()).collect();
+        for s in &self.manifest.segments {
+            keep.insert(s.vec.name.clone());
+            keep.insert(s.meta.name.clone());
+            keep.extend(s.hnsw.iter().map(|f| f.name.clone()));
+        }
+        let Ok(read) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in read.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name.starts_with("seg-") || name.starts_with(&format!(".{MANIFEST}.tmp"));
+            if ours && !keep.contains(&name) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// The entry currently indexed for `path`, if any.
+    pub fn get(&self, path: &str) -> Option<&FileEntry> {
+        self.by_path
+            .get(path)
+            .map(|l| &self.segments[l.segment].entries[l.row])
+            .or_else(|| self.pending_entries.iter().rev().find(|e| e.path == path))
+    }
+
+    /// Paths of every live entry.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.by_path.keys().map(String::as_str)
+    }
+
+    /// Time of the last commit, seconds since the epoch (0 for a new index).
+    pub fn committed_unix(&self) -> u64 {
+        self.manifest.updated_unix
+    }
+
+    /// The vector currently indexed for `path`, if committed.
+    pub fn vector(&self, path: &str) -> Option<&[f32]> {
+        let dim = self.manifest.model.dim;
+        self.by_path
+            .get(path)
+            .map(|l| &self.segments[l.segment].vectors[l.row * dim..(l.row + 1) * dim])
+    }
+
+    /// Tombstones the committed entry for `path`, if any.
+    pub fn remove(&mut self, path: &str) -> bool {
+        match self.by_path.remove(path) {
+            Some(l) => {
+                let seg = &mut self.segments[l.segment];
+                seg.deleted.insert(l.row as u32);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues `entry` with its unit vector; replaces any earlier entry for the path.
+    pub fn add(&mut self, entry: FileEntry, vector: &[f32]) {
+        assert_eq!(vector.len(), self.manifest.model.dim, "vector size");
+        self.remove(&entry.path);
+        self.pending_entries.push(entry);
+        self.pending_vectors.extend_from_slice(vector);
+    }
+
+    /// Rows queued since the last commit.
+    pub fn pending(&self) -> usize {
+        self.pending_entries.len()
+    }
+
+    /// Run statistics, recorded in the manifest at each commit.
+    pub fn stats_mut(&mut self) -> &mut RunStats {
+        &mut self.stats
+    }
+
+    /// Writes queued rows as a new segment and commits the manifest.
+    pub fn commit(&mut self) -> Result<()> {
+        self.flush_pending()?;
+        self.commit_manifest()
+    }
+
+    /// Writes queued rows as a new (not yet committed) segment.
+    fn flush_pending(&mut self) -> Result<()> {
+        if !self.pending_entries.is_empty() {
+            let entries = std::mem::take(&mut self.pending_entries);
+            let vectors = std::mem::take(&mut self.pending_vectors);
+            let seg = self.write_segment(entries, vectors, false)?;
+            self.segments.push(seg);
+        }
+        Ok(())
+    }
+
+    fn commit_manifest(&mut self) -> Result<()> {
+        for (seg, rec) in self.segments.iter().zip(self.manifest.segments.iter_mut()) {
+            let mut d: Vec<u32> = seg.deleted.iter().copied().collect();
+            d.sort_unstable();
+            rec.deleted = d;
+        }
+        self.manifest.last_run = self.stats.clone();
+        self.manifest.store(&self.dir)?;
+        self.rebuild_paths();
+        self.remove_unreferenced();
+        Ok(())
+    }
+
+    fn write_segment(
+        &mut self,
+        entries: Vec<FileEntry>,
+        vectors: Vec<f32>,
+        with_ann: bool,
+    ) -> Result<Segment> {
+        let dim = self.manifest.model.dim;
+        let id = self.manifest.next_segment;
+        self.manifest.next_segment += 1;
+        let base = format!("seg-{id:06}");
+        let payload: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let vec = write_framed(&self.dir, &format!("{base}.vec"), VEC_MAGIC, &payload)?;
+        let meta_bytes =
+            bincode::serde::encode_to_vec(&entries, bincode_config()).expect("entries serialize");
+        let meta = write_framed(&self.dir, &format!("{base}.meta"), META_MAGIC, &meta_bytes)?;
+        let mut record = SegmentRecord {
+            id,
+            rows: entries.len(),
+            vec,
+            meta,
+            hnsw: Vec::new(),
+            hnsw_basename: None,
+            deleted: Vec::new(),
+        };
+        let mut graph = None;
+        if with_ann && entries.len() >= HNSW_MIN_ROWS {
+            let hnsw_base = format!("{base}.hnsw");
+            let g = AnnGraph::build(&vectors, dim, &AnnParams::default())
+                .map_err(|e| corrupt(&self.dir.join(&hnsw_base), e.to_string()))?;
+            let files = g
+                .save(&self.dir, &hnsw_base)
+                .map_err(|e| corrupt(&self.dir.join(&hnsw_base), e.to_string()))?;
+            for f in files {
+                let bytes = fs::read(&f).map_err(io_err(format!("reading {}", f.display())))?;
+                record.hnsw.push(FileRef {
+                    name: f.file_name().unwrap().to_string_lossy().into_owned(),
+                    len: bytes.len() as u64,
+                    crc32: crc32fast::hash(&bytes),
+                });
+            }
+            record.hnsw_basename = Some(hnsw_base);
+            graph = Some(g);
+        }
+        self.manifest.segments.push(record.clone());
+        Ok(Segment {
+            record,
+            vectors,
+            entries,
+            deleted: HashSet::new(),
+            ann: graph,
+        })
+    }
+
+    /// Merges segments so the index stays fast: all small segments (no graph) and
+    /// any segment more than a quarter tombstoned are rewritten as one, with an
+    /// HNSW graph when large enough. Commits.
+    pub fn compact(&mut self) -> Result<()> {
+        self.flush_pending()?;
+        let dim = self.manifest.model.dim;
+        let needs =
+            |s: &Segment| s.record.hnsw_basename.is_none() || s.deleted.len() * 4 > s.record.rows;
+        let merge: Vec<usize> = (0..self.segments.len())
+            .filter(|&i| needs(&self.segments[i]))
+            .collect();
+        let already_single = merge.len() == 1 && self.segments[merge[0]].deleted.is_empty();
+        if merge.is_empty() || already_single && self.segments[merge[0]].record.rows < HNSW_MIN_ROWS
+        {
+            return self.commit_manifest();
+        }
+        // Sort by path so ids (and therefore tie order) do not depend on history.
+        let mut rows: BTreeMap<String, (FileEntry, Vec<f32>)> = BTreeMap::new();
+        for &i in &merge {
+            let s = &self.segments[i];
+            for (row, e) in s.entries.iter().enumerate() {
+                if !s.deleted.contains(&(row as u32)) {
+                    rows.insert(
+                        e.path.clone(),
+                        (e.clone(), s.vectors[row * dim..(row + 1) * dim].to_vec()),
+                    );
+                }
+            }
+        }
+        let keep: Vec<usize> = (0..self.segments.len())
+            .filter(|i| !merge.contains(i))
+            .collect();
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut records = Vec::new();
+        let old = std::mem::take(&mut self.segments);
+        for (i, s) in old.into_iter().enumerate() {
+            if keep.contains(&i) {
+                records.push(self.manifest.segments[i].clone());
+                segments.push(s);
+            }
+        }
+        self.manifest.segments = records;
+        self.segments = segments;
+        if !rows.is_empty() {
+            let (entries, vecs): (Vec<FileEntry>, Vec<Vec<f32>>) = rows.into_values().unzip();
+            let vectors: Vec<f32> = vecs.concat();
+            let seg = self.write_segment(entries, vectors, true)?;
+            self.segments.push(seg);
+        }
+        self.commit_manifest()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(dim: usize) -> ModelInfo {
+        ModelInfo {
+            source: "test".into(),
+            fingerprint: "fp".into(),
+            dim,
+        }
+    }
+
+    fn entry(path: &str) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            size: 1,
+            mtime_ns: 2,
+            crc32: 3,
+        }
+    }
+
+    fn unit(seed: u32, dim: usize) -> Vec<f32> {
+        let v: Vec<f32> = (0..dim)
+            .map(|i| ((seed * 31 + i as u32 * 17) % 13) as f32 - 6.0)
+            .collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn commit_then_open_finds_rows_and_hides_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = dir.path().join(".plip");
+        let mut w = IndexWriter::open(&idx, &model(8), false).unwrap();
+        for i in 0..5 {
+            w.add(entry(&format!("img{i}.png")), &unit(i, 8));
+        }
+        w.commit().unwrap();
+        w.remove("img1.png");
+        w.add(entry("img2.png"), &unit(40, 8));
+        w.commit().unwrap();
+        drop(w);
+        let index = Index::open(&idx).unwrap();
+        // img0, img3, img4 and the replaced img2; img1 is gone.
+        assert_eq!(index.len(), 4);
+        let hits = index.search(&unit(40, 8), 10, 64, None);
+        assert_eq!(hits.len(), 4);
+        assert_eq!(hits[0].path, "img2.png");
+        assert!((hits[0].score - 1.0).abs() < 1e-5);
+        assert!(hits.iter().all(|h| h.path != "img1.png"));
+        assert_eq!(hits.iter().filter(|h| h.path == "img2.png").count(), 1);
+    }
+
+    #[test]
+    fn second_writer_is_refused_while_the_first_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = dir.path().join(".plip");
+        let _w = IndexWriter::open(&idx, &model(4), false).unwrap();
+        let err = IndexWriter::open(&idx, &model(4), false).err().unwrap();
+        assert!(matches!(err, StoreError::Locked(..)), "{err}");
+    }
+
+    #[test]
+    fn different_model_is_refused_unless_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = dir.path().join(".plip");
+        let mut w = IndexWriter::open(&idx, &model(4), false).unwrap();
+        w.add(entry("a.png"), &unit(1, 4));
+        w.commit().unwrap();
+        drop(w);
+        let mut other = model(4);
+        other.fingerprint = "other".into();
+        let err = IndexWriter::open(&idx, &other, false).err().unwrap();
+        assert!(matches!(err, StoreError::ModelMismatch { .. }), "{err}");
+        let mut w = IndexWriter::open(&idx, &other, true).unwrap();
+        w.commit().unwrap();
+        drop(w);
+        assert_eq!(Index::open(&idx).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn corrupt_files_give_errors_that_suggest_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = dir.path().join(".plip");
+        let mut w = IndexWriter::open(&idx, &model(4), false).unwrap();
+        w.add(entry("a.png"), &unit(1, 4));
+        w.commit().unwrap();
+        drop(w);
+        let vec = fs::read_dir(&idx)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".vec"))
+            .unwrap()
+            .path();
+        let mut bytes = fs::read(&vec).unwrap();
+        bytes[14] ^= 0x10;
+        fs::write(&vec, &bytes).unwrap();
+        let err = Index::open(&idx).err().unwrap();
+        assert!(err.to_string().contains("--rebuild"), "{err}");
+        fs::write(&vec, &bytes[..10]).unwrap();
+        assert!(matches!(
+            Index::open(&idx).err().unwrap(),
+            StoreError::Corrupt { .. }
+        ));
+        fs::write(
+            idx.join(MANIFEST),
+            b"{\"format\":\"plip-index\",\"version\":99}",
+        )
+        .unwrap();
+        assert!(matches!(
+            Index::open(&idx).err().unwrap(),
+            StoreError::Incompatible { .. }
+        ));
+        fs::write(idx.join(MANIFEST), b"garbage").unwrap();
+        assert!(matches!(
+            Index::open(&idx).err().unwrap(),
+            StoreError::Corrupt { .. }
+        ));
+    }
+
+    #[test]
+    fn compaction_keeps_results_and_drops_dead_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = dir.path().join(".plip");
+        let mut w = IndexWriter::open(&idx, &model(8), false).unwrap();
+        for i in 0..6 {
+            w.add(entry(&format!("{i}.png")), &unit(i, 8));
+            w.commit().unwrap();
+        }
+        w.remove("3.png");
+        w.commit().unwrap();
+        let before = Index::open(&idx).unwrap().search(&unit(2, 8), 10, 64, None);
+        w.compact().unwrap();
+        drop(w);
+        let index = Index::open(&idx).unwrap();
+        assert_eq!(index.stats().segments, 1);
+        assert_eq!(index.search(&unit(2, 8), 10, 64, None), before);
+        let files = fs::read_dir(&idx).unwrap().count();
+        assert_eq!(files, 4, "MANIFEST, lock, one .vec, one .meta");
+    }
+}

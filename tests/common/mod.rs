@@ -1,0 +1,117 @@
+//! Shared test helpers: fixture paths, golden files, and a temp-folder test
+//! environment that runs the real `plip` binary (like fd's `TestEnv`).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's `fixtures/` folder.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The tiny random-weight CLIP in Hugging Face format.
+pub fn tiny_model() -> PathBuf {
+    fixtures().join("model")
+}
+
+/// Reads every tensor of a safetensors file as (shape, f32 values).
+pub fn read_safetensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .filter_map(|(name, view)| {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                safetensors::Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+                safetensors::Dtype::U8 => data.iter().map(|&b| b as f32).collect(),
+                safetensors::Dtype::I64 => data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect(),
+                _ => return None,
+            };
+            Some((name, (view.shape().to_vec(), values)))
+        })
+        .collect()
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+/// A temporary project folder in which the real `plip` binary runs.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// An empty project folder.
+    pub fn new() -> Self {
+        TestEnv {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The project folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies fixture images (by file name) into `sub/` of the project.
+    pub fn copy_images(&self, sub: &str, names: &[&str]) -> PathBuf {
+        let d = self.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        for n in names {
+            std::fs::copy(fixtures().join("images").join(n), d.join(n)).unwrap();
+        }
+        d
+    }
+
+    /// A `plip` command in the project folder, using the tiny model, no network.
+    pub fn plip(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_plip"));
+        c.current_dir(self.path())
+            .env("PLIP_MODEL", tiny_model())
+            .env_remove("PLIP_INDEX")
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HOME", self.path().join(".hf-home-empty"));
+        c
+    }
+
+    /// Runs `plip args…`, asserting success, and returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.plip().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "plip {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `plip args…` and returns the whole output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.plip().args(args).output().unwrap()
+    }
+}
+
+/// All fixture image names, sorted.
+pub fn fixture_images() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(fixtures().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
