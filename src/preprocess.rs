@@ -2,8 +2,8 @@
 //!
 //! PLIP embeddings are only comparable with the ones the published model produces if every
 //! image reaches the network as exactly the tensor that transformers' `CLIPImageProcessor`
-//! (PIL backend) would build: Pillow's `Image.convert("RGB")` semantics with transparency
-//! composited onto white, Pillow's antialiased fixed-point bicubic resize of the shortest edge,
+//! (PIL backend) builds from `Image.open(path).convert("RGB")`: Pillow's RGB conversion
+//! (alpha dropped), Pillow's antialiased fixed-point bicubic resize of the shortest edge,
 //! a centre crop (zero-padded when the image is too small), rescaling in float64 and
 //! normalisation in float32, laid out channel-first. This module ports each of those steps
 //! from the pinned reference sources named next to them, so that for a decoded image the output
@@ -209,7 +209,7 @@ impl ImageProcessorConfig {
             "none".to_owned()
         };
         format!(
-            "plip-preprocess/v1;rgb=pillow+alpha-over-white;resize={resize};resample={};\
+            "plip-preprocess/v1;rgb=pillow-convert;resize={resize};resample={};\
              crop={crop};rescale={rescale};normalize={normalize};layout=chw-f32",
             pil_filter_name(u64::from(self.resample))
         )
@@ -408,7 +408,7 @@ fn megapixels(pixels: u64) -> u64 {
 }
 
 /// Decodes an in-memory image (format sniffed from content) to RGB the way Pillow's
-/// `convert("RGB")` plus transformers' `convert_to_rgb` would.
+/// `Image.open(..).convert("RGB")` would.
 pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
@@ -490,16 +490,19 @@ fn map_image_error(e: image::ImageError, limits: &DecodeLimits) -> ImageError {
     }
 }
 
-/// Converts a decoded image to 8-bit RGB with the reference's semantics.
+/// Converts a decoded image to 8-bit RGB exactly as Pillow's `Image.convert("RGB")` would.
 ///
-/// transformers' `convert_to_rgb`
-/// (<https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/image_transforms.py>)
-/// composites any image with an alpha band or a `transparency` entry onto opaque white with
-/// Pillow's `alpha_composite`, and otherwise calls Pillow's `convert("RGB")`. The image crate
-/// already expands palettes and tRNS transparency into RGBA/LA, which is what Pillow's
-/// `convert("RGBA")` produces, so compositing every alpha-carrying buffer matches. 16-bit data
-/// follows what Pillow reads: colour PNG/TIFF keep the high byte, while 16-bit greyscale opens
-/// as mode `I;16`, whose conversion to RGB clamps to 255 instead of scaling.
+/// This is what the reference pipeline does before calling the processor (and what
+/// transformers 4.x's `convert_to_rgb`, which PLIP was published with, did): grey is
+/// replicated, palettes are expanded, and alpha is dropped, not composited. transformers 5's
+/// own `convert_to_rgb` would instead composite transparent pixels onto white; PLIP's
+/// embeddings predate that. See `convert` in
+/// <https://github.com/python-pillow/Pillow/blob/13.0.0/src/libImaging/Convert.c>.
+///
+/// The image crate expands palettes and tRNS chunks into RGBA/LA whose colour channels are the
+/// palette colours, so dropping its alpha gives Pillow's result. 16-bit data follows what
+/// Pillow reads: colour PNG/TIFF keep the high byte, while 16-bit greyscale opens as mode
+/// `I;16`, whose conversion to RGB clamps at 255 instead of scaling (`I16_RGB`).
 fn to_rgb_like_pillow(img: DynamicImage) -> RgbImage {
     let (w, h) = (img.width(), img.height());
     match img {
@@ -510,18 +513,11 @@ fn to_rgb_like_pillow(img: DynamicImage) -> RgbImage {
         }
         DynamicImage::ImageLumaA8(la) => {
             let s = la.as_raw();
-            build_rgb(w, h, |i| [over_white(s[2 * i], s[2 * i + 1]); 3])
+            build_rgb(w, h, |i| [s[2 * i]; 3])
         }
         DynamicImage::ImageRgba8(rgba) => {
             let s = rgba.as_raw();
-            build_rgb(w, h, |i| {
-                let p = &s[4 * i..4 * i + 4];
-                [
-                    over_white(p[0], p[3]),
-                    over_white(p[1], p[3]),
-                    over_white(p[2], p[3]),
-                ]
-            })
+            build_rgb(w, h, |i| [s[4 * i], s[4 * i + 1], s[4 * i + 2]])
         }
         DynamicImage::ImageRgb16(rgb) => {
             let s = rgb.as_raw();
@@ -529,25 +525,16 @@ fn to_rgb_like_pillow(img: DynamicImage) -> RgbImage {
         }
         DynamicImage::ImageRgba16(rgba) => {
             let s = rgba.as_raw();
-            build_rgb(w, h, |i| {
-                let p = &s[4 * i..4 * i + 4];
-                let a = hi(p[3]);
-                [
-                    over_white(hi(p[0]), a),
-                    over_white(hi(p[1]), a),
-                    over_white(hi(p[2]), a),
-                ]
-            })
+            build_rgb(w, h, |i| [hi(s[4 * i]), hi(s[4 * i + 1]), hi(s[4 * i + 2])])
         }
         DynamicImage::ImageLuma16(l) => {
-            // Pillow `I;16` -> RGB clamps (Convert.c `I16_RGB`), it does not scale.
             let s = l.as_raw();
             build_rgb(w, h, |i| [s[i].min(255) as u8; 3])
         }
         DynamicImage::ImageLumaA16(la) => {
             // Pillow reads 16-bit grey+alpha PNGs as RGBA from the high bytes.
             let s = la.as_raw();
-            build_rgb(w, h, |i| [over_white(hi(s[2 * i]), hi(s[2 * i + 1])); 3])
+            build_rgb(w, h, |i| [hi(s[2 * i]); 3])
         }
         // Float TIFFs and the like: no Pillow mode to mirror here; use the image crate's rule.
         other => other.to_rgb8(),
@@ -564,27 +551,9 @@ fn build_rgb(w: u32, h: u32, f: impl Fn(usize) -> [u8; 3]) -> RgbImage {
     RgbImage::from_raw(w, h, out).expect("buffer length matches dimensions")
 }
 
+/// High byte of a 16-bit sample, as Pillow's `;16B`/`;16L` unpackers keep it.
 fn hi(v: u16) -> u8 {
     (v >> 8) as u8
-}
-
-/// One channel of Pillow's `alpha_composite(white, src)`, ported from
-/// <https://github.com/python-pillow/Pillow/blob/13.0.0/src/libImaging/AlphaComposite.c>
-/// with the destination fixed to opaque white (255, alpha 255).
-#[inline]
-fn over_white(c: u8, a: u8) -> u8 {
-    const PRECISION_BITS: u32 = 7;
-    if a == 0 {
-        return 255;
-    }
-    let (c, a, dst, dst_a) = (u32::from(c), u32::from(a), 255u32, 255u32);
-    let blend = dst_a * (255 - a);
-    let outa255 = a * 255 + blend;
-    let coef1 = a * 255 * 255 * (1 << PRECISION_BITS) / outa255;
-    let coef2 = 255 * (1 << PRECISION_BITS) - coef1;
-    let tmp = c * coef1 + dst * coef2 + (0x80 << PRECISION_BITS);
-    // SHIFTFORDIV255
-    ((((tmp >> 8) + tmp) >> 8) >> PRECISION_BITS) as u8
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1092,7 +1061,7 @@ mod tests {
         let d = ImageProcessorConfig::default();
         assert_eq!(
             d.fingerprint(),
-            "plip-preprocess/v1;rgb=pillow+alpha-over-white;resize=shortest_edge:224;\
+            "plip-preprocess/v1;rgb=pillow-convert;resize=shortest_edge:224;\
              resample=bicubic;crop=224x224;rescale=0.00392156862745098;\
              normalize=mean:[0.48145467, 0.4578275, 0.40821072],\
              std:[0.26862955, 0.2613026, 0.2757771];layout=chw-f32"
@@ -1409,46 +1378,20 @@ mod tests {
     }
 
     #[test]
-    fn grey_is_replicated_and_alpha_composited_on_white() {
+    fn grey_is_replicated_and_alpha_dropped() {
         let lim = DecodeLimits::default();
         let grey = png_bytes(3, 1, &[0, 77, 255], ExtendedColorType::L8);
         let img = decode_rgb(&grey, &lim).unwrap();
         assert_eq!(img.as_raw(), &[0, 0, 0, 77, 77, 77, 255, 255, 255]);
 
-        // Values from transformers' convert_to_rgb (Pillow alpha_composite onto white).
-        let ca = [
-            (0u8, 1u8),
-            (10, 128),
-            (200, 77),
-            (255, 254),
-            (13, 255),
-            (128, 128),
-            (77, 3),
-        ];
-        let expected = [254u8, 132, 238, 255, 13, 191, 253];
-        let rgba: Vec<u8> = ca.iter().flat_map(|&(c, a)| [c, c, c, a]).collect();
-        let img = decode_rgb(&png_bytes(7, 1, &rgba, ExtendedColorType::Rgba8), &lim).unwrap();
-        let got: Vec<u8> = img.pixels().map(|p| p.0[0]).collect();
-        assert_eq!(got, expected);
-        assert!(img.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]));
+        // Pillow's RGBA -> RGB keeps the colour of even fully transparent pixels.
+        let rgba = [10, 20, 30, 0, 40, 50, 60, 128, 70, 80, 90, 255];
+        let img = decode_rgb(&png_bytes(3, 1, &rgba, ExtendedColorType::Rgba8), &lim).unwrap();
+        assert_eq!(img.as_raw(), &[10, 20, 30, 40, 50, 60, 70, 80, 90]);
 
-        let la: Vec<u8> = ca.iter().flat_map(|&(c, a)| [c, a]).collect();
-        let img = decode_rgb(&png_bytes(7, 1, &la, ExtendedColorType::La8), &lim).unwrap();
-        let got: Vec<u8> = img.pixels().map(|p| p.0[0]).collect();
-        assert_eq!(got, expected);
-
-        // Opaque and fully transparent extremes.
-        for c in 0..=255u8 {
-            assert_eq!(over_white(c, 255), c);
-            assert_eq!(over_white(c, 0), 255);
-        }
-        // Distinct channels stay distinct.
-        let img = decode_rgb(
-            &png_bytes(1, 1, &[10, 20, 30, 255], ExtendedColorType::Rgba8),
-            &lim,
-        )
-        .unwrap();
-        assert_eq!(img.as_raw(), &[10, 20, 30]);
+        let la = [5, 0, 200, 77];
+        let img = decode_rgb(&png_bytes(2, 1, &la, ExtendedColorType::La8), &lim).unwrap();
+        assert_eq!(img.as_raw(), &[5, 5, 5, 200, 200, 200]);
     }
 
     #[test]
@@ -1466,9 +1409,16 @@ mod tests {
             decode_rgb(&l16, &lim).unwrap().as_raw(),
             &[17, 17, 17, 255, 255, 255, 255, 255, 255]
         );
-        // Grey + alpha opens as RGBA from the high bytes, then composites.
-        let la16 = png_bytes16(1, 1, &[10 << 8, 128 << 8], ExtendedColorType::La16);
-        assert_eq!(decode_rgb(&la16, &lim).unwrap().as_raw(), &[132, 132, 132]);
+        // Grey + alpha opens as RGBA from the high bytes; alpha is then dropped.
+        let la16 = png_bytes16(1, 1, &[0x0aff, 0x8000], ExtendedColorType::La16);
+        assert_eq!(decode_rgb(&la16, &lim).unwrap().as_raw(), &[10, 10, 10]);
+        let rgba16 = png_bytes16(
+            1,
+            1,
+            &[0x0102, 0x0304, 0x0506, 0],
+            ExtendedColorType::Rgba16,
+        );
+        assert_eq!(decode_rgb(&rgba16, &lim).unwrap().as_raw(), &[1, 3, 5]);
     }
 
     #[test]

@@ -104,10 +104,11 @@ fn check_embeddings(files: &ModelFiles, g: &Golden, images_dir: &Path) {
     }
 
     // Images from the reference's own pixel tensors: isolates the model.
-    let pixels = read_safetensors(&g.dir.join("pixels.safetensors"));
+    let pre = e.preprocess_config();
+    let pixels = common::golden_pixels(&g.dir, pre.image_mean, pre.image_std);
     let mut flat = Vec::new();
     for name in &g.images {
-        flat.extend_from_slice(&pixels[name.as_str()].1);
+        flat.extend_from_slice(&pixels[name.as_str()]);
     }
     let got = e.embed_pixels(flat, g.images.len()).unwrap();
     for (i, (a, b)) in got.iter().zip(&want_image).enumerate() {

@@ -115,3 +115,28 @@ pub fn fixture_images() -> Vec<String> {
     v.sort();
     v
 }
+
+/// The reference processor's float32 pixel tensors, rebuilt from the uint8 images
+/// stored in `pixels.safetensors` exactly as the processor computes them:
+/// `((u8 * (1/255)) as f32 - mean) / std` (the generator asserts this to 1e-6).
+pub fn golden_pixels(
+    golden_dir: &Path,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> HashMap<String, Vec<f32>> {
+    read_safetensors(&golden_dir.join("pixels.safetensors"))
+        .into_iter()
+        .map(|(name, (shape, u8s))| {
+            let plane = shape[1] * shape[2];
+            let v = u8s
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    let c = i / plane;
+                    ((x as f64 * (1.0 / 255.0)) as f32 - mean[c]) / std[c]
+                })
+                .collect();
+            (name, v)
+        })
+        .collect()
+}
