@@ -87,6 +87,86 @@ enum Command {
     Embed(EmbedArgs),
     /// Show what an index holds.
     Info(InfoArgs),
+    /// Measure retrieval recall, zero-shot accuracy, or HNSW quality.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// Text-to-image and image-to-text Recall@1/5/10/50, mean and median rank.
+    ///
+    /// Caption i should retrieve image i and image i caption i. A query counts at K
+    /// when a correct item is among the top K by cosine (PLIP's definition). Items
+    /// that are identical (same caption text, or same image bytes) count as correct
+    /// for each other. Ties with a wrong item count against the query. An
+    /// unreadable image skips its pair, with a warning naming the row.
+    Retrieval(EvalRetrievalArgs),
+    /// Zero-shot classification of an ImageFolder-style DIR (one subfolder per class).
+    ///
+    /// Reports accuracy, weighted and macro F1, per-class precision/recall/F1 with
+    /// support, and the confusion matrix (scikit-learn definitions, all classes,
+    /// zero_division=0). Several --template are ensembled as CLIP does: the
+    /// normalized embeddings of the filled templates are averaged per class, then
+    /// renormalized.
+    ZeroShot(EvalZeroShotArgs),
+    /// HNSW recall@K against exact search, and query latency, at several ef values.
+    ///
+    /// Builds a graph with the index's parameters over the index's vectors and uses
+    /// evenly spaced indexed vectors as queries.
+    Ann(EvalAnnArgs),
+}
+
+#[derive(Debug, Args)]
+struct EvalRetrievalArgs {
+    /// CSV with a header and at least `image,caption` columns; image paths are
+    /// relative to the CSV's folder.
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+    /// Embedding cache folder [default: $XDG_CACHE_HOME/plip or ~/.cache/plip].
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+struct EvalZeroShotArgs {
+    /// Folder with one subfolder of images per class.
+    dir: PathBuf,
+    /// CSV `folder,name` giving each class folder a prompt name.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Prompt template with `{}` for the class name (repeatable; ensembled).
+    /// [default: "An H&E image patch of {}."]
+    #[arg(long = "template")]
+    templates: Vec<String>,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+    /// Embedding cache folder [default: $XDG_CACHE_HOME/plip or ~/.cache/plip].
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+struct EvalAnnArgs {
+    /// Number of indexed vectors used as queries.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// K of recall@K.
+    #[arg(long, short = 'k', default_value_t = 10)]
+    k: usize,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +287,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Search(a) => cmd_search(&config, a),
         Command::Embed(a) => cmd_embed(&config, a),
         Command::Info(a) => cmd_info(&config, a),
+        Command::Eval(e) => cmd_eval(&config, e),
     }
 }
 
@@ -629,4 +710,52 @@ pub fn absolute(cwd: &Path, p: &Path) -> PathBuf {
     } else {
         cwd.join(p)
     }
+}
+
+fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
+    use crate::eval_cmd;
+    let source = config
+        .model
+        .clone()
+        .unwrap_or_else(|| hub::DEFAULT_MODEL.to_string());
+    let cache_dir = |dir: &Option<PathBuf>, off: bool| {
+        if off {
+            None
+        } else {
+            dir.clone().or_else(eval_cmd::default_cache_dir)
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        EvalCommand::Retrieval(a) => {
+            let e = load_embedder(&source, Towers::BOTH)?;
+            let mut images = eval_cmd::CachedImages::new(&e, cache_dir(&a.cache, a.no_cache));
+            eval_cmd::retrieval(
+                &e,
+                &mut images,
+                &a.pairs,
+                &crate::eval::DEFAULT_KS,
+                a.json,
+                &mut out,
+            )?;
+        }
+        EvalCommand::ZeroShot(a) => {
+            let e = load_embedder(&source, Towers::BOTH)?;
+            let mut images = eval_cmd::CachedImages::new(&e, cache_dir(&a.cache, a.no_cache));
+            eval_cmd::zero_shot(
+                &e,
+                &mut images,
+                &a.dir,
+                a.labels.as_deref(),
+                &a.templates,
+                a.json,
+                &mut out,
+            )?;
+        }
+        EvalCommand::Ann(a) => {
+            let index = open_index(config)?;
+            eval_cmd::ann(&index, a.queries, a.k.max(1), a.json, &mut out)?;
+        }
+    }
+    Ok(0)
 }

@@ -11,6 +11,7 @@ pub mod ann;
 pub mod cli;
 pub mod embed;
 pub mod eval;
+pub mod eval_cmd;
 pub mod hub;
 pub mod model;
 pub mod npy;
