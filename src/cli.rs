@@ -656,7 +656,9 @@ fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
     if args.json {
         let mut v = serde_json::to_value(&s)?;
         v["index"] = serde_json::json!(index.dir().display().to_string());
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
         return Ok(0);
     }
     let mut out = std::io::stdout().lock();
