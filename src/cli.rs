@@ -185,9 +185,48 @@ struct IndexArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_long_help = "\
+Query arithmetic (as rclip does it): every term (QUERY, --image, --add, --subtract) is
+embedded and L2-normalized, multiplied by its weight (default 1; negative for
+--subtract), summed, and the sum is normalized again. A term is an image when it names
+an existing image file, else text. Prefix a weight with a colon: --add 2:lymphocytes,
+--subtract 0.5:./ref.png (write 1:Ki-67:high for text that contains a colon).
+
+With --template, each text term is embedded through every template ({} = the term),
+and the normalized embeddings are averaged and renormalized: the same ensembling as
+`plip eval zero-shot`.
+
+Examples:
+  plip search \"tumor tissue\"
+  plip search --image query.png --top 20
+  plip search \"tumor\" --add \"lymphocytes\" --subtract \"necrosis\"
+  plip search \"tumor\" --template \"An H&E image patch of {}.\" --template \"a histopathology image of {}\"
+  plip search \"mucus\" --under slides/colon --threshold 0.25 --html results.html")]
 struct SearchArgs {
-    /// What to look for, in English, e.g. "tumor tissue".
-    query: String,
+    /// What to look for, in English (e.g. "tumor tissue"), or an image file.
+    #[arg(required_unless_present = "image")]
+    query: Option<String>,
+    /// Find images similar to this image (preprocessed exactly like indexed images).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Add a term: text or image, optionally weighted as W:TERM (repeatable).
+    #[arg(long = "add", value_name = "[W:]TERM")]
+    add: Vec<String>,
+    /// Subtract a term: text or image, optionally weighted as W:TERM (repeatable).
+    #[arg(long = "subtract", value_name = "[W:]TERM", allow_hyphen_values = true)]
+    subtract: Vec<String>,
+    /// Prompt template with {} for each text term (repeatable; ensembled).
+    #[arg(long = "template")]
+    templates: Vec<String>,
+    /// Keep only hits with a cosine score of at least S.
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    threshold: Option<f32>,
+    /// Search only images under this folder.
+    #[arg(long, value_name = "SUBDIR")]
+    under: Option<PathBuf>,
+    /// Also write a self-contained HTML page of the results (thumbnails embedded).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Number of results.
     #[arg(long, short = 'k', default_value_t = 10)]
     top: usize,
@@ -521,31 +560,89 @@ fn open_index(config: &Config) -> Result<Index> {
 }
 
 fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
-    if args.query.trim().is_empty() {
-        bail!("the query is empty; give some words, e.g. plip search \"tumor tissue\"");
+    use crate::search::{parse_term, QueryTerm, TermKind};
+    let mut terms: Vec<QueryTerm> = Vec::new();
+    let mut label = Vec::new();
+    if let Some(q) = &args.query {
+        if q.trim().is_empty() {
+            bail!("the query is empty; give some words, e.g. plip search \"tumor tissue\"");
+        }
+        let p = Path::new(q);
+        let kind = if walk::is_image(p) && p.is_file() {
+            TermKind::Image(p.to_path_buf())
+        } else {
+            TermKind::Text(q.clone())
+        };
+        terms.push(QueryTerm { weight: 1.0, kind });
+        label.push(q.clone());
+    }
+    if let Some(img) = &args.image {
+        if !img.is_file() {
+            bail!("query image {} does not exist", img.display());
+        }
+        terms.push(QueryTerm {
+            weight: 1.0,
+            kind: TermKind::Image(img.clone()),
+        });
+        label.push(format!("image {}", img.display()));
+    }
+    for a in &args.add {
+        terms.push(parse_term(a, 1.0).with_context(|| format!("--add {a}"))?);
+        label.push(format!("+ {a}"));
+    }
+    for a in &args.subtract {
+        terms.push(parse_term(a, -1.0).with_context(|| format!("--subtract {a}"))?);
+        label.push(format!("- {a}"));
     }
     let index = open_index(config)?;
-    let source = config
-        .model
-        .clone()
-        .unwrap_or_else(|| index.model().source.clone());
-    let embedder = load_embedder(
-        &source,
-        Towers {
-            text: true,
-            vision: false,
-        },
-    )?;
-    check_same_model(&index, &embedder)?;
     if index.is_empty() {
         bail!(
             "the index at {} is empty; run `plip index DIR` on a folder with images",
             index.dir().display()
         );
     }
-    let query = embedder.embed_texts(&[args.query.as_str()])?.remove(0);
-    let hits = index.search(&query, args.top, args.ef, None);
-    let rows = search::printable(&hits, &index.root(), &config.cwd);
+    let towers = Towers {
+        text: terms.iter().any(|t| matches!(t.kind, TermKind::Text(_))),
+        vision: terms.iter().any(|t| matches!(t.kind, TermKind::Image(_))),
+    };
+    let source = config
+        .model
+        .clone()
+        .unwrap_or_else(|| index.model().source.clone());
+    let embedder = load_embedder(&source, towers)?;
+    check_same_model(&index, &embedder)?;
+    let query = search::build_query(&embedder, &terms, &args.templates)?;
+    let root = index.root();
+    let prefix = args.under.as_ref().map(|u| {
+        let abs = absolute(&config.cwd, u);
+        let abs = abs.canonicalize().unwrap_or(abs);
+        walk::relative(&abs, &root)
+    });
+    let allow = |p: &str| match &prefix {
+        Some(pre) if pre != "." => {
+            p == pre || (p.starts_with(pre.as_str()) && p[pre.len()..].starts_with('/'))
+        }
+        _ => true,
+    };
+    let mut hits = index.search(&query, args.top, args.ef, Some(&allow));
+    if let Some(t) = args.threshold {
+        hits.retain(|h| h.score >= t);
+    }
+    let rows = search::printable(&hits, &root, &config.cwd);
+    if let Some(page) = &args.html {
+        let page = absolute(&config.cwd, page);
+        let dir = page
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or(config.cwd.clone());
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut buf = Vec::new();
+        crate::html::write_page(&mut buf, &label.join(" "), &rows, &config.cwd, &dir)?;
+        std::fs::write(&page, buf).with_context(|| format!("writing {}", page.display()))?;
+        if !config.quiet {
+            eprintln!("plip: wrote {}", walk::relative(&page, &config.cwd));
+        }
+    }
     let format = if args.json {
         OutputFormat::JsonLines
     } else if args.paths_only {

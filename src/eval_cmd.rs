@@ -252,12 +252,11 @@ pub fn zero_shot(
     } else {
         templates.to_vec()
     };
-    let mut class_embs = Vec::new();
-    for name in &class_names {
-        let prompts: Vec<String> = templates.iter().map(|t| fill(t, name)).collect();
-        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        class_embs.push(eval::ensemble(&embedder.embed_texts(&refs)?)?);
-    }
+    // The same ensembling as `plip search --template`.
+    let class_embs = class_names
+        .iter()
+        .map(|name| crate::search::text_embedding(embedder, name, &templates))
+        .collect::<Result<Vec<_>>>()?;
     let mut paths = Vec::new();
     let mut truth = Vec::new();
     for (c, f) in folders.iter().enumerate() {
@@ -299,15 +298,6 @@ pub fn zero_shot(
         }
     }
     Ok(())
-}
-
-/// Fills `{}` in a template (or appends the name when there is none).
-pub fn fill(template: &str, name: &str) -> String {
-    if template.contains("{}") {
-        template.replace("{}", name)
-    } else {
-        format!("{template} {name}")
-    }
 }
 
 /// One `ef` row of `plip eval ann`.

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod embed;
 pub mod eval;
 pub mod eval_cmd;
+pub mod html;
 pub mod hub;
 pub mod model;
 pub mod npy;
