@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-target/results-page.png}")
 cargo build --quiet
-plip=$PWD/target/debug/plip
+plip=${CARGO_TARGET_DIR:-$PWD/target}/debug/plip
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/slides"
