@@ -124,7 +124,21 @@ pub fn golden_pixels(
     mean: [f32; 3],
     std: [f32; 3],
 ) -> HashMap<String, Vec<f32>> {
-    read_safetensors(&golden_dir.join("pixels.safetensors"))
+    let path = golden_dir.join("pixels.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    if st
+        .tensors()
+        .iter()
+        .any(|(_, v)| v.dtype() != safetensors::Dtype::U8)
+    {
+        // Goldens made before the uint8 format hold the float32 tensors themselves.
+        return read_safetensors(&path)
+            .into_iter()
+            .map(|(k, (_, v))| (k, v))
+            .collect();
+    }
+    read_safetensors(&path)
         .into_iter()
         .map(|(name, (shape, u8s))| {
             let plane = shape[1] * shape[2];
