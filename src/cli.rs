@@ -356,9 +356,8 @@ fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
     let existing_model = if args.rebuild {
         None
     } else {
-        Index::open(&index_dir)
-            .ok()
-            .map(|i| i.model().source.clone())
+        // Only the manifest: loading every vector just to learn the model is waste.
+        store::recorded_model(&index_dir).ok().map(|m| m.source)
     };
     let source = config
         .model

@@ -417,6 +417,11 @@ impl Segment {
     }
 }
 
+/// The model recorded in the index at `dir`, reading only the manifest.
+pub fn recorded_model(dir: &Path) -> Result<ModelInfo> {
+    Manifest::load(dir).map(|m| m.model)
+}
+
 /// A search result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IndexHit {
