@@ -396,9 +396,11 @@ impl Attention {
 
     fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
         let (b, l, d) = xs.dims3()?;
+        // Linear layers run on [B*L, D]: one large matmul instead of B small ones,
+        // which candle would issue for a 3-D input with broadcast weights.
         let qkv = self
             .qkv
-            .forward(xs)?
+            .forward(&xs.reshape((b * l, d))?)?
             .reshape((b, l, 3, self.num_heads, self.head_dim))?
             .permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;
@@ -409,8 +411,8 @@ impl Attention {
             scores = scores.broadcast_add(mask)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, d))?;
-        self.out_proj.forward(&out)
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * l, d))?;
+        self.out_proj.forward(&out)?.reshape((b, l, d))
     }
 }
 
@@ -441,9 +443,10 @@ impl EncoderLayer {
             .self_attn
             .forward(&self.layer_norm1.forward(xs)?, mask)?;
         let xs = (xs + h)?;
-        let h = self.fc1.forward(&self.layer_norm2.forward(&xs)?)?;
-        let h = self.fc2.forward(&self.act.forward(&h)?)?;
-        xs + h
+        let (b, l, d) = xs.dims3()?;
+        let flat = self.layer_norm2.forward(&xs)?.reshape((b * l, d))?;
+        let h = self.fc2.forward(&self.act.forward(&self.fc1.forward(&flat)?)?)?;
+        xs + h.reshape((b, l, d))?
     }
 }
 
