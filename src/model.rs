@@ -445,7 +445,9 @@ impl EncoderLayer {
         let xs = (xs + h)?;
         let (b, l, d) = xs.dims3()?;
         let flat = self.layer_norm2.forward(&xs)?.reshape((b * l, d))?;
-        let h = self.fc2.forward(&self.act.forward(&self.fc1.forward(&flat)?)?)?;
+        let h = self
+            .fc2
+            .forward(&self.act.forward(&self.fc1.forward(&flat)?)?)?;
         xs + h.reshape((b, l, d))?
     }
 }

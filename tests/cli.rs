@@ -51,37 +51,16 @@ fn index_then_search_ranks_like_the_reference() {
     assert!(env.path().join(".plip/MANIFEST").is_file());
 
     // The reference ranking: golden image embeddings by dot with the golden text.
-    let g: serde_json::Value =
-        serde_json::from_slice(&fs::read(fixtures().join("golden/golden.json")).unwrap()).unwrap();
-    let images: Vec<&str> = g["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let prompts: Vec<&str> = g["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let emb = read_safetensors(&fixtures().join("golden/embeddings.safetensors"));
-    let (img, txt) = (&emb["image_embeds"].1, &emb["text_embeds"].1);
-    let d = emb["image_embeds"].0[1];
+    let gold = common::GoldenEmbeddings::load();
     for query in ["lymphocytes", "necrosis", "adipose tissue"] {
-        let qi = prompts.iter().position(|p| *p == query).unwrap();
-        let q = &txt[qi * d..(qi + 1) * d];
-        let mut want: Vec<(f32, &str)> = images
+        let q = gold.text(query);
+        let mut want: Vec<(f32, &str)> = gold
+            .images
             .iter()
-            .enumerate()
-            .map(|(i, name)| {
+            .map(|name| {
                 (
-                    img[i * d..(i + 1) * d]
-                        .iter()
-                        .zip(q)
-                        .map(|(a, b)| a * b)
-                        .sum(),
-                    *name,
+                    gold.image(name).iter().zip(q).map(|(a, b)| a * b).sum(),
+                    name.as_str(),
                 )
             })
             .collect();

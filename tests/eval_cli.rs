@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{fixtures, read_safetensors, TestEnv};
+use common::TestEnv;
 
 #[test]
 fn retrieval_matches_metrics_on_reference_embeddings() {
@@ -44,31 +44,9 @@ fn retrieval_matches_metrics_on_reference_embeddings() {
     assert_eq!(got["skipped"], 1);
 
     // The same metric on the reference's embeddings of the same items.
-    let g: serde_json::Value =
-        serde_json::from_slice(&fs::read(fixtures().join("golden/golden.json")).unwrap()).unwrap();
-    let gi: Vec<&str> = g["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let gp: Vec<&str> = g["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let emb = read_safetensors(&fixtures().join("golden/embeddings.safetensors"));
-    let d = emb["image_embeds"].0[1];
-    let row = |t: &str, i: usize| emb[t].1[i * d..(i + 1) * d].to_vec();
-    let imgs: Vec<Vec<f32>> = names
-        .iter()
-        .map(|n| row("image_embeds", gi.iter().position(|x| x == n).unwrap()))
-        .collect();
-    let txts: Vec<Vec<f32>> = caps
-        .iter()
-        .map(|c| row("text_embeds", gp.iter().position(|x| x == c).unwrap()))
-        .collect();
+    let gold = common::GoldenEmbeddings::load();
+    let imgs: Vec<Vec<f32>> = names.iter().map(|n| gold.image(n).to_vec()).collect();
+    let txts: Vec<Vec<f32>> = caps.iter().map(|c| gold.text(c).to_vec()).collect();
     let want = plip::eval::retrieval(
         &imgs,
         &txts,

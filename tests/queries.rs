@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{fixture_images, fixtures, read_safetensors, TestEnv};
+use common::{fixture_images, TestEnv};
 
 fn indexed_env() -> TestEnv {
     let env = TestEnv::new();
@@ -46,30 +46,10 @@ fn indexed_images_retrieve_themselves_at_rank_one() {
 #[test]
 fn arithmetic_equals_a_reference_computation() {
     let env = indexed_env();
-    let g: serde_json::Value =
-        serde_json::from_slice(&fs::read(fixtures().join("golden/golden.json")).unwrap()).unwrap();
-    let images: Vec<&str> = g["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let prompts: Vec<&str> = g["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let emb = read_safetensors(&fixtures().join("golden/embeddings.safetensors"));
-    let d = emb["image_embeds"].0[1];
-    let text = |p: &str| {
-        let i = prompts.iter().position(|x| *x == p).unwrap();
-        emb["text_embeds"].1[i * d..(i + 1) * d].to_vec()
-    };
-    let image = |n: &str| {
-        let i = images.iter().position(|x| *x == n).unwrap();
-        emb["image_embeds"].1[i * d..(i + 1) * d].to_vec()
-    };
+    let gold = common::GoldenEmbeddings::load();
+    let d = gold.dim;
+    let text = |p: &str| gold.text(p).to_vec();
+    let image = |n: &str| gold.image(n).to_vec();
     let terms: Vec<(f64, Vec<f32>)> = vec![
         (1.0, text("mucus")),
         (2.0, text("lymphocytes")),
@@ -84,7 +64,8 @@ fn arithmetic_equals_a_reference_computation() {
         }
     }
     let n = q.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let mut want: Vec<(f64, String)> = images
+    let mut want: Vec<(f64, String)> = gold
+        .images
         .iter()
         .map(|name| {
             let s: f64 = image(name)

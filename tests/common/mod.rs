@@ -154,3 +154,54 @@ pub fn golden_pixels(
         })
         .collect()
 }
+
+/// The reference's embeddings of the fixture images and prompts
+/// (`fixtures/golden/embeddings.safetensors`, names from `golden.json`).
+pub struct GoldenEmbeddings {
+    /// Image file names, in row order.
+    pub images: Vec<String>,
+    /// Prompts, in row order.
+    pub prompts: Vec<String>,
+    /// Embedding size.
+    pub dim: usize,
+    image_embeds: Vec<f32>,
+    text_embeds: Vec<f32>,
+}
+
+impl GoldenEmbeddings {
+    /// Loads the fixture goldens.
+    pub fn load() -> Self {
+        let dir = fixtures().join("golden");
+        let g: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
+        let strings = |k: &str| -> Vec<String> {
+            g[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        let mut emb = read_safetensors(&dir.join("embeddings.safetensors"));
+        let (shape, image_embeds) = emb.remove("image_embeds").unwrap();
+        let (_, text_embeds) = emb.remove("text_embeds").unwrap();
+        GoldenEmbeddings {
+            images: strings("images"),
+            prompts: strings("prompts"),
+            dim: shape[1],
+            image_embeds,
+            text_embeds,
+        }
+    }
+
+    /// The reference embedding of fixture image `name`.
+    pub fn image(&self, name: &str) -> &[f32] {
+        let i = self.images.iter().position(|x| x == name).unwrap();
+        &self.image_embeds[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// The reference embedding of `prompt`.
+    pub fn text(&self, prompt: &str) -> &[f32] {
+        let i = self.prompts.iter().position(|x| x == prompt).unwrap();
+        &self.text_embeds[i * self.dim..(i + 1) * self.dim]
+    }
+}
