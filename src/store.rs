@@ -741,14 +741,6 @@ impl IndexWriter {
         self.manifest.updated_unix
     }
 
-    /// The vector currently indexed for `path`, if committed.
-    pub fn vector(&self, path: &str) -> Option<&[f32]> {
-        let dim = self.manifest.model.dim;
-        self.by_path
-            .get(path)
-            .map(|l| &self.segments[l.segment].vectors[l.row * dim..(l.row + 1) * dim])
-    }
-
     /// Tombstones the committed entry for `path`, if any.
     pub fn remove(&mut self, path: &str) -> bool {
         match self.by_path.remove(path) {
