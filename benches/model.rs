@@ -13,6 +13,8 @@ use plip::embed::Embedder;
 use plip::model::Towers;
 
 fn bench(c: &mut Criterion) {
+    // As the plip binary does.
+    plip::kernels::tune_allocator();
     let dir = std::env::var("PLIP_BENCH_MODEL")
         .unwrap_or_else(|_| format!("{}/fixtures/full-size", env!("CARGO_MANIFEST_DIR")));
     let Ok(files) = plip::hub::resolve(&dir) else {

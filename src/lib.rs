@@ -14,6 +14,7 @@ pub mod eval;
 pub mod eval_cmd;
 pub mod html;
 pub mod hub;
+pub mod kernels;
 pub mod model;
 pub mod npy;
 pub mod preprocess;

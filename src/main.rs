@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    plip::kernels::tune_allocator();
     let cli = plip::cli::Cli::parse();
     match plip::cli::run(cli) {
         Ok(code) => ExitCode::from(code as u8),

@@ -19,6 +19,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+
+use crate::kernels::{self, Dense};
 use serde_json::Value;
 
 /// Activation used inside the encoder MLPs.
@@ -44,7 +46,7 @@ impl Activation {
 
     fn forward(self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Activation::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
+            Activation::QuickGelu => kernels::quick_gelu(xs),
             Activation::Gelu => xs.gelu_erf(),
             Activation::GeluTanh => xs.gelu(),
         }
@@ -296,6 +298,11 @@ impl Towers {
         text: true,
         vision: true,
     };
+    /// The text tower only (text queries).
+    pub const TEXT: Towers = Towers {
+        text: true,
+        vision: false,
+    };
 }
 
 /// Names of every tensor a tower needs, so a checkpoint can be checked up front.
@@ -368,14 +375,14 @@ fn check_complete(vb: &VarBuilder, config: &ClipConfig, towers: Towers) -> Resul
 }
 
 struct Attention {
-    qkv: Linear,
-    out_proj: Linear,
+    qkv: Dense,
+    out_proj: Dense,
     num_heads: usize,
     head_dim: usize,
 }
 
 impl Attention {
-    fn new(vb: VarBuilder, c: &TowerConfig) -> Result<Self> {
+    fn new(vb: VarBuilder, c: &TowerConfig, many_rows: bool) -> Result<Self> {
         let d = c.hidden_size;
         let head_dim = d / c.num_attention_heads;
         // HF scales q after the projection; folding the scale into q's weights and
@@ -385,9 +392,9 @@ impl Attention {
         let b = |name: &str| vb.pp(name).get(d, "bias");
         let weight = Tensor::cat(&[(w("q_proj")? * scale)?, w("k_proj")?, w("v_proj")?], 0)?;
         let bias = Tensor::cat(&[(b("q_proj")? * scale)?, b("k_proj")?, b("v_proj")?], 0)?;
-        let out_proj = candle_nn::linear(d, d, vb.pp("out_proj"))?;
+        let out_proj = Dense::new(candle_nn::linear(d, d, vb.pp("out_proj"))?, many_rows)?;
         Ok(Self {
-            qkv: Linear::new(weight, Some(bias)),
+            qkv: Dense::new(Linear::new(weight, Some(bias)), many_rows)?,
             out_proj,
             num_heads: c.num_attention_heads,
             head_dim,
@@ -420,20 +427,27 @@ struct EncoderLayer {
     layer_norm1: LayerNorm,
     self_attn: Attention,
     layer_norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
     act: Activation,
 }
 
 impl EncoderLayer {
-    fn new(vb: VarBuilder, c: &TowerConfig) -> Result<Self> {
+    fn new(vb: VarBuilder, c: &TowerConfig, many_rows: bool) -> Result<Self> {
         let d = c.hidden_size;
+        let mlp = vb.pp("mlp");
         Ok(Self {
             layer_norm1: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm1"))?,
-            self_attn: Attention::new(vb.pp("self_attn"), c)?,
+            self_attn: Attention::new(vb.pp("self_attn"), c, many_rows)?,
             layer_norm2: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm2"))?,
-            fc1: candle_nn::linear(d, c.intermediate_size, vb.pp("mlp").pp("fc1"))?,
-            fc2: candle_nn::linear(c.intermediate_size, d, vb.pp("mlp").pp("fc2"))?,
+            fc1: Dense::new(
+                candle_nn::linear(d, c.intermediate_size, mlp.pp("fc1"))?,
+                many_rows,
+            )?,
+            fc2: Dense::new(
+                candle_nn::linear(c.intermediate_size, d, mlp.pp("fc2"))?,
+                many_rows,
+            )?,
             act: c.hidden_act,
         })
     }
@@ -457,10 +471,12 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn new(vb: VarBuilder, c: &TowerConfig) -> Result<Self> {
+    /// `many_rows`: whether the tower sees many rows per matmul (the vision tower,
+    /// 50 per image) or few (a text prompt), which decides each [`Dense`] layout.
+    fn new(vb: VarBuilder, c: &TowerConfig, many_rows: bool) -> Result<Self> {
         let vb = vb.pp("layers");
         let layers = (0..c.num_hidden_layers)
-            .map(|i| EncoderLayer::new(vb.pp(i), c))
+            .map(|i| EncoderLayer::new(vb.pp(i), c, many_rows))
             .collect::<Result<_>>()?;
         Ok(Self { layers })
     }
@@ -494,7 +510,7 @@ impl TextTower {
             position_embedding: emb
                 .pp("position_embedding")
                 .get((c.max_position_embeddings, d), "weight")?,
-            encoder: Encoder::new(vb.pp("encoder"), &c.tower)?,
+            encoder: Encoder::new(vb.pp("encoder"), &c.tower, false)?,
             final_layer_norm: candle_nn::layer_norm(
                 d,
                 c.tower.layer_norm_eps,
@@ -592,7 +608,7 @@ impl VisionTower {
                 .pp("position_embedding")
                 .get((num_positions, d), "weight")?,
             pre_layrnorm: candle_nn::layer_norm(d, eps, vb.pp("pre_layrnorm"))?,
-            encoder: Encoder::new(vb.pp("encoder"), &c.tower)?,
+            encoder: Encoder::new(vb.pp("encoder"), &c.tower, true)?,
             post_layernorm: candle_nn::layer_norm(d, eps, vb.pp("post_layernorm"))?,
             projection,
             config: c.clone(),
