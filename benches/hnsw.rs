@@ -10,54 +10,18 @@ use std::time::Instant;
 use plip::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
 use rayon::prelude::*;
 
-/// splitmix64, so the data is the same on every machine.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn gauss(&mut self) -> f32 {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64 + 1e-12;
-        let v = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-}
-
-/// `n` unit vectors around 100 cluster centres, with spread like CLIP embeddings
-/// of one tissue type (cosine to the centre around 0.8).
-fn clustered(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut rng = Rng(seed);
-    let centres: Vec<f32> = (0..100 * dim).map(|_| rng.gauss()).collect();
-    let mut out = vec![0f32; n * dim];
-    out.par_chunks_mut(dim).enumerate().for_each(|(i, row)| {
-        let mut r = Rng(seed ^ (i as u64).wrapping_mul(0x2545F4914F6CDD1D));
-        let c = (r.next() % 100) as usize;
-        for (j, x) in row.iter_mut().enumerate() {
-            *x = centres[c * dim + j] + 0.75 * r.gauss();
-        }
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        row.iter_mut().for_each(|x| *x /= norm);
-    });
-    out
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::clustered;
 
 fn pct(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 fn main() {
-    // `cargo test --benches` runs this with --bench absent; keep that fast.
-    if !std::env::args().any(|a| a == "--bench") {
+    let Some(n) = common::bench_size(100_000) else {
         return;
-    }
-    let n: usize = std::env::var("PLIP_BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
+    };
     let (dim, nq, k) = (512, 500, 10);
     let t = Instant::now();
     let all = clustered(n + nq, dim, 7);

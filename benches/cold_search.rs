@@ -1,0 +1,168 @@
+//! `plip search` as a whole process, cold: start, load the text tower, open the
+//! index, embed the prompt, search and print, on an index of 100k images. Next to
+//! it, the Python route (`benches/reference.py search`: import torch and
+//! transformers, load CLIPModel, embed the prompt, rank the same vectors).
+//!
+//!     cargo bench --bench cold_search                     # 100k images
+//!     PLIP_BENCH_N=20000 cargo bench --bench cold_search   # smaller
+//!     PLIP_BENCH_PYTHON=0 cargo bench --bench cold_search  # plip only
+//!
+//! Embedding 100k real images would take hours on two cores and does not change
+//! what search does, so the index holds 100k clustered unit vectors (the same
+//! generator as `benches/hnsw.rs`) under file names, written through the same
+//! `IndexWriter` that `plip index` uses, with the model's real fingerprint; its
+//! HNSW graph is built exactly as `plip index` builds it. The index is kept in
+//! `target/plip-bench/` and reused by later runs. "Cold" means a new process each
+//! time; the files are in the OS page cache, as they are for a user's second search.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::Device;
+use plip::embed::Embedder;
+use plip::model::Towers;
+use plip::store::{FileEntry, Index, IndexWriter};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::clustered;
+
+const PROMPT: &str = "tumor tissue";
+
+fn main() {
+    let Some(n) = common::bench_size(100_000) else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = std::env::var("PLIP_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("fixtures/full-size"));
+    let Ok(files) = plip::hub::resolve(&model.to_string_lossy()) else {
+        eprintln!(
+            "no model at {}: run `python3 fixtures/generate.py full-size fixtures/full-size`",
+            model.display()
+        );
+        return;
+    };
+    let info = Embedder::load(&files, Towers::TEXT, &Device::Cpu)
+        .expect("loading the model")
+        .info()
+        .clone();
+
+    let work = root.join(format!("target/plip-bench/cold-{n}"));
+    let index_dir = work.join(".plip");
+    let matrix = work.join("vectors.npy");
+    let reusable = Index::open(&index_dir)
+        .map(|i| i.len() == n && i.model() == &info)
+        .unwrap_or(false)
+        && matrix.exists();
+    if !reusable {
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        eprintln!("building a {n}-image index in {} (once)", work.display());
+        let t = Instant::now();
+        let dim = info.dim;
+        let vectors = clustered(n, dim, 7);
+        let mut w = IndexWriter::open(&index_dir, &info, true).unwrap();
+        for (i, v) in vectors.chunks_exact(dim).enumerate() {
+            let entry = FileEntry {
+                path: format!("slides/case{:03}/tile{i:06}.jpg", i % 500),
+                size: 0,
+                mtime_ns: 0,
+                crc32: 0,
+            };
+            w.add(entry, v);
+        }
+        w.compact().unwrap();
+        drop(w);
+        let rows: Vec<Vec<f32>> = vectors.chunks_exact(dim).map(<[f32]>::to_vec).collect();
+        let f = std::fs::File::create(&matrix).unwrap();
+        plip::npy::write_f32(std::io::BufWriter::new(f), &rows, dim).unwrap();
+        eprintln!("built in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let stats = Index::open(&index_dir).unwrap().stats();
+    eprintln!("index: {stats:?}");
+
+    let plip = env!("CARGO_BIN_EXE_plip");
+    let mut search = Command::new(plip);
+    search.current_dir(&work).args([
+        "--model",
+        &model.to_string_lossy(),
+        "search",
+        PROMPT,
+        "-k",
+        "10",
+    ]);
+    let plip_s = time_runs(&mut search, 10);
+    report("plip search (new process)", &plip_s);
+
+    if std::env::var("PLIP_BENCH_PYTHON").as_deref() == Ok("0") {
+        return;
+    }
+    let mut python = Command::new("python3");
+    python.args([
+        &root.join("benches/reference.py").to_string_lossy(),
+        "search",
+        PROMPT,
+        "--model",
+        &model.to_string_lossy(),
+        "--matrix",
+        &matrix.to_string_lossy(),
+    ]);
+    let py_s = time_runs(&mut python, 3);
+    if py_s.is_empty() {
+        return;
+    }
+    report("Python route (new process)", &py_s);
+    println!(
+        "ratio (median): {:.1}x faster",
+        median(&py_s) / median(&plip_s)
+    );
+}
+
+/// Wall-clock seconds of `runs` runs after one warm-up; empty if the command fails.
+fn time_runs(cmd: &mut Command, runs: usize) -> Vec<f64> {
+    let ok = |cmd: &mut Command| match cmd.output() {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("{cmd:?} could not start: {e}");
+            false
+        }
+    };
+    if !ok(cmd) {
+        return Vec::new();
+    }
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        assert!(ok(cmd));
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    sorted[sorted.len() / 2]
+}
+
+fn report(what: &str, sorted: &[f64]) {
+    if sorted.is_empty() {
+        return;
+    }
+    println!(
+        "{what}: median {:.3} s, min {:.3} s, max {:.3} s over {} runs",
+        median(sorted),
+        sorted[0],
+        sorted[sorted.len() - 1],
+        sorted.len()
+    );
+}
