@@ -18,6 +18,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
 use crate::kernels::{self, Dense};
@@ -275,11 +276,68 @@ impl WeightsFile {
             // concurrent writer replacing a checkpoint in place is outside what any
             // safetensors loader can defend against.
             WeightsFile::Safetensors(p) => unsafe {
-                VarBuilder::from_mmaped_safetensors(&[p], DType::F32, device)
+                candle_core::safetensors::MmapedSafetensors::new(p).map(|st| {
+                    let backend: Box<dyn SimpleBackend> = Box::new(HugePageSafetensors(st));
+                    VarBuilder::from_backend(backend, DType::F32, device.clone())
+                })
             },
             WeightsFile::Pth(p) => VarBuilder::from_pth(p, DType::F32, device),
         };
         vb.with_context(|| format!("reading weights {}", self.path().display()))
+    }
+}
+
+/// Memory-mapped safetensors whose f32 tensors are copied into buffers backed by
+/// huge pages ([`kernels::zeroed_f32`]): candle's own loader copies into 4 KiB
+/// pages, and faulting those in was most of the 0.2 s that loading the text tower
+/// took in a cold `plip search`. Other dtypes and devices use candle's path.
+struct HugePageSafetensors(candle_core::safetensors::MmapedSafetensors);
+
+impl HugePageSafetensors {
+    fn load(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let view = self.0.get(name)?;
+        if view.dtype() != safetensors::Dtype::F32 || !dev.is_cpu() {
+            return self.0.load(name, dev)?.to_dtype(dtype);
+        }
+        let data = view.data();
+        let mut values = kernels::zeroed_f32(data.len() / 4);
+        bytemuck::cast_slice_mut::<f32, u8>(&mut values).copy_from_slice(data);
+        if cfg!(target_endian = "big") {
+            for v in &mut values {
+                *v = f32::from_bits(u32::from_le(v.to_bits()));
+            }
+        }
+        Tensor::from_vec(values, view.shape(), dev)?.to_dtype(dtype)
+    }
+}
+
+impl SimpleBackend for HugePageSafetensors {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.load(name, dtype, dev)?;
+        if tensor.shape() != &s {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: s,
+                got: tensor.shape().clone(),
+            }
+            .bt());
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.load(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.get(name).is_ok()
     }
 }
 
@@ -378,7 +436,6 @@ struct Attention {
     qkv: Dense,
     out_proj: Dense,
     num_heads: usize,
-    head_dim: usize,
 }
 
 impl Attention {
@@ -397,28 +454,15 @@ impl Attention {
             qkv: Dense::new(Linear::new(weight, Some(bias)), many_rows)?,
             out_proj,
             num_heads: c.num_attention_heads,
-            head_dim,
         })
     }
 
-    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    fn forward(&self, xs: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
         let (b, l, d) = xs.dims3()?;
         // Linear layers run on [B*L, D]: one large matmul instead of B small ones,
         // which candle would issue for a 3-D input with broadcast weights.
-        let qkv = self
-            .qkv
-            .forward(&xs.reshape((b * l, d))?)?
-            .reshape((b, l, 3, self.num_heads, self.head_dim))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = qkv.get(0)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let mut scores = q.matmul(&k.t()?)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * l, d))?;
+        let qkv = self.qkv.forward(&xs.reshape((b * l, d))?)?;
+        let out = kernels::attention(&qkv, l, self.num_heads, causal)?;
         self.out_proj.forward(&out)?.reshape((b, l, d))
     }
 }
@@ -452,10 +496,10 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    fn forward(&self, xs: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
         let h = self
             .self_attn
-            .forward(&self.layer_norm1.forward(xs)?, mask)?;
+            .forward(&self.layer_norm1.forward(xs)?, causal)?;
         let xs = (xs + h)?;
         let (b, l, d) = xs.dims3()?;
         let flat = self.layer_norm2.forward(&xs)?.reshape((b * l, d))?;
@@ -481,10 +525,11 @@ impl Encoder {
         Ok(Self { layers })
     }
 
-    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    /// `causal`: each token sees only itself and earlier ones (the text tower).
+    fn forward(&self, xs: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
         let mut xs = xs.clone();
         for layer in &self.layers {
-            xs = layer.forward(&xs, mask)?;
+            xs = layer.forward(&xs, causal)?;
         }
         Ok(xs)
     }
@@ -555,22 +600,11 @@ impl TextTower {
             .token_embedding
             .forward(&ids)?
             .broadcast_add(&self.position_embedding.narrow(0, 0, l)?)?;
-        let mask = causal_mask(l, device)?;
-        let xs = self.encoder.forward(&xs, mask.as_ref())?;
+        let xs = self.encoder.forward(&xs, true)?;
         let xs = self.final_layer_norm.forward(&xs)?;
         let pooled = xs.narrow(1, l - 1, 1)?.squeeze(1)?;
         Ok(self.projection.forward(&pooled)?)
     }
-}
-
-fn causal_mask(l: usize, device: &Device) -> candle_core::Result<Option<Tensor>> {
-    if l == 1 {
-        return Ok(None);
-    }
-    let mask: Vec<f32> = (0..l)
-        .flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (1, 1, l, l), device).map(Some)
 }
 
 /// CLIP's vision tower and projection.
@@ -637,7 +671,7 @@ impl VisionTower {
             .broadcast_as((b, 1, d))?;
         let xs = Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.position_embedding)?;
         let xs = self.pre_layrnorm.forward(&xs)?;
-        let xs = self.encoder.forward(&xs, None)?;
+        let xs = self.encoder.forward(&xs, false)?;
         let pooled = self
             .post_layernorm
             .forward(&xs.narrow(1, 0, 1)?.squeeze(1)?)?;
