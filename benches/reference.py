@@ -10,6 +10,8 @@ DataLoader over a Dataset that opens each image with PIL and runs the processor,
 Modes (each prints one JSON line with its timings):
   images DIR   embed every image under DIR (the `plip index` work)
   text         embed a short and a 77-token prompt, warm latency
+  pixels       image-embedding throughput on ready pixel tensors (model only),
+               at batch 1, 8, 16 and 32, like `cargo bench --bench model`
   search Q     the whole "search" route: import torch, load the model, embed Q,
                dot with a saved embedding matrix (--matrix .npy), print top 10
 """
@@ -23,7 +25,7 @@ T0 = time.perf_counter()
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["images", "text", "search"])
+    ap.add_argument("mode", choices=["images", "text", "pixels", "search"])
     ap.add_argument("arg", nargs="?")
     ap.add_argument("--model", required=True)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -71,6 +73,20 @@ def main():
                 embs.append(torch.nn.functional.normalize(f, dim=-1))
         dt = time.perf_counter() - t
         out.update(images=len(paths), embed_s=dt, images_per_s=len(paths) / dt)
+    elif a.mode == "pixels":
+        res = {}
+        with torch.no_grad():
+            for b in [1, 8, 16, 32]:
+                pv = torch.randn(b, 3, 224, 224)
+                model.get_image_features(pixel_values=pv)
+                runs = max(2, 64 // b)
+                ts = []
+                for _ in range(runs):
+                    t = time.perf_counter()
+                    model.get_image_features(pixel_values=pv)
+                    ts.append(time.perf_counter() - t)
+                res[f"batch {b}"] = b / sorted(ts)[len(ts) // 2]
+        out["images_per_s"] = res
     elif a.mode == "text":
         tok = CLIPTokenizerFast.from_pretrained(a.model)
         res = {}

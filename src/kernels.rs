@@ -301,48 +301,78 @@ impl CustomOp1 for Attention {
         let (rows, three_d) = l.shape().dims2()?;
         let d = three_d / 3;
         let len = self.seq_len;
+        let (heads, dh) = (self.heads, d / self.heads);
+        // One task per sequence and head, so that a single prompt still uses
+        // every core; each writes its own [L, Dh] block, scattered afterwards.
+        let blocks: Vec<Vec<f32>> = (0..rows / len * heads)
+            .into_par_iter()
+            .map(|task| {
+                let (seq, h) = (task / heads, task % heads);
+                let mut block = vec![0f32; len * dh];
+                let qkv = &qkv[seq * len * three_d..(seq + 1) * len * three_d];
+                attend(qkv, &mut block, len, heads, dh, h, self.causal);
+                block
+            })
+            .collect();
         let mut out = vec![0f32; rows * d];
-        out.par_chunks_mut(len * d)
-            .zip(qkv.par_chunks(len * three_d))
-            .for_each(|(out, qkv)| attend(qkv, out, len, self.heads, d / self.heads, self.causal));
+        for (task, block) in blocks.iter().enumerate() {
+            let (seq, h) = (task / heads, task % heads);
+            for (i, src) in block.chunks_exact(dh).enumerate() {
+                let at = (seq * len + i) * d + h * dh;
+                out[at..at + dh].copy_from_slice(src);
+            }
+        }
         Ok((CpuStorage::F32(out), Shape::from((rows, d))))
     }
 }
 
 multiversion! {
-    /// One sequence: `qkv` is `[L, 3, H, Dh]`, `out` is `[L, H, Dh]`.
-    fn attend(qkv: &[f32], out: &mut [f32], len: usize, heads: usize, dh: usize, causal: bool) => attend_generic
+    /// Head `h` of one sequence: `qkv` is `[L, 3, H, Dh]`, `out` is `[L, Dh]`.
+    fn attend(
+        qkv: &[f32],
+        out: &mut [f32],
+        len: usize,
+        heads: usize,
+        dh: usize,
+        h: usize,
+        causal: bool,
+    ) => attend_generic
 }
 
 #[inline(always)]
-fn attend_generic(qkv: &[f32], out: &mut [f32], len: usize, heads: usize, dh: usize, causal: bool) {
+fn attend_generic(
+    qkv: &[f32],
+    out: &mut [f32],
+    len: usize,
+    heads: usize,
+    dh: usize,
+    h: usize,
+    causal: bool,
+) {
     let d = heads * dh;
-    let row = |i: usize, part: usize, h: usize| {
+    let row = |i: usize, part: usize| {
         let at = i * 3 * d + part * d + h * dh;
         &qkv[at..at + dh]
     };
     let mut p = vec![0f32; len];
-    for h in 0..heads {
-        for i in 0..len {
-            let q = row(i, 0, h);
-            let visible = if causal { i + 1 } else { len };
-            let mut max = f32::NEG_INFINITY;
-            for (j, pj) in p[..visible].iter_mut().enumerate() {
-                *pj = dot(q, row(j, 1, h));
-                max = max.max(*pj);
-            }
-            let mut sum = 0f32;
-            for pj in &mut p[..visible] {
-                *pj = exp(*pj - max);
-                sum += *pj;
-            }
-            let o = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
-            o.fill(0.0);
-            for (j, &pj) in p[..visible].iter().enumerate() {
-                let w = pj / sum;
-                for (o, v) in o.iter_mut().zip(row(j, 2, h)) {
-                    *o += w * v;
-                }
+    for (i, o) in out.chunks_exact_mut(dh).enumerate() {
+        let q = row(i, 0);
+        let visible = if causal { i + 1 } else { len };
+        let mut max = f32::NEG_INFINITY;
+        for (j, pj) in p[..visible].iter_mut().enumerate() {
+            *pj = dot(q, row(j, 1));
+            max = max.max(*pj);
+        }
+        let mut sum = 0f32;
+        for pj in &mut p[..visible] {
+            *pj = exp(*pj - max);
+            sum += *pj;
+        }
+        o.fill(0.0);
+        for (j, &pj) in p[..visible].iter().enumerate() {
+            let w = pj / sum;
+            for (o, v) in o.iter_mut().zip(row(j, 2)) {
+                *o += w * v;
             }
         }
     }
