@@ -138,6 +138,9 @@ pub fn few_rows_linear(
     if k != k2 {
         candle_core::bail!("dense layer: input has {k} features, the weight {k2}");
     }
+    if m == 0 {
+        return Tensor::zeros((0, n), DType::F32, xs.device());
+    }
     let x = xs.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let (storage, layout) = weight.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
