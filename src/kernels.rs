@@ -146,10 +146,7 @@ pub fn few_rows_linear(
     let candle_core::Storage::Cpu(cpu) = &*storage else {
         candle_core::bail!("dense layer: weight is not on the CPU");
     };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("dense layer: weight is not contiguous");
-    };
-    let w = &cpu.as_slice::<f32>()?[start..end];
+    let w = contiguous_f32("dense layer", cpu, layout)?;
     let b = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
 
     const BLOCK: usize = 64;
@@ -310,6 +307,17 @@ pub fn quick_gelu(xs: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// The values of a contiguous f32 CPU tensor, for the kernels here.
+fn contiguous_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        candle_core::bail!("{op}: expected f32");
+    };
+    let Some((start, end)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: expected a contiguous tensor");
+    };
+    Ok(&data[start..end])
+}
+
 struct QuickGelu;
 
 impl CustomOp1 for QuickGelu {
@@ -318,13 +326,7 @@ impl CustomOp1 for QuickGelu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("quick-gelu: expected f32");
-        };
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("quick-gelu: expected a contiguous tensor");
-        };
-        let src = &data[start..end];
+        let src = contiguous_f32("quick-gelu", s, l)?;
         let mut out = vec![0f32; src.len()];
         out.par_chunks_mut(1 << 14)
             .zip(src.par_chunks(1 << 14))
@@ -435,13 +437,7 @@ impl CustomOp1 for Attention {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("attention: expected f32");
-        };
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("attention: expected a contiguous tensor");
-        };
-        let qkv = &data[start..end];
+        let qkv = contiguous_f32("attention", s, l)?;
         let (rows, three_d) = l.shape().dims2()?;
         let d = three_d / 3;
         let len = self.seq_len;
