@@ -4,6 +4,7 @@
 //!
 //!     cargo bench --bench hnsw                       # 100k vectors
 //!     PLIP_BENCH_N=1000000 cargo bench --bench hnsw  # 1M (about 2 GB of vectors)
+//!     PLIP_BENCH_PARALLEL=1 …                          # parallel build (not deterministic)
 
 use std::time::Instant;
 
@@ -32,7 +33,12 @@ fn main() {
     );
 
     let t = Instant::now();
-    let graph = AnnGraph::build(data, dim, &AnnParams::default()).unwrap();
+    let parallel = std::env::var("PLIP_BENCH_PARALLEL").as_deref() == Ok("1");
+    let graph = if parallel {
+        AnnGraph::build_parallel(data, dim, &AnnParams::default()).unwrap()
+    } else {
+        AnnGraph::build(data, dim, &AnnParams::default()).unwrap()
+    };
     let build = t.elapsed().as_secs_f64();
     let truth: Vec<Vec<usize>> = queries
         .par_chunks_exact(dim)
@@ -54,8 +60,9 @@ fn main() {
         .collect();
     lat_exact.sort_by(f64::total_cmp);
     println!(
-        "n={n} dim={dim} params={:?} build {build:.1}s ({:.0} vectors/s)",
+        "n={n} dim={dim} params={:?} {} build {build:.1}s ({:.0} vectors/s)",
         AnnParams::default(),
+        if parallel { "parallel" } else { "serial" },
         n as f64 / build
     );
     println!("exact search: p50 {:.2} ms", pct(&lat_exact, 0.5));

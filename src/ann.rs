@@ -409,6 +409,19 @@ impl AnnGraph {
         Self::build_impl(vectors, dim, params, false)
     }
 
+    /// Like [`AnnGraph::build`], with hnsw_rs' parallel insertion: about twice as
+    /// fast on two cores, but not deterministic, and contended insertion can
+    /// leave points harder to find, so measure recall on what it builds
+    /// (`benches/hnsw.rs` does). For benchmarks at sizes where the serial build
+    /// takes hours.
+    pub fn build_parallel(
+        vectors: &[f32],
+        dim: usize,
+        params: &AnnParams,
+    ) -> Result<AnnGraph, AnnError> {
+        Self::build_impl(vectors, dim, params, true)
+    }
+
     fn build_impl(
         vectors: &[f32],
         dim: usize,
