@@ -5,6 +5,7 @@
 //!     cargo bench --bench hnsw                       # 100k vectors
 //!     PLIP_BENCH_N=1000000 cargo bench --bench hnsw  # 1M (about 2 GB of vectors)
 //!     PLIP_BENCH_PARALLEL=1 …                          # parallel build (not deterministic)
+//!     PLIP_BENCH_REBUILD=1 …                           # ignore the graph kept in target/plip-bench
 
 use std::time::Instant;
 
@@ -32,14 +33,48 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let t = Instant::now();
+    // Building takes minutes at 100k and about an hour at 1M on two cores, so the
+    // graph is kept under target/plip-bench/ and reused; PLIP_BENCH_REBUILD=1
+    // builds it again.
     let parallel = std::env::var("PLIP_BENCH_PARALLEL").as_deref() == Ok("1");
-    let graph = if parallel {
-        AnnGraph::build_parallel(data, dim, &AnnParams::default()).unwrap()
-    } else {
-        AnnGraph::build(data, dim, &AnnParams::default()).unwrap()
+    let params = AnnParams {
+        parallel_insert: parallel,
+        ..AnnParams::default()
     };
-    let build = t.elapsed().as_secs_f64();
+    let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plip-bench");
+    let base = format!(
+        "hnsw-{n}-m{}-efc{}-{}",
+        params.max_connections,
+        params.ef_construction,
+        if parallel { "parallel" } else { "serial" }
+    );
+    let build_log = cache.join(format!("{base}.txt"));
+    let rebuild = std::env::var("PLIP_BENCH_REBUILD").as_deref() == Ok("1");
+    let (graph, build_note) = match AnnGraph::load(&cache, &base) {
+        Ok(g) if !rebuild && g.len() == n => {
+            let note = std::fs::read_to_string(&build_log).unwrap_or_default();
+            eprintln!(
+                "reusing {}/{base}.ann (PLIP_BENCH_REBUILD=1 rebuilds)",
+                cache.display()
+            );
+            (g, format!("cached graph; {}", note.trim()))
+        }
+        _ => {
+            let t = Instant::now();
+            let g = AnnGraph::build(data, dim, &params).unwrap();
+            let build = t.elapsed().as_secs_f64();
+            let note = format!(
+                "{} build {build:.1}s ({:.0} vectors/s), {:?}",
+                if parallel { "parallel" } else { "serial" },
+                n as f64 / build,
+                g.build_stats().unwrap_or_default()
+            );
+            std::fs::create_dir_all(&cache).unwrap();
+            g.save(&cache, &base).unwrap();
+            std::fs::write(&build_log, &note).unwrap();
+            (g, note)
+        }
+    };
     let truth: Vec<Vec<usize>> = queries
         .par_chunks_exact(dim)
         .map(|q| {
@@ -59,12 +94,7 @@ fn main() {
         })
         .collect();
     lat_exact.sort_by(f64::total_cmp);
-    println!(
-        "n={n} dim={dim} params={:?} {} build {build:.1}s ({:.0} vectors/s)",
-        AnnParams::default(),
-        if parallel { "parallel" } else { "serial" },
-        n as f64 / build
-    );
+    println!("n={n} dim={dim} params={params:?}: {build_note}");
     println!("exact search: p50 {:.2} ms", pct(&lat_exact, 0.5));
     println!(
         "{:>5} {:>9} {:>9} {:>9}",

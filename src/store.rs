@@ -438,8 +438,15 @@ impl Segment {
                 "entry count does not match the manifest",
             ));
         }
+        // Indexes written before the single-file `.ann` format list hnsw_rs'
+        // three files instead; such a segment is searched exactly, as every
+        // segment is by default.
+        let current_format = |base: &str| {
+            let name = format!("{base}.ann");
+            record.hnsw.iter().any(|f| f.name == name)
+        };
         let ann = match (&record.hnsw_basename, with_ann) {
-            (Some(base), true) => {
+            (Some(base), true) if current_format(base) => {
                 for f in &record.hnsw {
                     check_file(dir, f)?;
                 }
