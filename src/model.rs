@@ -21,7 +21,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
-use crate::kernels::{self, Dense};
+use crate::kernels::{self, Dense, Epilogue};
 use serde_json::Value;
 
 /// Activation used inside the encoder MLPs.
@@ -457,13 +457,16 @@ impl Attention {
         })
     }
 
-    fn forward(&self, xs: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
+    /// `residual + attention(xs)`, both `[B, L, D]`.
+    fn forward(&self, xs: &Tensor, residual: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
         let (b, l, d) = xs.dims3()?;
         // Linear layers run on [B*L, D]: one large matmul instead of B small ones,
         // which candle would issue for a 3-D input with broadcast weights.
         let qkv = self.qkv.forward(&xs.reshape((b * l, d))?)?;
         let out = kernels::attention(&qkv, l, self.num_heads, causal)?;
-        self.out_proj.forward(&out)?.reshape((b, l, d))
+        self.out_proj
+            .forward_with(&out, Epilogue::Add(residual))?
+            .reshape((b, l, d))
     }
 }
 
@@ -497,16 +500,18 @@ impl EncoderLayer {
     }
 
     fn forward(&self, xs: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
-        let h = self
+        let xs = self
             .self_attn
-            .forward(&self.layer_norm1.forward(xs)?, causal)?;
-        let xs = (xs + h)?;
+            .forward(&self.layer_norm1.forward(xs)?, xs, causal)?;
         let (b, l, d) = xs.dims3()?;
         let flat = self.layer_norm2.forward(&xs)?.reshape((b * l, d))?;
-        let h = self
-            .fc2
-            .forward(&self.act.forward(&self.fc1.forward(&flat)?)?)?;
-        xs + h.reshape((b, l, d))?
+        let h = match self.act {
+            Activation::QuickGelu => self.fc1.forward_with(&flat, Epilogue::QuickGelu)?,
+            act => act.forward(&self.fc1.forward(&flat)?)?,
+        };
+        self.fc2
+            .forward_with(&h, Epilogue::Add(&xs))?
+            .reshape((b, l, d))
     }
 }
 
