@@ -938,7 +938,9 @@ mod tests {
             (1, 1, 2, 16, true),
             (2, 5, 3, 20, false),
         ] {
-            let qkv = Tensor::randn(0f32, 1.0, (b * len, 3 * heads * dh), &dev).unwrap();
+            // Scores of unit variance, as after the model's 1/sqrt(Dh) scaling.
+            let std = (dh as f32).powf(-0.25);
+            let qkv = Tensor::randn(0f32, std, (b * len, 3 * heads * dh), &dev).unwrap();
             let got = attention(&qkv, len, heads, causal).unwrap();
             assert_eq!(got.dims(), &[b * len, heads * dh]);
             let want = attention_reference(&qkv, len, heads, causal);
