@@ -294,11 +294,12 @@ impl Dense {
             WeightLayout::AsStored if rows <= GEMV_ROWS && cpu_f32 => {
                 few_rows_linear(xs, &self.weight, self.bias.as_ref())?
             }
+            _ if cpu_f32 && self.weight.dtype() == DType::F32 => {
+                let few = self.layout == WeightLayout::AsStored && rows <= FEW_ROWS;
+                return self.gemm_fused(xs, epilogue, few);
+            }
             WeightLayout::AsStored if rows <= FEW_ROWS => {
                 self.bias_add(self.weight.matmul(&xs.t()?)?.t()?)?
-            }
-            _ if cpu_f32 && self.weight.dtype() == DType::F32 => {
-                return self.gemm_fused(xs, epilogue);
             }
             WeightLayout::Transposed => self.bias_add(xs.matmul(&self.weight)?)?,
             WeightLayout::AsStored => self.bias_add(xs.matmul(&self.weight.t()?)?)?,
@@ -321,10 +322,19 @@ impl Dense {
     }
 
     /// `x W^T + b` and the epilogue as one gemm call on f32 CPU tensors.
-    fn gemm_fused(&self, xs: &Tensor, epilogue: Epilogue) -> candle_core::Result<Tensor> {
+    ///
+    /// `few_rows` states the product as `(W x^T)^T`, which makes gemm pack the
+    /// few rows of `x` rather than all of `W` (see [`Dense`]).
+    fn gemm_fused(
+        &self,
+        xs: &Tensor,
+        epilogue: Epilogue,
+        few_rows: bool,
+    ) -> candle_core::Result<Tensor> {
         let xs = xs.contiguous()?;
         let (m, k) = xs.dims2()?;
-        let (n, rhs_rs, rhs_cs) = match self.layout {
+        // Strides (row, column) of W^T as a k x n matrix.
+        let (n, wt_rs, wt_cs) = match self.layout {
             // W^T[kk, nn] = W[nn, kk], W is [out, in]
             WeightLayout::AsStored => (self.weight.dim(0)?, 1, k as isize),
             // the stored [in, out] matrix is W^T itself
@@ -373,9 +383,24 @@ impl Dense {
                     for (r, dst) in chunk.chunks_exact_mut(n).enumerate() {
                         let i = t * rows_per_task + r;
                         let res = res.map(|res| &res[i * n..(i + 1) * n]);
-                        for j in 0..n {
-                            let b = bias.as_ref().map_or(0.0, |b| b[j]);
-                            dst[j].write(res.map_or(b, |res| res[j] + b));
+                        // one loop per case, so that each vectorizes
+                        match (res, &bias) {
+                            (Some(res), Some(b)) => {
+                                for ((d, &x), &b) in dst.iter_mut().zip(res).zip(b) {
+                                    d.write(x + b);
+                                }
+                            }
+                            (Some(res), None) => {
+                                for (d, &x) in dst.iter_mut().zip(res) {
+                                    d.write(x);
+                                }
+                            }
+                            (None, Some(b)) => {
+                                for (d, &b) in dst.iter_mut().zip(b) {
+                                    d.write(b);
+                                }
+                            }
+                            (None, None) => unreachable!("read_dst implies bias or residual"),
                         }
                     }
                 });
@@ -390,27 +415,53 @@ impl Dense {
         // (checked above) read with in-bounds strides; with `read_dst` every
         // value of `out` was written above, without it gemm writes them all.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                read_dst,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                rhs_cs,
-                rhs_rs,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                parallelism,
-            );
+            if few_rows {
+                // out^T (n x m, column-major in `out`) = W (n x k) x^T (k x m)
+                gemm::gemm(
+                    n,
+                    m,
+                    k,
+                    out.as_mut_ptr(),
+                    n as isize,
+                    1,
+                    read_dst,
+                    w.as_ptr(),
+                    wt_rs,
+                    wt_cs,
+                    x.as_ptr(),
+                    k as isize,
+                    1,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            } else {
+                // out (m x n) = x (m x k) W^T (k x n)
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    read_dst,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    w.as_ptr(),
+                    wt_cs,
+                    wt_rs,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
             out.set_len(m * n);
         }
         if let Epilogue::QuickGelu = epilogue {
