@@ -184,29 +184,55 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> AnnError {
 // Distance
 // ---------------------------------------------------------------------------
 
-/// Dot product, written so that it autovectorizes (16 independent lanes).
+/// Dot product with 16 independent partial sums, reduced pairwise.
 /// Symmetric bit for bit: `dot(a, b) == dot(b, a)`.
+///
+/// On x86-64 it runs on AVX-512 or AVX2 registers when the CPU has them (the
+/// crate is compiled for baseline x86-64, where this is four SSE registers).
+/// Every variant does the same arithmetic in the same order, so scores do not
+/// depend on the CPU.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 16;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let ca = a.chunks_exact(L);
-    let cb = b.chunks_exact(L);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    let mut acc = [0.0f32; L];
-    for (x, y) in ca.zip(cb) {
-        let x: &[f32; L] = x.try_into().expect("chunk of L");
-        let y: &[f32; L] = y.try_into().expect("chunk of L");
-        for i in 0..L {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { dot_avx512(a, b) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { dot_avx2(a, b) };
+        }
+    }
+    dot_portable(a, b)
+}
+
+/// [`dot`] in plain Rust, which the compiler vectorizes for the target.
+#[inline(always)]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for i in 0..LANES {
             acc[i] += x[i] * y[i];
         }
     }
+    reduce(acc, a, b)
+}
+
+const LANES: usize = 16;
+
+/// The pairwise sum of the 16 lanes, plus the products of the elements past the
+/// last full group of 16.
+#[inline(always)]
+fn reduce(mut acc: [f32; LANES], a: &[f32], b: &[f32]) -> f32 {
+    let full = a.len() / LANES * LANES;
     let mut tail = 0.0f32;
-    for (x, y) in ra.iter().zip(rb) {
+    for (x, y) in a[full..].iter().zip(&b[full..]) {
         tail += x * y;
     }
-    let mut w = L;
+    let mut w = LANES;
     while w > 1 {
         w /= 2;
         for i in 0..w {
@@ -214,6 +240,51 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc[0] + tail
+}
+
+/// [`dot`] on one AVX-512 register: multiply, then add (no FMA, as in the
+/// portable loop). `a` and `b` have the same length.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = _mm512_setzero_ps();
+    for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        // SAFETY: each chunk holds 16 f32; unaligned loads.
+        let (x, y) = unsafe { (_mm512_loadu_ps(x.as_ptr()), _mm512_loadu_ps(y.as_ptr())) };
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(x, y));
+    }
+    let mut lanes = [0.0f32; LANES];
+    // SAFETY: `lanes` holds 16 f32.
+    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
+    reduce(lanes, a, b)
+}
+
+/// [`dot`] on two AVX2 registers (lanes 0-7 and 8-15).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        // SAFETY: each chunk holds 16 f32; unaligned loads of 8 at 0 and 8.
+        unsafe {
+            let (x0, y0) = (_mm256_loadu_ps(x.as_ptr()), _mm256_loadu_ps(y.as_ptr()));
+            let (x1, y1) = (
+                _mm256_loadu_ps(x.as_ptr().add(8)),
+                _mm256_loadu_ps(y.as_ptr().add(8)),
+            );
+            lo = _mm256_add_ps(lo, _mm256_mul_ps(x0, y0));
+            hi = _mm256_add_ps(hi, _mm256_mul_ps(x1, y1));
+        }
+    }
+    let mut lanes = [0.0f32; LANES];
+    // SAFETY: `lanes` holds 16 f32.
+    unsafe {
+        _mm256_storeu_ps(lanes.as_mut_ptr(), lo);
+        _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi);
+    }
+    reduce(lanes, a, b)
 }
 
 /// Cosine distance for unit vectors: `1 - dot`, clamped to `[0, 2]`.
@@ -225,7 +296,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub struct UnitCosine;
 
 impl Distance<f32> for UnitCosine {
-    #[inline]
+    #[inline(always)]
     fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
         let d = 1.0 - dot(va, vb);
         if d >= 0.0 {
@@ -352,19 +423,7 @@ pub fn exact_search(
     if k == 0 {
         return Vec::new();
     }
-    let scan = |chunk: &[f32], first_id: usize| {
-        let mut top = TopK::new(k);
-        for (i, row) in chunk.chunks_exact(dim).enumerate() {
-            let id = first_id + i;
-            if allow.is_some_and(|f| !f(id)) {
-                continue;
-            }
-            if let Some(score) = score_from_dot(dot(row, query)) {
-                top.push(Hit { id, score });
-            }
-        }
-        top
-    };
+    let scan = |chunk: &[f32], first_id: usize| scan_rows(chunk, first_id, query, k, allow);
     if n < EXACT_PAR_MIN_ROWS {
         return scan(rows, 0).finish();
     }
@@ -373,6 +432,28 @@ pub fn exact_search(
         .map(|(ci, chunk)| scan(chunk, ci * EXACT_CHUNK_ROWS))
         .reduce(|| TopK::new(k), TopK::merge)
         .finish()
+}
+
+/// Top-`k` of the rows of `chunk` (ids from `first_id`) by dot product with
+/// `query`.
+fn scan_rows(
+    chunk: &[f32],
+    first_id: usize,
+    query: &[f32],
+    k: usize,
+    allow: Option<&(dyn Fn(usize) -> bool + Sync)>,
+) -> TopK {
+    let mut top = TopK::new(k);
+    for (i, row) in chunk.chunks_exact(query.len()).enumerate() {
+        let id = first_id + i;
+        if allow.is_some_and(|f| !f(id)) {
+            continue;
+        }
+        if let Some(score) = score_from_dot(dot(row, query)) {
+            top.push(Hit { id, score });
+        }
+    }
+    top
 }
 
 // ---------------------------------------------------------------------------
@@ -614,10 +695,31 @@ impl Topology for ListsView<'_> {
     }
 }
 
+/// Asks the CPU to start loading `v` into its caches.
+#[inline(always)]
+fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in v.chunks(16) {
+        // SAFETY: a prefetch is only a hint; it never faults, and the address
+        // is inside `v` anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
 /// Textbook HNSW search (Malkov & Yashunin, alg. 2 and 5): greedy walk on
 /// each upper layer, then a beam of width `ef` on layer 0. Hidden nodes are
 /// traversed but never enter the result set. Returns up to `ef` allowed
 /// candidates, closest first.
+///
+/// The neighbours of each expanded node are prefetched before their distances
+/// are computed, so that the memory reads of a whole neighbourhood overlap: at
+/// a million 512-d vectors (2 GB) nearly every vector read misses the caches.
 fn hnsw_search<T: Topology>(
     g: &T,
     vectors: &[f32],
@@ -627,6 +729,7 @@ fn hnsw_search<T: Topology>(
     allow: Option<&(dyn Fn(usize) -> bool + Sync)>,
 ) -> Vec<Cand> {
     let n = vectors.len() / dim;
+    let row = |id: u32| &vectors[id as usize * dim..(id as usize + 1) * dim];
     let dist = |id: u32| {
         let i = id as usize;
         UnitCosine.eval(query, &vectors[i * dim..(i + 1) * dim])
@@ -665,14 +768,19 @@ fn hnsw_search<T: Topology>(
     if allowed(cur) {
         results.push(start);
     }
+    let mut fresh: Vec<u32> = Vec::new();
     while let Some(Reverse(c)) = candidates.pop() {
         if results.len() >= ef && results.peek().is_some_and(|w| c.d > w.d) {
             break;
         }
+        fresh.clear();
         for &nb in g.base(c.id) {
-            if !visit(nb) {
-                continue;
+            if visit(nb) {
+                prefetch(row(nb));
+                fresh.push(nb);
             }
+        }
+        for &nb in &fresh {
             let d = dist(nb);
             if results.len() < ef || results.peek().is_some_and(|w| d < w.d) {
                 let cand = Cand { d, id: nb };
@@ -1309,6 +1417,23 @@ mod tests {
         pub(super) fn gauss(&mut self) -> f32 {
             let (u, v) = (self.unit(), self.unit());
             ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        }
+    }
+
+    #[test]
+    fn dot_is_the_same_on_every_instruction_set() {
+        let mut rng = Rng::new(11);
+        for len in [0, 1, 15, 16, 17, 100, 512, 515] {
+            let a: Vec<f32> = (0..len).map(|_| rng.gauss()).collect();
+            let b: Vec<f32> = (0..len).map(|_| rng.gauss()).collect();
+            let want = dot_portable(&a, &b);
+            assert_eq!(dot(&a, &b).to_bits(), want.to_bits(), "len {len}");
+            assert_eq!(dot(&b, &a).to_bits(), want.to_bits(), "len {len}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: checked just above.
+                assert_eq!(unsafe { dot_avx2(&a, &b) }.to_bits(), want.to_bits());
+            }
         }
     }
 
