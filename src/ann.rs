@@ -1032,13 +1032,16 @@ fn repair(lists: &mut Lists, entry: u32, vectors: &[f32], dim: usize, p: &AnnPar
 //
 // One file, `{basename}.ann`, little-endian:
 //
-//   magic "PLIPANN\0" | version u32 = 1 | flags u32 (bit 0: parallel_insert)
+//   magic "PLIPANN\0" | version u32 = 1 | flags u32 (bit 0: parallel_insert,
+//                                                      bit 1: vectors kept elsewhere)
 //   n u64 | dim u64 | max_connections u64 | ef_construction u64
 //   entry u64 | levels u64 (number of upper layers)
 //   layer 0:      offsets (n+1) x u64 | targets offsets[n] x u32
 //   layer 1..=levels: count u64 | nodes count x u32
 //                 | offsets (count+1) x u64 | targets x u32
-//   vectors       n x dim x f32
+//   vectors       n x dim x f32, or with flag bit 1 the crc32 u32 of their
+//                 little-endian bytes (the caller stores them, see
+//                 `AnnGraph::save_links`)
 //   crc32 u32 of all bytes before it
 //
 // It is written to a temporary file in the same directory, fsynced, renamed
@@ -1050,6 +1053,19 @@ const MAGIC: &[u8; 8] = b"PLIPANN\0";
 const VERSION: u32 = 1;
 /// Bit of the flags word: built with [`AnnParams::parallel_insert`].
 const FLAG_PARALLEL_INSERT: u32 = 1;
+/// Bit of the flags word: the file holds a checksum of the vectors instead of
+/// the vectors ([`AnnGraph::save_links`]).
+const FLAG_EXTERNAL_VECTORS: u32 = 2;
+
+/// CRC32 of the vectors as stored (little-endian f32).
+fn vectors_crc(vectors: &[f32]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for chunk in vectors.chunks(8192) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+        h.update(&bytes);
+    }
+    h.finalize()
+}
 
 fn check_basename(basename: &str) -> Result<(), AnnError> {
     let bad = basename.is_empty()
@@ -1124,6 +1140,23 @@ impl AnnGraph {
     /// replaced atomically. Concurrent saves to the same name must be
     /// serialized by the caller (the last rename wins).
     pub fn save(&self, dir: &Path, basename: &str) -> Result<Vec<PathBuf>, AnnError> {
+        self.save_as(dir, basename, false)
+    }
+
+    /// Like [`AnnGraph::save`], but the file keeps only a CRC32 of the vectors,
+    /// not the vectors: for callers that store them anyway (the index's segment
+    /// files), so that they are not on disk twice. Load it with
+    /// [`AnnGraph::load_with_vectors`].
+    pub fn save_links(&self, dir: &Path, basename: &str) -> Result<Vec<PathBuf>, AnnError> {
+        self.save_as(dir, basename, true)
+    }
+
+    fn save_as(
+        &self,
+        dir: &Path,
+        basename: &str,
+        external_vectors: bool,
+    ) -> Result<Vec<PathBuf>, AnnError> {
         check_basename(basename)?;
         if !dir.is_dir() {
             return Err(AnnError::InvalidPath(format!(
@@ -1140,7 +1173,7 @@ impl AnnGraph {
             std::process::id(),
             TMP_COUNTER.fetch_add(1, AtomicOrdering::Relaxed)
         ));
-        let res = self.write_file(&tmp).and_then(|()| {
+        let res = self.write_file(&tmp, external_vectors).and_then(|()| {
             fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
             sync_dir(dir)
         });
@@ -1150,7 +1183,7 @@ impl AnnGraph {
         res.map(|()| vec![path])
     }
 
-    fn write_file(&self, tmp: &Path) -> Result<(), AnnError> {
+    fn write_file(&self, tmp: &Path, external_vectors: bool) -> Result<(), AnnError> {
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -1163,7 +1196,14 @@ impl AnnGraph {
         let body = |w: &mut CrcWriter<BufWriter<File>>| -> io::Result<()> {
             w.put(MAGIC)?;
             w.u32(VERSION)?;
-            w.u32(u32::from(self.params.parallel_insert))?;
+            let mut flags = 0;
+            if self.params.parallel_insert {
+                flags |= FLAG_PARALLEL_INSERT;
+            }
+            if external_vectors {
+                flags |= FLAG_EXTERNAL_VECTORS;
+            }
+            w.u32(flags)?;
             for v in [
                 self.len(),
                 self.dim,
@@ -1180,7 +1220,11 @@ impl AnnGraph {
                 w.all(&layer.nodes, u32::to_le_bytes)?;
                 w.csr(&layer.adj)?;
             }
-            w.all(&self.vectors, f32::to_le_bytes)?;
+            if external_vectors {
+                w.u32(vectors_crc(&self.vectors))?;
+            } else {
+                w.all(&self.vectors, f32::to_le_bytes)?;
+            }
             let crc = w.crc.clone().finalize();
             w.w.write_all(&crc.to_le_bytes())?;
             w.w.flush()
@@ -1197,6 +1241,26 @@ impl AnnGraph {
     /// finite and the CRC32 must match: damaged files give
     /// [`AnnError::Corrupt`], a missing file [`AnnError::Missing`].
     pub fn load(dir: &Path, basename: &str) -> Result<AnnGraph, AnnError> {
+        Self::load_impl(dir, basename, None)
+    }
+
+    /// Loads a graph written by [`AnnGraph::save_links`] (or [`AnnGraph::save`])
+    /// over `vectors`, the row-major matrix it was built from: their count and
+    /// CRC32 (or, for a self-contained file, their values) must match the
+    /// file's, else [`AnnError::Corrupt`].
+    pub fn load_with_vectors(
+        dir: &Path,
+        basename: &str,
+        vectors: Vec<f32>,
+    ) -> Result<AnnGraph, AnnError> {
+        Self::load_impl(dir, basename, Some(vectors))
+    }
+
+    fn load_impl(
+        dir: &Path,
+        basename: &str,
+        vectors: Option<Vec<f32>>,
+    ) -> Result<AnnGraph, AnnError> {
         check_basename(basename)?;
         let path = dir.join(format!("{basename}{FILE_SUFFIX}"));
         let file = match File::open(&path) {
@@ -1216,7 +1280,7 @@ impl AnnGraph {
         if len < 4 {
             return Err(corrupt(&path, "file too short"));
         }
-        let graph = read_graph(&mut r)?;
+        let graph = read_graph(&mut r, vectors)?;
         if r.pos != r.len {
             return Err(r.bad("trailing bytes"));
         }
@@ -1319,7 +1383,7 @@ impl Checked {
     }
 }
 
-fn read_graph(r: &mut Checked) -> Result<AnnGraph, AnnError> {
+fn read_graph(r: &mut Checked, given: Option<Vec<f32>>) -> Result<AnnGraph, AnnError> {
     let mut magic = [0u8; 8];
     r.bytes(&mut magic)?;
     if &magic != MAGIC {
@@ -1330,7 +1394,7 @@ fn read_graph(r: &mut Checked) -> Result<AnnGraph, AnnError> {
         return Err(r.bad(format!("unsupported version {version}")));
     }
     let flags = r.u32()?;
-    if flags & !FLAG_PARALLEL_INSERT != 0 {
+    if flags & !(FLAG_PARALLEL_INSERT | FLAG_EXTERNAL_VECTORS) != 0 {
         return Err(r.bad("unknown flags"));
     }
     let n = r.size(u32::MAX as u64, "point count")?;
@@ -1375,7 +1439,22 @@ fn read_graph(r: &mut Checked) -> Result<AnnGraph, AnnError> {
     let values = n
         .checked_mul(dim)
         .ok_or_else(|| r.bad("vector data too large"))?;
-    let vectors = r.all(values, f32::from_le_bytes)?;
+    let vectors = if flags & FLAG_EXTERNAL_VECTORS != 0 {
+        let crc = r.u32()?;
+        let Some(vectors) = given else {
+            return Err(r.bad("the file holds no vectors (load it with its vectors)"));
+        };
+        if vectors.len() != values || vectors_crc(&vectors) != crc {
+            return Err(r.bad("the vectors given are not the ones the graph was built on"));
+        }
+        vectors
+    } else {
+        let stored = r.all(values, f32::from_le_bytes)?;
+        if given.is_some_and(|g| g != stored) {
+            return Err(r.bad("the vectors given are not the ones the graph was built on"));
+        }
+        stored
+    };
     if vectors.iter().any(|x| !x.is_finite()) {
         return Err(r.bad("non-finite vector value"));
     }
@@ -1777,6 +1856,42 @@ mod tests {
         assert!(matches!(
             AnnGraph::load(dir.path(), "nope"),
             Err(AnnError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn links_only_files_load_with_their_vectors_and_only_with_them() {
+        let (n, dim) = (300, 16);
+        let data = clustered(n, dim, 4, 0.8, 5);
+        let g = AnnGraph::build(&data, dim, &small_params()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let links = g.save_links(dir.path(), "links").unwrap();
+        let full = g.save(dir.path(), "full").unwrap();
+        let size = |p: &PathBuf| fs::metadata(p).unwrap().len();
+        assert_eq!(
+            size(&full[0]) - size(&links[0]),
+            (n * dim * 4 - 4) as u64,
+            "the vectors are replaced by their CRC32"
+        );
+        let mut want = g.clone();
+        want.stats = None;
+        for base in ["links", "full"] {
+            let l = AnnGraph::load_with_vectors(dir.path(), base, data.clone()).unwrap();
+            assert!(l == want, "{base}");
+            let mut other = data.clone();
+            other[7] = -other[7];
+            assert!(matches!(
+                AnnGraph::load_with_vectors(dir.path(), base, other),
+                Err(AnnError::Corrupt { .. })
+            ));
+            assert!(matches!(
+                AnnGraph::load_with_vectors(dir.path(), base, data[dim..].to_vec()),
+                Err(AnnError::Corrupt { .. })
+            ));
+        }
+        assert!(matches!(
+            AnnGraph::load(dir.path(), "links"),
+            Err(AnnError::Corrupt { .. })
         ));
     }
 

@@ -40,8 +40,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Format versions this build can open.
 pub const SUPPORTED_VERSIONS: &[u32] = &[1];
 /// Segments with at least this many live rows get an HNSW graph; smaller ones are
-/// searched exactly (and therefore give exactly the brute-force answer).
-pub const HNSW_MIN_ROWS: usize = 20_000;
+/// searched exactly (and therefore give exactly the brute-force answer). 200 in
+/// this crate's unit tests, so that they exercise segments with graphs.
+pub const HNSW_MIN_ROWS: usize = if cfg!(test) { 200 } else { 20_000 };
 
 const VEC_MAGIC: &[u8; 8] = b"PLIPVEC\0";
 const META_MAGIC: &[u8; 8] = b"PLIPMET\0";
@@ -412,6 +413,7 @@ fn bincode_config() -> impl bincode::config::Config {
 /// A loaded segment.
 struct Segment {
     record: SegmentRecord,
+    /// The vectors, row-major; empty when `ann` holds them.
     vectors: Vec<f32>,
     entries: Vec<FileEntry>,
     deleted: HashSet<u32>,
@@ -445,12 +447,14 @@ impl Segment {
             let name = format!("{base}.ann");
             record.hnsw.iter().any(|f| f.name == name)
         };
-        let ann = match (&record.hnsw_basename, with_ann) {
+        let (vectors, ann) = match (&record.hnsw_basename, with_ann) {
             (Some(base), true) if current_format(base) => {
                 for f in &record.hnsw {
                     check_file(dir, f)?;
                 }
-                let graph = AnnGraph::load(dir, base)
+                // the graph file has only a checksum of the vectors; the graph
+                // takes them over
+                let graph = AnnGraph::load_with_vectors(dir, base, vectors)
                     .map_err(|e| corrupt(&dir.join(base), e.to_string()))?;
                 if graph.len() != record.rows {
                     return Err(corrupt(
@@ -458,9 +462,9 @@ impl Segment {
                         "graph size does not match the manifest",
                     ));
                 }
-                Some(graph)
+                (Vec::new(), Some(graph))
             }
-            _ => None,
+            _ => (vectors, None),
         };
         Ok(Segment {
             deleted: record.deleted.iter().copied().collect(),
@@ -473,6 +477,14 @@ impl Segment {
 
     fn live_rows(&self) -> usize {
         self.record.rows - self.deleted.len()
+    }
+
+    /// The segment's vectors, row-major.
+    fn vectors(&self) -> &[f32] {
+        match &self.ann {
+            Some(graph) => graph.vectors(),
+            None => &self.vectors,
+        }
     }
 }
 
@@ -587,7 +599,7 @@ impl Index {
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| !s.deleted.contains(&(*i as u32)))
-                .map(move |(i, e)| (e, &s.vectors[i * dim..(i + 1) * dim]))
+                .map(move |(i, e)| (e, &s.vectors()[i * dim..(i + 1) * dim]))
         })
     }
 
@@ -613,7 +625,7 @@ impl Index {
                 Some(graph) if seg.live_rows() >= HNSW_MIN_ROWS => {
                     graph.search(query, k, ef.max(k), Some(&keep))
                 }
-                _ => ann::exact_search(&seg.vectors, dim, query, k, Some(&keep)),
+                _ => ann::exact_search(seg.vectors(), dim, query, k, Some(&keep)),
             };
             hits.extend(found.into_iter().map(|h| IndexHit {
                 score: h.score,
@@ -909,7 +921,7 @@ impl IndexWriter {
             let g = AnnGraph::build(&vectors, dim, &AnnParams::default())
                 .map_err(|e| corrupt(&self.dir.join(&hnsw_base), e.to_string()))?;
             let files = g
-                .save(&self.dir, &hnsw_base)
+                .save_links(&self.dir, &hnsw_base)
                 .map_err(|e| corrupt(&self.dir.join(&hnsw_base), e.to_string()))?;
             for f in files {
                 let bytes = fs::read(&f).map_err(io_err(format!("reading {}", f.display())))?;
@@ -925,7 +937,8 @@ impl IndexWriter {
         self.manifest.segments.push(record.clone());
         Ok(Segment {
             record,
-            vectors,
+            // the graph keeps its own copy
+            vectors: if graph.is_some() { Vec::new() } else { vectors },
             entries,
             deleted: HashSet::new(),
             ann: graph,
@@ -956,7 +969,7 @@ impl IndexWriter {
                 if !s.deleted.contains(&(row as u32)) {
                     rows.insert(
                         e.path.clone(),
-                        (e.clone(), s.vectors[row * dim..(row + 1) * dim].to_vec()),
+                        (e.clone(), s.vectors()[row * dim..(row + 1) * dim].to_vec()),
                     );
                 }
             }
@@ -1103,6 +1116,42 @@ mod tests {
             Index::open(&idx).err().unwrap(),
             StoreError::Corrupt { .. }
         ));
+    }
+
+    #[test]
+    fn graph_segments_store_links_only_and_search_like_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = dir.path().join(".plip");
+        let dim = 8;
+        let mut w = IndexWriter::open(&idx, &model(dim), false).unwrap();
+        let n = HNSW_MIN_ROWS as u32 + 50;
+        for i in 0..n {
+            w.add(entry(&format!("{i:04}.png")), &unit(i * 7 + 1, dim));
+        }
+        w.commit().unwrap();
+        w.compact().unwrap();
+        w.remove("0003.png");
+        w.commit().unwrap();
+        drop(w);
+        let exact = Index::open(&idx).unwrap();
+        let graphs = Index::open_with_graphs(&idx).unwrap();
+        let seg = &graphs.segments[0];
+        assert!(seg.ann.is_some(), "compaction built a graph");
+        assert!(
+            seg.vectors.is_empty(),
+            "vectors are held once, by the graph"
+        );
+        let base = seg.record.hnsw_basename.as_deref().unwrap();
+        assert!(
+            AnnGraph::load(&idx, base).is_err(),
+            "the graph file holds no copy of the vectors"
+        );
+        for q in 0..20 {
+            let query = unit(q * 5 + 3, dim);
+            let want = exact.search(&query, 10, 64, None);
+            assert_eq!(graphs.search(&query, 10, 64, None), want);
+            assert!(want.iter().all(|h| h.path != "0003.png"));
+        }
     }
 
     #[test]
