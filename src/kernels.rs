@@ -406,7 +406,7 @@ impl Dense {
                 });
         }
         let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 {
+        let parallelism = if threads > 1 && !SERIAL_GEMM.get() {
             gemm::Parallelism::Rayon(threads)
         } else {
             gemm::Parallelism::None
@@ -470,6 +470,26 @@ impl Dense {
         drop((x_store, w_store));
         Tensor::from_vec(out, (m, n), xs.device())
     }
+}
+
+thread_local! {
+    static SERIAL_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with [`Dense`]'s gemm calls on the calling thread only.
+///
+/// For callers that already keep every core busy with independent work, such
+/// as the vision tower running one slice of a batch per core: splitting each
+/// matmul across cores as well would only add synchronization.
+pub fn with_serial_gemm<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SERIAL_GEMM.set(self.0);
+        }
+    }
+    let _reset = Reset(SERIAL_GEMM.replace(true));
+    f()
 }
 
 /// What [`Dense::forward_with`] applies to `x W^T + b`.

@@ -22,6 +22,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
 use crate::kernels::{self, Dense, Epilogue};
+use rayon::prelude::*;
 use serde_json::Value;
 
 /// Activation used inside the encoder MLPs.
@@ -655,6 +656,12 @@ impl VisionTower {
     }
 
     /// Projected (unnormalized) embeddings of a `[B, C, H, W]` pixel tensor.
+    ///
+    /// On the CPU a batch of at least two images per thread is split into one
+    /// slice per thread, each run through the whole tower on its own core
+    /// ([`kernels::with_serial_gemm`]): images are independent, and whole
+    /// slices per core keep the cores from waiting for each other after every
+    /// matmul. Images are independent, so this computes the same function.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = pixels.dims4()?;
         let s = self.config.image_size;
@@ -664,6 +671,29 @@ impl VisionTower {
                 self.config.num_channels
             );
         }
+        let threads = candle_core::utils::get_num_threads();
+        if pixels.device().is_cpu()
+            && threads > 1
+            && b >= 2 * threads
+            && std::env::var("NOSPLIT").is_err()
+        {
+            let per = b.div_ceil(threads);
+            let parts = (0..b)
+                .step_by(per)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|start| {
+                    let slice = pixels.narrow(0, start, per.min(b - start))?;
+                    kernels::with_serial_gemm(|| self.forward_batch(&slice))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Tensor::cat(&parts, 0)?);
+        }
+        self.forward_batch(pixels)
+    }
+
+    fn forward_batch(&self, pixels: &Tensor) -> Result<Tensor> {
+        let b = pixels.dim(0)?;
         let d = self.config.tower.hidden_size;
         let patches = self
             .patch_embedding
