@@ -323,8 +323,11 @@ impl Dense {
 
     /// `x W^T + b` and the epilogue as one gemm call on f32 CPU tensors.
     ///
-    /// `few_rows` states the product as `(W x^T)^T`, which makes gemm pack the
-    /// few rows of `x` rather than all of `W` (see [`Dense`]).
+    /// `few_rows` has gemm write the product column-major, the orientation in
+    /// which its kernels run along the few rows of `x` (what candle's
+    /// `(W x^T)^T` route did; see [`Dense`]), and then transposes it while
+    /// adding bias and residual. With a row-major destination gemm runs along
+    /// the outputs instead: 110 ms for a 77-token prompt against 56-60 ms.
     fn gemm_fused(
         &self,
         xs: &Tensor,
@@ -361,115 +364,172 @@ impl Dense {
         let w = contiguous_f32("dense layer", w_cpu, w_layout)?;
         let bias = self.bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
 
-        let mut out: Vec<f32> = Vec::with_capacity(m * n);
-        // The starting value of each output row: bias, plus the residual row.
-        let read_dst = bias.is_some() || residual.is_some();
-        if read_dst {
-            let res_guard = residual.as_ref().map(|r| r.storage_and_layout());
-            let res = match &res_guard {
-                Some((st, l)) => {
-                    let candle_core::Storage::Cpu(c) = &**st else {
-                        candle_core::bail!("dense layer: expected a CPU residual");
-                    };
-                    Some(contiguous_f32("dense layer", c, l)?)
-                }
-                None => None,
-            };
-            let rows_per_task = (1 << 14) / n.max(1) + 1;
-            out.spare_capacity_mut()[..m * n]
-                .par_chunks_mut(rows_per_task * n)
-                .enumerate()
-                .for_each(|(t, chunk)| {
-                    for (r, dst) in chunk.chunks_exact_mut(n).enumerate() {
-                        let i = t * rows_per_task + r;
-                        let res = res.map(|res| &res[i * n..(i + 1) * n]);
-                        // one loop per case, so that each vectorizes
-                        match (res, &bias) {
-                            (Some(res), Some(b)) => {
-                                for ((d, &x), &b) in dst.iter_mut().zip(res).zip(b) {
-                                    d.write(x + b);
-                                }
-                            }
-                            (Some(res), None) => {
-                                for (d, &x) in dst.iter_mut().zip(res) {
-                                    d.write(x);
-                                }
-                            }
-                            (None, Some(b)) => {
-                                for (d, &b) in dst.iter_mut().zip(b) {
-                                    d.write(b);
-                                }
-                            }
-                            (None, None) => unreachable!("read_dst implies bias or residual"),
-                        }
-                    }
-                });
-        }
+        let res_guard = residual.as_ref().map(|r| r.storage_and_layout());
+        let res = match &res_guard {
+            Some((st, l)) => {
+                let candle_core::Storage::Cpu(c) = &**st else {
+                    candle_core::bail!("dense layer: expected a CPU residual");
+                };
+                Some(contiguous_f32("dense layer", c, l)?)
+            }
+            None => None,
+        };
         let threads = candle_core::utils::get_num_threads();
         let parallelism = if threads > 1 && !SERIAL_GEMM.get() {
             gemm::Parallelism::Rayon(threads)
         } else {
             gemm::Parallelism::None
         };
-        // SAFETY: `out` has room for m x n values, `x` holds m x k and `w` k x n
-        // (checked above) read with in-bounds strides; with `read_dst` every
-        // value of `out` was written above, without it gemm writes them all.
-        unsafe {
-            if few_rows {
-                // out^T (n x m, column-major in `out`) = W (n x k) x^T (k x m)
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        if few_rows {
+            // gemm into a column-major product, then one pass that transposes
+            // it and adds bias and residual
+            let mut t: Vec<f32> = Vec::with_capacity(m * n);
+            // SAFETY: `t` has room for m x n values and gemm writes them all
+            // (read_dst false); `x` holds m x k and `w` k x n (checked above),
+            // read with in-bounds strides.
+            unsafe {
                 gemm::gemm(
-                    n,
                     m,
+                    n,
                     k,
-                    out.as_mut_ptr(),
-                    n as isize,
+                    t.as_mut_ptr(),
+                    m as isize,
                     1,
-                    read_dst,
-                    w.as_ptr(),
-                    wt_rs,
-                    wt_cs,
+                    false,
                     x.as_ptr(),
-                    k as isize,
                     1,
-                    1.0f32,
+                    k as isize,
+                    w.as_ptr(),
+                    wt_cs,
+                    wt_rs,
+                    0.0f32,
                     1.0f32,
                     false,
                     false,
                     false,
                     parallelism,
                 );
-            } else {
-                // out (m x n) = x (m x k) W^T (k x n)
-                gemm::gemm(
-                    m,
+                t.set_len(m * n);
+            }
+            from_columns(&t, m, n, bias.as_deref(), res, out.spare_capacity_mut());
+            // SAFETY: `from_columns` wrote all m x n values.
+            unsafe { out.set_len(m * n) };
+        } else {
+            // The starting value of each output row: bias, plus the residual row.
+            let read_dst = bias.is_some() || residual.is_some();
+            if read_dst {
+                prefill_rows(
                     n,
-                    k,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    read_dst,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    wt_cs,
-                    wt_rs,
-                    1.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    parallelism,
+                    bias.as_deref(),
+                    res,
+                    &mut out.spare_capacity_mut()[..m * n],
                 );
             }
-            out.set_len(m * n);
+            // SAFETY: `out` has room for m x n values, `x` holds m x k and `w`
+            // k x n (checked above) read with in-bounds strides; with `read_dst`
+            // every value of `out` was written above, without it gemm writes
+            // them all.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    read_dst,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    w.as_ptr(),
+                    wt_cs,
+                    wt_rs,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+                out.set_len(m * n);
+            }
         }
+        drop(res_guard);
         if let Epilogue::QuickGelu = epilogue {
             out.par_chunks_mut(1 << 14).for_each(quick_gelu_in_place);
         }
         drop((x_store, w_store));
         Tensor::from_vec(out, (m, n), xs.device())
     }
+}
+
+/// Fills each `n`-wide row of `dst` with `bias` plus the matching row of `res`
+/// (either may be absent, not both).
+fn prefill_rows(
+    n: usize,
+    bias: Option<&[f32]>,
+    res: Option<&[f32]>,
+    dst: &mut [std::mem::MaybeUninit<f32>],
+) {
+    let rows_per_task = (1 << 14) / n.max(1) + 1;
+    dst.par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            for (r, dst) in chunk.chunks_exact_mut(n).enumerate() {
+                let i = t * rows_per_task + r;
+                let res = res.map(|res| &res[i * n..(i + 1) * n]);
+                // one loop per case, so that each vectorizes
+                match (res, bias) {
+                    (Some(res), Some(b)) => {
+                        for ((d, &x), &b) in dst.iter_mut().zip(res).zip(b) {
+                            d.write(x + b);
+                        }
+                    }
+                    (Some(res), None) => {
+                        for (d, &x) in dst.iter_mut().zip(res) {
+                            d.write(x);
+                        }
+                    }
+                    (None, Some(b)) => {
+                        for (d, &b) in dst.iter_mut().zip(b) {
+                            d.write(b);
+                        }
+                    }
+                    (None, None) => unreachable!("prefill needs a bias or a residual"),
+                }
+            }
+        });
+}
+
+/// `dst[i][j] = cols[j][i] + bias[j] + res[i][j]` for the column-major `m x n`
+/// product `cols`, 16 rows at a time, so that both sides are read and written
+/// in runs.
+fn from_columns(
+    cols: &[f32],
+    m: usize,
+    n: usize,
+    bias: Option<&[f32]>,
+    res: Option<&[f32]>,
+    dst: &mut [std::mem::MaybeUninit<f32>],
+) {
+    const BLOCK: usize = 16;
+    dst[..m * n]
+        .par_chunks_mut(BLOCK * n)
+        .enumerate()
+        .for_each(|(blk, rows)| {
+            let i0 = blk * BLOCK;
+            let h = rows.len() / n;
+            for j in 0..n {
+                let col = &cols[j * m + i0..j * m + i0 + h];
+                let b = bias.map_or(0.0, |b| b[j]);
+                for (r, &v) in col.iter().enumerate() {
+                    let at = r * n + j;
+                    let add = res.map_or(0.0, |res| res[(i0 + r) * n + j]);
+                    rows[at].write(v + b + add);
+                }
+            }
+        });
 }
 
 thread_local! {
