@@ -824,7 +824,17 @@ impl AnnGraph {
     /// is non-finite or not unit-norm (within 1e-2). Needs about twice the
     /// final memory while building (hnsw_rs's copy).
     pub fn build(vectors: &[f32], dim: usize, params: &AnnParams) -> Result<AnnGraph, AnnError> {
-        let n = check_input(vectors, dim)?;
+        Self::build_owned(vectors.to_vec(), dim, params)
+    }
+
+    /// [`AnnGraph::build`] taking the matrix by value, which the graph then
+    /// keeps, so there is no second copy of it.
+    pub fn build_owned(
+        vectors: Vec<f32>,
+        dim: usize,
+        params: &AnnParams,
+    ) -> Result<AnnGraph, AnnError> {
+        let n = check_input(&vectors, dim)?;
         let params = params.clamped();
         if n == 0 {
             return Ok(AnnGraph {
@@ -857,7 +867,7 @@ impl AnnGraph {
         };
         let entry = lists.trim_top();
         let top = lists.adj.len() - 1;
-        let stats = repair(&mut lists, entry, vectors, dim, &params);
+        let stats = repair(&mut lists, entry, &vectors, dim, &params);
         let upper = (1..=top)
             .map(|l| {
                 let nodes: Vec<u32> = (0..n as u32)
@@ -876,7 +886,7 @@ impl AnnGraph {
         Ok(AnnGraph {
             dim,
             params,
-            vectors: vectors.to_vec(),
+            vectors,
             base: Csr::from_lists(&lists.adj[0]),
             upper,
             entry,

@@ -502,6 +502,9 @@ fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
         Ok(())
     });
     bar.finish_and_clear();
+    // The weights (600 MB for PLIP) are not needed for the commit or the
+    // compaction, whose graph build is the run's memory peak.
+    drop(embedder);
     let interrupted = cancel.load(Ordering::SeqCst);
     if let Err(e) = result {
         // Keep what was embedded before the failure.

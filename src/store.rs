@@ -903,6 +903,7 @@ impl IndexWriter {
         let base = format!("seg-{id:06}");
         let payload: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
         let vec = write_framed(&self.dir, &format!("{base}.vec"), VEC_MAGIC, &payload)?;
+        drop(payload);
         let meta_bytes =
             bincode::serde::encode_to_vec(&entries, bincode_config()).expect("entries serialize");
         let meta = write_framed(&self.dir, &format!("{base}.meta"), META_MAGIC, &meta_bytes)?;
@@ -916,9 +917,11 @@ impl IndexWriter {
             deleted: Vec::new(),
         };
         let mut graph = None;
+        let mut vectors = vectors;
         if with_ann && entries.len() >= HNSW_MIN_ROWS {
             let hnsw_base = format!("{base}.hnsw");
-            let g = AnnGraph::build(&vectors, dim, &AnnParams::default())
+            // the graph takes the vectors over: no second copy
+            let g = AnnGraph::build_owned(std::mem::take(&mut vectors), dim, &AnnParams::default())
                 .map_err(|e| corrupt(&self.dir.join(&hnsw_base), e.to_string()))?;
             let files = g
                 .save_links(&self.dir, &hnsw_base)
@@ -937,8 +940,7 @@ impl IndexWriter {
         self.manifest.segments.push(record.clone());
         Ok(Segment {
             record,
-            // the graph keeps its own copy
-            vectors: if graph.is_some() { Vec::new() } else { vectors },
+            vectors,
             entries,
             deleted: HashSet::new(),
             ann: graph,
@@ -989,8 +991,12 @@ impl IndexWriter {
         self.manifest.segments = records;
         self.segments = segments;
         if !rows.is_empty() {
-            let (entries, vecs): (Vec<FileEntry>, Vec<Vec<f32>>) = rows.into_values().unzip();
-            let vectors: Vec<f32> = vecs.concat();
+            let mut entries = Vec::with_capacity(rows.len());
+            let mut vectors = Vec::with_capacity(rows.len() * dim);
+            for (entry, v) in rows.into_values() {
+                entries.push(entry);
+                vectors.extend_from_slice(&v);
+            }
             let seg = self.write_segment(entries, vectors, true)?;
             self.segments.push(seg);
         }
