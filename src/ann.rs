@@ -730,10 +730,7 @@ fn hnsw_search<T: Topology>(
 ) -> Vec<Cand> {
     let n = vectors.len() / dim;
     let row = |id: u32| &vectors[id as usize * dim..(id as usize + 1) * dim];
-    let dist = |id: u32| {
-        let i = id as usize;
-        UnitCosine.eval(query, &vectors[i * dim..(i + 1) * dim])
-    };
+    let dist = |id: u32| UnitCosine.eval(query, row(id));
     let allowed = |id: u32| allow.is_none_or(|f| f(id as usize));
     let mut cur = g.entry();
     let mut dcur = dist(cur);
