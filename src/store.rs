@@ -292,19 +292,24 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// fsyncs it. Returns its reference for the manifest.
 fn write_framed(dir: &Path, name: &str, magic: &[u8; 8], payload: &[u8]) -> Result<FileRef> {
     let path = dir.join(name);
-    let mut bytes = Vec::with_capacity(payload.len() + 16);
-    bytes.extend_from_slice(magic);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(payload);
-    let crc = crc32fast::hash(&bytes);
-    bytes.extend_from_slice(&crc.to_le_bytes());
     let ctx = || format!("writing {}", path.display());
+    let mut head = [0u8; 12];
+    head[..8].copy_from_slice(magic);
+    head[8..].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.update(payload);
+    let crc = crc.finalize();
+    // written in place, not copied into one buffer: a 100k-image segment's
+    // payload is 205 MB
     let mut f = File::create(&path).map_err(io_err(ctx()))?;
-    f.write_all(&bytes).map_err(io_err(ctx()))?;
+    for part in [&head[..], payload, &crc.to_le_bytes()] {
+        f.write_all(part).map_err(io_err(ctx()))?;
+    }
     f.sync_all().map_err(io_err(ctx()))?;
     Ok(FileRef {
         name: name.to_string(),
-        len: bytes.len() as u64,
+        len: (head.len() + payload.len() + 4) as u64,
         crc32: crc,
     })
 }
@@ -901,9 +906,17 @@ impl IndexWriter {
         let id = self.manifest.next_segment;
         self.manifest.next_segment += 1;
         let base = format!("seg-{id:06}");
-        let payload: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let vec = write_framed(&self.dir, &format!("{base}.vec"), VEC_MAGIC, &payload)?;
-        drop(payload);
+        let vec = if cfg!(target_endian = "little") {
+            write_framed(
+                &self.dir,
+                &format!("{base}.vec"),
+                VEC_MAGIC,
+                bytemuck::cast_slice(&vectors),
+            )?
+        } else {
+            let payload: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
+            write_framed(&self.dir, &format!("{base}.vec"), VEC_MAGIC, &payload)?
+        };
         let meta_bytes =
             bincode::serde::encode_to_vec(&entries, bincode_config()).expect("entries serialize");
         let meta = write_framed(&self.dir, &format!("{base}.meta"), META_MAGIC, &meta_bytes)?;
@@ -964,18 +977,25 @@ impl IndexWriter {
             return self.commit_manifest();
         }
         // Sort by path so ids (and therefore tie order) do not depend on history.
-        let mut rows: BTreeMap<String, (FileEntry, Vec<f32>)> = BTreeMap::new();
+        // The rows are gathered by reference, then copied once into the new
+        // segment's matrix: the merge holds the vectors twice at most.
+        let mut rows: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         for &i in &merge {
             let s = &self.segments[i];
             for (row, e) in s.entries.iter().enumerate() {
                 if !s.deleted.contains(&(row as u32)) {
-                    rows.insert(
-                        e.path.clone(),
-                        (e.clone(), s.vectors()[row * dim..(row + 1) * dim].to_vec()),
-                    );
+                    rows.insert(&e.path, (i, row));
                 }
             }
         }
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut vectors = Vec::with_capacity(rows.len() * dim);
+        for &(i, row) in rows.values() {
+            let s = &self.segments[i];
+            entries.push(s.entries[row].clone());
+            vectors.extend_from_slice(&s.vectors()[row * dim..(row + 1) * dim]);
+        }
+        drop(rows);
         let keep: Vec<usize> = (0..self.segments.len())
             .filter(|i| !merge.contains(i))
             .collect();
@@ -990,13 +1010,7 @@ impl IndexWriter {
         }
         self.manifest.segments = records;
         self.segments = segments;
-        if !rows.is_empty() {
-            let mut entries = Vec::with_capacity(rows.len());
-            let mut vectors = Vec::with_capacity(rows.len() * dim);
-            for (entry, v) in rows.into_values() {
-                entries.push(entry);
-                vectors.extend_from_slice(&v);
-            }
+        if !entries.is_empty() {
             let seg = self.write_segment(entries, vectors, true)?;
             self.segments.push(seg);
         }
