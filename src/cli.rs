@@ -503,8 +503,11 @@ fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
     });
     bar.finish_and_clear();
     // The weights (600 MB for PLIP) are not needed for the commit or the
-    // compaction, whose graph build is the run's memory peak.
+    // compaction, whose graph build is the run's memory peak. Dropping them
+    // alone left them resident (the allocator keeps freed memory); the trim
+    // returns them: RSS 472 -> 45 MB after 100 images with the full-size model.
     drop(embedder);
+    crate::kernels::release_free_memory();
     let interrupted = cancel.load(Ordering::SeqCst);
     if let Err(e) = result {
         // Keep what was embedded before the failure.
