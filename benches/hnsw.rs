@@ -33,7 +33,7 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    // Building takes minutes at 100k and about an hour at 1M on two cores, so the
+    // Building takes minutes at 100k and nearly two hours at 1M on two cores, so the
     // graph is kept under target/plip-bench/ and reused; PLIP_BENCH_REBUILD=1
     // builds it again.
     let parallel = std::env::var("PLIP_BENCH_PARALLEL").as_deref() == Ok("1");
