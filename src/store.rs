@@ -906,17 +906,14 @@ impl IndexWriter {
         let id = self.manifest.next_segment;
         self.manifest.next_segment += 1;
         let base = format!("seg-{id:06}");
-        let vec = if cfg!(target_endian = "little") {
-            write_framed(
-                &self.dir,
-                &format!("{base}.vec"),
-                VEC_MAGIC,
-                bytemuck::cast_slice(&vectors),
-            )?
+        // stored little-endian: on such CPUs the matrix itself, not a copy
+        let payload: std::borrow::Cow<[u8]> = if cfg!(target_endian = "little") {
+            bytemuck::cast_slice(&vectors).into()
         } else {
-            let payload: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
-            write_framed(&self.dir, &format!("{base}.vec"), VEC_MAGIC, &payload)?
+            vectors.iter().flat_map(|v| v.to_le_bytes()).collect()
         };
+        let vec = write_framed(&self.dir, &format!("{base}.vec"), VEC_MAGIC, &payload)?;
+        drop(payload);
         let meta_bytes =
             bincode::serde::encode_to_vec(&entries, bincode_config()).expect("entries serialize");
         let meta = write_framed(&self.dir, &format!("{base}.meta"), META_MAGIC, &meta_bytes)?;
