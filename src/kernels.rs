@@ -44,6 +44,16 @@ macro_rules! multiversion {
     };
 }
 
+/// The threads that the model's kernels split work over: rayon's pool, at most
+/// one per physical core as candle counts them. candle's count is read once here:
+/// candle reads it from the environment and `/proc/cpuinfo` on every call, about
+/// 5% of a short prompt's time when every layer asked.
+pub fn threads() -> usize {
+    static PHYSICAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let physical = *PHYSICAL.get_or_init(candle_core::utils::get_num_threads);
+    rayon::current_num_threads().min(physical)
+}
+
 /// Keeps freed activation buffers in the process instead of unmapping them.
 ///
 /// glibc returns every free chunk above its mmap threshold to the kernel, so each
@@ -111,6 +121,9 @@ pub enum WeightLayout {
     AsStored,
     /// `[in, out]`, transposed once at load time.
     Transposed,
+    /// Panels of [`PANEL`] output features, packed once at load time (see
+    /// [`pack_panels`]) for [`panels_linear`].
+    Panels,
 }
 
 /// A dense layer `x W^T + b` that picks the faster matmul formulation for its
@@ -118,152 +131,322 @@ pub enum WeightLayout {
 /// every call, and how much that costs depends on the operand's layout, measured
 /// on the 2-core AVX-512 machine with `examples`-style timing of each shape:
 ///
-/// * few rows (a text prompt is 3–77 tokens): `(W x^T)^T` packs the small `x`
-///   instead of all of `W`; a 4×512 by 512×2048 product takes 0.31 ms instead of
-///   1.1 ms, a 77-row one 1.2 instead of 1.6 ms;
+/// * few rows (a text prompt is 3–77 tokens, the text tower's layers):
+///   [`panels_linear`] on a weight packed at load time. gemm, built for large
+///   products, reads a short prompt's 151 MB of weights at about 8 GB/s and
+///   repacks them on every call; the panels are read once, as one stream per
+///   thread. 4 rows by 512 → 2048: 0.24–0.45 ms against 1.0–1.6 ms; 77 rows:
+///   0.8 against 1.9 ms;
 /// * many rows, more inputs than outputs (`fc2`, 3072 → 768, and the 768 → 768
 ///   `out_proj`): `x W^T` with `W^T` made contiguous at load time, 17.5 instead of
 ///   25.4 ms for 800 rows;
-/// * many rows otherwise (`qkv`, `fc1`): candle's `Linear` as is.
+/// * many rows otherwise (`qkv`, `fc1`): candle's `Linear` as is, through gemm
+///   with the epilogue fused.
 pub struct Dense {
+    /// For [`WeightLayout::Panels`], the packed panels as a 1-D tensor.
     weight: Tensor,
     layout: WeightLayout,
     bias: Option<Tensor>,
+    /// `(out, in)`.
+    features: (usize, usize),
 }
 
 /// Rows up to which `(W x^T)^T` is used for an [`WeightLayout::AsStored`] weight.
 const FEW_ROWS: usize = 128;
 
-/// Rows up to which [`few_rows_linear`] is used (a prompt of up to 16 tokens).
-const GEMV_ROWS: usize = 16;
+/// Output features per panel of a [`WeightLayout::Panels`] weight: four AVX-512
+/// registers.
+const PANEL: usize = 64;
 
-/// `x W^T + b` for a few rows of `x` on the CPU, streaming each row of `W` (in its
-/// stored `[out, in]` layout) once, in parallel over blocks of output features.
-///
-/// A short prompt's text tower is bound by reading its 151 MB of weights; gemm's
-/// kernels, built for large products, read them at about 8 GB/s there (70% of a
-/// 4-token prompt's time in `perf`).
-pub fn few_rows_linear(
-    xs: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-) -> candle_core::Result<Tensor> {
-    let (m, k) = xs.dims2()?;
-    let (n, k2) = weight.dims2()?;
-    if k != k2 {
-        candle_core::bail!("dense layer: input has {k} features, the weight {k2}");
-    }
-    if m == 0 {
-        return Tensor::zeros((0, n), DType::F32, xs.device());
-    }
-    let x = xs.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let (storage, layout) = weight.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("dense layer: weight is not on the CPU");
-    };
-    let w = contiguous_f32("dense layer", cpu, layout)?;
-    let b = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
+/// Rows of `x` that one pass over a panel serves: 6 rows by 4 registers of
+/// accumulators, plus the 4 weight registers, fit AVX-512's 32.
+const PANEL_ROWS: usize = 6;
 
-    const BLOCK: usize = 64;
-    let blocks: Vec<Vec<f32>> = w
-        .par_chunks(BLOCK * k)
-        .map(|w| {
-            let mut out_t = vec![0f32; w.len() / k * m];
-            gemv_block(&x, m, k, w, &mut out_t);
-            out_t
-        })
-        .collect();
-    let mut out = vec![0f32; m * n];
-    for (bi, out_t) in blocks.iter().enumerate() {
-        for (r, col) in out_t.chunks_exact(m).enumerate() {
-            let j = bi * BLOCK + r;
-            let bias = b.as_ref().map_or(0.0, |b| b[j]);
-            for (i, v) in col.iter().enumerate() {
-                out[i * n + j] = v + bias;
-            }
-        }
-    }
-    Tensor::from_vec(out, (m, n), xs.device())
-}
+/// How far ahead, in input features, [`panel_avx512`] prefetches the panel it
+/// streams (8 KiB): the hardware prefetcher alone left a 4-row product at
+/// 6–9 GB/s per core, against 14 for a plain read of the same memory.
+const PANEL_PREFETCH: usize = 32;
 
-/// `out[r * m + i] = x_i · w_r` for the rows `w_r` of `w` and `i < m`.
-fn gemv_block(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if k.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-        let rows = w.len() / k;
-        let quads = rows / 4 * 4;
-        for r in (0..quads).step_by(4) {
-            let w4 = &w[r * k..(r + 4) * k];
-            for i0 in (0..m).step_by(4) {
-                let mx = (m - i0).min(4);
-                let xs = &x[i0 * k..(i0 + mx) * k];
-                let mut acc = [[0f32; 4]; 4];
-                // SAFETY: the CPU has avx512f; `w4` holds 4 rows and `xs` `mx` rows
-                // of `k` values, `k` a multiple of 16, as the kernel requires.
-                unsafe {
-                    match mx {
-                        1 => dots4_avx512::<1>(xs, w4, k, &mut acc),
-                        2 => dots4_avx512::<2>(xs, w4, k, &mut acc),
-                        3 => dots4_avx512::<3>(xs, w4, k, &mut acc),
-                        _ => dots4_avx512::<4>(xs, w4, k, &mut acc),
+/// Packs an `[out, in]` weight into panels: panel `p` holds, for each input
+/// feature in turn, the weights of output features `64p .. 64p + 64` side by
+/// side (zeros past `out`). A product then reads each panel front to back.
+fn pack_panels(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut packed = zeroed_f32(n.div_ceil(PANEL) * k * PANEL);
+    packed
+        .par_chunks_mut(k * PANEL)
+        .enumerate()
+        .for_each(|(p, panel)| {
+            let first = p * PANEL;
+            let rows = PANEL.min(n - first);
+            #[cfg(target_arch = "x86_64")]
+            if rows == PANEL
+                && k.is_multiple_of(16)
+                && std::arch::is_x86_feature_detected!("avx512f")
+            {
+                for kk0 in (0..k).step_by(16) {
+                    for c0 in (0..PANEL).step_by(16) {
+                        // SAFETY: the CPU has avx512f; the 16 x 16 block read
+                        // starts at row first + c0, column kk0 of the n x k
+                        // `w` (rows first + c0 + 15 < n, kk0 + 15 < k), and the
+                        // block written at row kk0, column c0 of the k x 64
+                        // panel.
+                        unsafe {
+                            transpose16_avx512(
+                                w.as_ptr().add((first + c0) * k + kk0),
+                                k,
+                                panel.as_mut_ptr().add(kk0 * PANEL + c0),
+                                PANEL,
+                            )
+                        };
                     }
                 }
-                for (dr, acc) in acc.iter().enumerate() {
-                    out[(r + dr) * m + i0..(r + dr) * m + i0 + mx].copy_from_slice(&acc[..mx]);
+                return;
+            }
+            // 16 input features at a time, so that the 64 x 16 block read and
+            // the 16 x 64 block written stay in the L1 cache.
+            for kk0 in (0..k).step_by(16) {
+                let width = 16.min(k - kk0);
+                for c in 0..rows {
+                    let row = &w[(first + c) * k + kk0..][..width];
+                    for (d, &v) in row.iter().enumerate() {
+                        panel[(kk0 + d) * PANEL + c] = v;
+                    }
                 }
             }
-        }
-        gemv_scalar(x, m, k, &w[quads * k..], &mut out[quads * m..]);
-        return;
-    }
-    gemv_scalar(x, m, k, w, out)
+        });
+    packed
 }
 
-fn gemv_scalar(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
-    for (w_row, out) in w.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot(&x[i * k..(i + 1) * k], w_row);
-        }
-    }
-}
-
-/// `acc[r][i] = x_i · w_r` for 4 rows of `w` and `MX` rows of `x`: 4·MX
-/// accumulators in registers, each 64-byte load of `w` used `MX` times.
+/// Writes the transpose of the 16 x 16 block at `src` (rows `src_stride`
+/// apart) to `dst` (rows `dst_stride` apart), in registers: unpack pairs of
+/// rows, then shuffle 64-bit pairs and 128-bit lanes.
 ///
 /// # Safety
-/// The CPU must have avx512f; `w` must hold 4 and `x` `MX` rows of `k` values,
-/// with `k` a multiple of 16.
+/// The CPU must have avx512f; both blocks must lie inside their allocations.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn transpose16_avx512(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    let mut r = [_mm512_setzero_ps(); 16];
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..16 {
+        // SAFETY: row i of the source block (see above).
+        r[i] = unsafe { _mm512_loadu_ps(src.add(i * src_stride)) };
+    }
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for i in 0..4 {
+        let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+        r[4 * i] = _mm512_shuffle_ps::<0x44>(a, c);
+        r[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
+        r[4 * i + 2] = _mm512_shuffle_ps::<0x44>(b, d);
+        r[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(b, d);
+    }
+    for h in 0..2 {
+        for j in 0..4 {
+            let (a, b) = (r[8 * h + j], r[8 * h + 4 + j]);
+            t[8 * h + j] = _mm512_shuffle_f32x4::<0x88>(a, b);
+            t[8 * h + 4 + j] = _mm512_shuffle_f32x4::<0xDD>(a, b);
+        }
+    }
+    for j in 0..8 {
+        r[j] = _mm512_shuffle_f32x4::<0x88>(t[j], t[8 + j]);
+        r[8 + j] = _mm512_shuffle_f32x4::<0xDD>(t[j], t[8 + j]);
+    }
+    for i in 0..16 {
+        // SAFETY: row i of the destination block (see above).
+        unsafe { _mm512_storeu_ps(dst.add(i * dst_stride), r[i]) };
+    }
+}
+
+/// A pointer to an output buffer that tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: each task writes only its own elements (see `panels_linear`).
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// A method, so that closures capture the whole (Send) wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// What [`panels_linear`] does to each output row after the product.
+#[derive(Clone, Copy)]
+struct PanelEpilogue<'a> {
+    /// Added first (`n` values).
+    bias: Option<&'a [f32]>,
+    /// Added next (`m x n` values, row-major).
+    res: Option<&'a [f32]>,
+    /// QuickGELU last.
+    gelu: bool,
+}
+
+/// `x W^T + b (+ res)`, then QuickGELU when `gelu`, for the `m x k` row-major `x`
+/// and a weight packed by [`pack_panels`] (`n` outputs); in parallel over panels
+/// unless [`with_serial_gemm`] is in force. Returns `m x n` row-major.
+fn panels_linear(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    packed: &[f32],
+    n: usize,
+    then: PanelEpilogue,
+) -> Vec<f32> {
+    let PanelEpilogue { bias, res, gelu } = then;
+    debug_assert!(x.len() == m * k && packed.len() == n.div_ceil(PANEL) * k * PANEL);
+    debug_assert!(bias.is_none_or(|b| b.len() == n) && res.is_none_or(|r| r.len() == m * n));
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    let dst = SharedOut(out.as_mut_ptr());
+    let task = |p: usize| {
+        let panel = &packed[p * k * PANEL..(p + 1) * k * PANEL];
+        let first = p * PANEL;
+        let cols = PANEL.min(n - first);
+        let mut acc = [[0f32; PANEL]; PANEL_ROWS];
+        for i0 in (0..m).step_by(PANEL_ROWS) {
+            let rows = PANEL_ROWS.min(m - i0);
+            // The first pass brings the panel in from memory; later ones find it
+            // in the core's cache.
+            panel_block(
+                &x[i0 * k..(i0 + rows) * k],
+                k,
+                panel,
+                i0 == 0,
+                &mut acc[..rows],
+            );
+            for (r, acc) in acc[..rows].iter_mut().enumerate() {
+                let i = i0 + r;
+                let acc = &mut acc[..cols];
+                if let Some(b) = bias {
+                    for (a, b) in acc.iter_mut().zip(&b[first..]) {
+                        *a += b;
+                    }
+                }
+                if let Some(res) = res {
+                    for (a, r) in acc.iter_mut().zip(&res[i * n + first..]) {
+                        *a += r;
+                    }
+                }
+                if gelu {
+                    quick_gelu_in_place(acc);
+                }
+                // SAFETY: row `i`, columns `first .. first + cols` lie inside the
+                // m x n buffer, and only this task (panel `p`) writes them.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(acc.as_ptr(), dst.get().add(i * n + first), cols)
+                };
+            }
+        }
+    };
+    let panels = n.div_ceil(PANEL);
+    if threads() > 1 && !SERIAL_GEMM.get() {
+        (0..panels).into_par_iter().for_each(task);
+    } else {
+        (0..panels).for_each(task);
+    }
+    // SAFETY: the panels together wrote every column of every row.
+    unsafe { out.set_len(m * n) };
+    out
+}
+
+/// `acc[r][c] = x_r · W[c]` over one panel, for the `acc.len()` (at most
+/// [`PANEL_ROWS`]) rows `x_r` of `x`.
+fn panel_block(x: &[f32], k: usize, panel: &[f32], prefetch: bool, acc: &mut [[f32; PANEL]]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has avx512f; `x` holds `acc.len()` rows of `k` values
+        // and `panel` `k` groups of PANEL, as the kernel requires.
+        unsafe {
+            match acc.len() {
+                1 => panel_avx512::<1>(x, k, panel, prefetch, acc),
+                2 => panel_avx512::<2>(x, k, panel, prefetch, acc),
+                3 => panel_avx512::<3>(x, k, panel, prefetch, acc),
+                4 => panel_avx512::<4>(x, k, panel, prefetch, acc),
+                5 => panel_avx512::<5>(x, k, panel, prefetch, acc),
+                _ => panel_avx512::<6>(x, k, panel, prefetch, acc),
+            }
+        }
+        return;
+    }
+    let _ = prefetch;
+    for (x, acc) in x.chunks_exact(k).zip(acc) {
+        *acc = [0.0; PANEL];
+        panel_row(x, panel, acc);
+    }
+}
+
+/// `acc[c] += x · W[c]` over one panel.
+#[inline(always)]
+fn panel_row_generic(x: &[f32], panel: &[f32], acc: &mut [f32; PANEL]) {
+    for (&xv, w) in x.iter().zip(panel.chunks_exact(PANEL)) {
+        for (a, &w) in acc.iter_mut().zip(w) {
+            *a += w * xv;
+        }
+    }
+}
+
+multiversion! {
+    fn panel_row(x: &[f32], panel: &[f32], acc: &mut [f32; PANEL]) => panel_row_generic
+}
+
+/// [`panel_block`] for `MX` rows: `MX` x 4 registers of accumulators, each
+/// 64-byte load of the panel used `MX` times.
+///
+/// # Safety
+/// The CPU must have avx512f; `x` must hold `MX` rows of `k` values, `panel`
+/// `k * PANEL` values and `acc` at least `MX` rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 // Index loops over the register arrays unroll to fixed registers.
 #[allow(clippy::needless_range_loop)]
-unsafe fn dots4_avx512<const MX: usize>(x: &[f32], w: &[f32], k: usize, acc: &mut [[f32; 4]; 4]) {
+unsafe fn panel_avx512<const MX: usize>(
+    x: &[f32],
+    k: usize,
+    panel: &[f32],
+    prefetch: bool,
+    acc: &mut [[f32; PANEL]],
+) {
     use std::arch::x86_64::*;
-    debug_assert!(k.is_multiple_of(16) && w.len() >= 4 * k && x.len() >= MX * k);
-    let (xp, wp) = (x.as_ptr(), w.as_ptr());
-    let mut sums = [[_mm512_setzero_ps(); MX]; 4];
-    let mut kk = 0;
-    while kk < k {
-        // SAFETY: kk + 16 <= k, and the rows are within the slices (see above).
+    debug_assert!(x.len() >= MX * k && panel.len() >= k * PANEL && acc.len() >= MX);
+    let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+    let mut sums = [[_mm512_setzero_ps(); 4]; MX];
+    for kk in 0..k {
+        // SAFETY: kk < k, so the 4 loads of the panel and the `MX` values of
+        // `x` are in bounds (see above). Prefetches never fault, and their
+        // addresses are formed with wrapping arithmetic.
         unsafe {
+            let w = wp.add(kk * PANEL);
+            if prefetch {
+                let ahead = w.wrapping_add(PANEL_PREFETCH * PANEL) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(192));
+            }
             let wv = [
-                _mm512_loadu_ps(wp.add(kk)),
-                _mm512_loadu_ps(wp.add(k + kk)),
-                _mm512_loadu_ps(wp.add(2 * k + kk)),
-                _mm512_loadu_ps(wp.add(3 * k + kk)),
+                _mm512_loadu_ps(w),
+                _mm512_loadu_ps(w.add(16)),
+                _mm512_loadu_ps(w.add(32)),
+                _mm512_loadu_ps(w.add(48)),
             ];
             for i in 0..MX {
-                let xv = _mm512_loadu_ps(xp.add(i * k + kk));
-                for r in 0..4 {
-                    sums[r][i] = _mm512_fmadd_ps(wv[r], xv, sums[r][i]);
+                let xv = _mm512_set1_ps(*xp.add(i * k + kk));
+                for j in 0..4 {
+                    sums[i][j] = _mm512_fmadd_ps(wv[j], xv, sums[i][j]);
                 }
             }
         }
-        kk += 16;
     }
-    for r in 0..4 {
-        for i in 0..MX {
-            acc[r][i] = _mm512_reduce_add_ps(sums[r][i]);
+    for i in 0..MX {
+        for j in 0..4 {
+            // SAFETY: acc[i] holds PANEL = 64 values.
+            unsafe { _mm512_storeu_ps(acc[i].as_mut_ptr().add(16 * j), sums[i][j]) };
         }
     }
 }
@@ -272,16 +455,32 @@ impl Dense {
     /// Wraps a loaded linear layer, choosing the layout for a layer that will see
     /// many rows at once (`many_rows`) or only a few.
     pub fn new(linear: Linear, many_rows: bool) -> candle_core::Result<Self> {
-        let (out, inp) = linear.weight().dims2()?;
-        let (weight, layout) = if many_rows && out <= inp {
-            (linear.weight().t()?.contiguous()?, WeightLayout::Transposed)
+        let w = linear.weight();
+        let (out, inp) = w.dims2()?;
+        let (weight, layout) = if !many_rows && w.device().is_cpu() && w.dtype() == DType::F32 {
+            let flat = w.contiguous()?.flatten_all()?;
+            let packed = {
+                let (storage, layout) = flat.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    unreachable!("checked to be on the CPU")
+                };
+                pack_panels(contiguous_f32("dense layer", cpu, layout)?, out, inp)
+            };
+            let len = packed.len();
+            (
+                Tensor::from_vec(packed, len, w.device())?,
+                WeightLayout::Panels,
+            )
+        } else if many_rows && out <= inp {
+            (w.t()?.contiguous()?, WeightLayout::Transposed)
         } else {
-            (linear.weight().contiguous()?, WeightLayout::AsStored)
+            (w.contiguous()?, WeightLayout::AsStored)
         };
         Ok(Self {
             weight,
             layout,
             bias: linear.bias().cloned(),
+            features: (out, inp),
         })
     }
 
@@ -304,9 +503,7 @@ impl Dense {
         let (rows, _) = xs.dims2()?;
         let cpu_f32 = xs.device().is_cpu() && xs.dtype() == DType::F32;
         let out = match self.layout {
-            WeightLayout::AsStored if rows <= GEMV_ROWS && cpu_f32 => {
-                few_rows_linear(xs, &self.weight, self.bias.as_ref())?
-            }
+            WeightLayout::Panels => return self.panels_forward(xs, epilogue),
             _ if cpu_f32 && self.weight.dtype() == DType::F32 => {
                 let few = self.layout == WeightLayout::AsStored && rows <= FEW_ROWS;
                 return self.gemm_fused(xs, epilogue, few);
@@ -325,6 +522,51 @@ impl Dense {
                 out + residual.reshape(shape)?
             }
         }
+    }
+
+    /// [`panels_linear`] with the epilogue fused.
+    fn panels_forward(&self, xs: &Tensor, epilogue: Epilogue) -> candle_core::Result<Tensor> {
+        let (n, k) = self.features;
+        let (m, k2) = xs.dims2()?;
+        if k != k2 {
+            candle_core::bail!("dense layer: input has {k2} features, the weight {k}");
+        }
+        if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
+            candle_core::bail!("dense layer: packed weights need f32 input on the CPU");
+        }
+        let residual = match epilogue {
+            Epilogue::Add(r) => Some(r.reshape((m, n))?.contiguous()?.flatten_all()?),
+            _ => None,
+        };
+        let x = xs.contiguous()?.flatten_all()?;
+        let bias = self.bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+        let (x_store, x_layout) = x.storage_and_layout();
+        let (w_store, w_layout) = self.weight.storage_and_layout();
+        let res_guard = residual.as_ref().map(|r| r.storage_and_layout());
+        fn cpu<'a>(s: &'a candle_core::Storage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+            match s {
+                candle_core::Storage::Cpu(c) => contiguous_f32("dense layer", c, l),
+                _ => candle_core::bail!("dense layer: expected CPU tensors"),
+            }
+        }
+        let res = match &res_guard {
+            Some((st, l)) => Some(cpu(st, l)?),
+            None => None,
+        };
+        let out = panels_linear(
+            cpu(&x_store, x_layout)?,
+            m,
+            k,
+            cpu(&w_store, w_layout)?,
+            n,
+            PanelEpilogue {
+                bias: bias.as_deref(),
+                res,
+                gelu: matches!(epilogue, Epilogue::QuickGelu),
+            },
+        );
+        drop((x_store, w_store, res_guard));
+        Tensor::from_vec(out, (m, n), xs.device())
     }
 
     fn bias_add(&self, out: Tensor) -> candle_core::Result<Tensor> {
@@ -355,6 +597,7 @@ impl Dense {
             WeightLayout::AsStored => (self.weight.dim(0)?, 1, k as isize),
             // the stored [in, out] matrix is W^T itself
             WeightLayout::Transposed => (self.weight.dim(1)?, self.weight.dim(1)? as isize, 1),
+            WeightLayout::Panels => unreachable!("packed weights go through panels_forward"),
         };
         if self.weight.elem_count() != n * k {
             candle_core::bail!(
@@ -387,7 +630,7 @@ impl Dense {
             }
             None => None,
         };
-        let threads = candle_core::utils::get_num_threads();
+        let threads = threads();
         let parallelism = if threads > 1 && !SERIAL_GEMM.get() {
             gemm::Parallelism::Rayon(threads)
         } else {
@@ -1002,14 +1245,18 @@ mod tests {
             let reference = Linear::new(w.clone(), Some(b.clone()));
             for many_rows in [false, true] {
                 let dense = Dense::new(reference.clone(), many_rows).unwrap();
-                let transposed = many_rows && out <= inp;
-                assert_eq!(dense.layout() == WeightLayout::Transposed, transposed);
+                let layout = match (many_rows, out <= inp) {
+                    (false, _) => WeightLayout::Panels,
+                    (true, true) => WeightLayout::Transposed,
+                    (true, false) => WeightLayout::AsStored,
+                };
+                assert_eq!(dense.layout(), layout);
                 for rows in [
                     1,
                     3,
                     5,
-                    GEMV_ROWS,
-                    GEMV_ROWS + 1,
+                    PANEL_ROWS,
+                    PANEL_ROWS + 1,
                     FEW_ROWS,
                     FEW_ROWS + 1,
                     300,
@@ -1026,13 +1273,72 @@ mod tests {
                         ),
                         (Epilogue::Add(&residual), (&want + &residual).unwrap()),
                     ] {
-                        let got = dense.forward_with(&x, epilogue).unwrap();
-                        assert_eq!(got.dims(), &[rows, out]);
-                        let d = max_abs_diff(&got, &want);
-                        assert!(
-                            d < 1e-4,
-                            "{out}x{inp}, rows {rows}, many_rows {many_rows}, {epilogue:?}: {d}"
-                        );
+                        let parallel = dense.forward_with(&x, epilogue).unwrap();
+                        let serial = with_serial_gemm(|| dense.forward_with(&x, epilogue));
+                        for got in [parallel, serial.unwrap()] {
+                            assert_eq!(got.dims(), &[rows, out]);
+                            let d = max_abs_diff(&got, &want);
+                            assert!(
+                                d < 1e-4,
+                                "{out}x{inp}, rows {rows}, {layout:?}, {epilogue:?}: {d}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_puts_every_weight_in_its_place() {
+        // 128 x 64: the AVX-512 transposes; 70 x 37 and 64 x 40: the scalar loop.
+        for (n, k) in [(128, 64), (70, 37), (64, 40)] {
+            let w: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
+            let packed = pack_panels(&w, n, k);
+            assert_eq!(packed.len(), n.div_ceil(PANEL) * k * PANEL);
+            for (i, &v) in packed.iter().enumerate() {
+                let (p, kk, c) = (i / (k * PANEL), i / PANEL % k, i % PANEL);
+                let j = p * PANEL + c;
+                let want = if j < n { w[j * k + kk] } else { 0.0 };
+                assert_eq!(v, want, "{n}x{k}: panel {p}, input {kk}, column {c}");
+            }
+        }
+    }
+
+    /// The portable kernel (what CPUs without AVX-512 run) against the
+    /// AVX-512 one, and both against a plain sum.
+    #[test]
+    fn panel_kernels_agree() {
+        let (k, n) = (37, 70);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5)
+            .collect();
+        let packed = pack_panels(&w, n, k);
+        assert_eq!(packed.len(), 2 * k * PANEL);
+        for rows in 1..=PANEL_ROWS {
+            let x: Vec<f32> = (0..rows * k)
+                .map(|i| ((i * 104_729) % 19) as f32 / 5.0 - 2.0)
+                .collect();
+            for p in 0..2 {
+                let panel = &packed[p * k * PANEL..(p + 1) * k * PANEL];
+                let mut fast = vec![[f32::NAN; PANEL]; rows];
+                panel_block(&x, k, panel, p == 0, &mut fast);
+                for (r, fast) in fast.iter().enumerate() {
+                    let mut portable = [0f32; PANEL];
+                    panel_row(&x[r * k..(r + 1) * k], panel, &mut portable);
+                    for c in 0..PANEL {
+                        let j = p * PANEL + c;
+                        let want: f32 = if j < n {
+                            (0..k).map(|kk| x[r * k + kk] * w[j * k + kk]).sum()
+                        } else {
+                            0.0
+                        };
+                        for got in [fast[c], portable[c]] {
+                            assert!(
+                                (got - want).abs() < 1e-4,
+                                "rows {rows} r {r} col {j}: {got} vs {want}"
+                            );
+                        }
                     }
                 }
             }

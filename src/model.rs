@@ -612,7 +612,7 @@ pub struct TextTower {
     position_embedding: Tensor,
     encoder: Encoder,
     final_layer_norm: LayerNorm,
-    projection: Linear,
+    projection: Dense,
     eos_token_id: u32,
     max_len: usize,
 }
@@ -632,7 +632,7 @@ impl TextTower {
                 c.tower.layer_norm_eps,
                 vb.pp("final_layer_norm"),
             )?,
-            projection,
+            projection: Dense::new(projection, false)?,
             eos_token_id: c.eos_token_id,
             max_len: c.max_position_embeddings,
         })
@@ -657,14 +657,21 @@ impl TextTower {
     /// Projected (unnormalized) embeddings of token sequences that all have the same
     /// length and end at the pooling token.
     pub fn forward_same_len(&self, batch: &[&[u32]], device: &Device) -> Result<Tensor> {
-        let b = batch.len();
-        let l = batch[0].len();
+        let l = batch.first().map_or(0, |s| s.len());
         if l == 0 || l > self.max_len || batch.iter().any(|s| s.len() != l) {
             bail!(
                 "internal error: text batch must hold equal, non-empty lengths ≤ {}",
                 self.max_len
             );
         }
+        // On a pool thread, each layer's parallel matmul starts on the thread
+        // that asks for it; from outside the pool, the caller would sleep and be
+        // woken after every one of the ~50 matmuls.
+        rayon::scope(|_| self.forward_inner(batch, device))
+    }
+
+    fn forward_inner(&self, batch: &[&[u32]], device: &Device) -> Result<Tensor> {
+        let (b, l) = (batch.len(), batch[0].len());
         let flat: Vec<u32> = batch.iter().flat_map(|s| s.iter().copied()).collect();
         let ids = Tensor::from_vec(flat, (b, l), device)?;
         let xs = self
@@ -736,7 +743,7 @@ impl VisionTower {
                 self.config.num_channels
             );
         }
-        let threads = candle_core::utils::get_num_threads();
+        let threads = kernels::threads();
         if pixels.device().is_cpu()
             && threads > 1
             && b >= 2 * threads
