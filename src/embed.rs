@@ -58,10 +58,7 @@ impl Embedder {
                     })
                     .transpose()
             });
-            let model = files.weights.var_builder(device).and_then(|vb| {
-                ClipModel::new(vb, &config, towers)
-                    .with_context(|| format!("loading {}", files.weights.path().display()))
-            });
+            let model = ClipModel::load(&files.weights, &config, towers, device);
             let tokenizer = tokenizer.join().expect("tokenizer thread panicked");
             (tokenizer, model)
         });

@@ -306,7 +306,8 @@ struct HugePageSafetensors {
 /// The byte range of every tensor in a safetensors file, from its header.
 struct TensorReader {
     file: std::fs::File,
-    ranges: std::collections::HashMap<String, (u64, u64)>,
+    /// Byte range in the file and dtype name (`"F32"` …) of each tensor.
+    ranges: std::collections::HashMap<String, (u64, u64, String)>,
 }
 
 impl TensorReader {
@@ -331,7 +332,8 @@ impl TensorReader {
                 let offsets = info.get("data_offsets")?.as_array()?;
                 let begin = offsets.first()?.as_u64()?;
                 let end = offsets.get(1)?.as_u64()?;
-                Some((name.clone(), (data_start + begin, data_start + end)))
+                let dtype = info.get("dtype")?.as_str()?.to_string();
+                Some((name.clone(), (data_start + begin, data_start + end, dtype)))
             })
             .collect::<Option<_>>()?;
         Some(TensorReader { file, ranges })
@@ -342,13 +344,84 @@ impl TensorReader {
         #[cfg(unix)]
         {
             use std::os::unix::fs::FileExt;
-            if let Some(&(begin, end)) = self.ranges.get(name) {
+            if let Some(&(begin, end, _)) = self.ranges.get(name) {
                 return end - begin == dst.len() as u64
                     && self.file.read_exact_at(dst, begin).is_ok();
             }
         }
         let _ = (name, dst);
         false
+    }
+}
+
+/// The token-embedding table of a safetensors checkpoint, read a row at a time.
+///
+/// A prompt needs a handful of the table's 49,408 rows; reading them where they
+/// are keeps a cold `plip search` from copying the whole 101 MB table into
+/// memory first. The values are the stored f32s, exactly as a loaded table holds
+/// them.
+pub struct TokenRows {
+    file: std::fs::File,
+    /// Where row 0 starts.
+    offset: u64,
+    vocab: usize,
+    dim: usize,
+}
+
+/// The token-embedding weight's name in a CLIP checkpoint.
+const TOKEN_EMBEDDING: &str = "text_model.embeddings.token_embedding.weight";
+
+impl TokenRows {
+    /// The table in `weights`, when it is a safetensors file that stores it as
+    /// `vocab x dim` f32 values; `None` otherwise (then the table is loaded whole).
+    pub fn open(weights: &WeightsFile, vocab: usize, dim: usize) -> Option<Self> {
+        let WeightsFile::Safetensors(path) = weights else {
+            return None;
+        };
+        if !cfg!(unix) {
+            return None;
+        }
+        let reader = TensorReader::open(path)?;
+        let (begin, end, dtype) = reader.ranges.get(TOKEN_EMBEDDING)?;
+        if dtype != "F32" || end - begin != (vocab * dim * 4) as u64 {
+            return None;
+        }
+        Some(Self {
+            offset: *begin,
+            file: reader.file,
+            vocab,
+            dim,
+        })
+    }
+
+    /// The rows of `ids`, one after another.
+    pub fn gather(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; ids.len() * self.dim];
+        let mut bytes = vec![0u8; self.dim * 4];
+        for (&id, row) in ids.iter().zip(out.chunks_exact_mut(self.dim)) {
+            if id as usize >= self.vocab {
+                bail!("token id {id} is outside the vocabulary of {}", self.vocab);
+            }
+            self.read_row(id as u64, &mut bytes)?;
+            for (v, b) in row.iter_mut().zip(bytes.chunks_exact(4)) {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        Ok(out)
+    }
+
+    #[cfg(unix)]
+    fn read_row(&self, id: u64, dst: &mut [u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let at = self.offset + id * dst.len() as u64;
+        self.file
+            .read_exact_at(dst, at)
+            .context("reading the token-embedding table")
+    }
+
+    #[cfg(not(unix))]
+    fn read_row(&self, _: u64, _: &mut [u8]) -> Result<()> {
+        unreachable!("TokenRows::open returns None off unix")
     }
 }
 
@@ -451,7 +524,7 @@ pub fn expected_tensors(config: &ClipConfig, towers: Towers) -> Vec<String> {
         }
     };
     if towers.text {
-        names.push("text_model.embeddings.token_embedding.weight".into());
+        names.push(TOKEN_EMBEDDING.into());
         names.push("text_model.embeddings.position_embedding.weight".into());
         layers(
             "text_model",
@@ -607,8 +680,16 @@ impl Encoder {
 }
 
 /// CLIP's text tower and projection.
+/// Where the text tower's token embeddings come from.
+enum TokenTable {
+    /// The whole table, in memory.
+    Loaded(Embedding),
+    /// Rows read from the checkpoint as prompts need them.
+    Rows(TokenRows),
+}
+
 pub struct TextTower {
-    token_embedding: Embedding,
+    token_embedding: TokenTable,
     position_embedding: Tensor,
     encoder: Encoder,
     final_layer_norm: LayerNorm,
@@ -618,11 +699,24 @@ pub struct TextTower {
 }
 
 impl TextTower {
-    fn new(vb: VarBuilder, projection: Linear, c: &TextConfig) -> Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        projection: Linear,
+        c: &TextConfig,
+        rows: Option<TokenRows>,
+    ) -> Result<Self> {
         let d = c.tower.hidden_size;
         let emb = vb.pp("embeddings");
+        let token_embedding = match rows {
+            Some(rows) if (rows.vocab, rows.dim) == (c.vocab_size, d) => TokenTable::Rows(rows),
+            _ => TokenTable::Loaded(candle_nn::embedding(
+                c.vocab_size,
+                d,
+                emb.pp("token_embedding"),
+            )?),
+        };
         Ok(Self {
-            token_embedding: candle_nn::embedding(c.vocab_size, d, emb.pp("token_embedding"))?,
+            token_embedding,
             position_embedding: emb
                 .pp("position_embedding")
                 .get((c.max_position_embeddings, d), "weight")?,
@@ -673,11 +767,13 @@ impl TextTower {
     fn forward_inner(&self, batch: &[&[u32]], device: &Device) -> Result<Tensor> {
         let (b, l) = (batch.len(), batch[0].len());
         let flat: Vec<u32> = batch.iter().flat_map(|s| s.iter().copied()).collect();
-        let ids = Tensor::from_vec(flat, (b, l), device)?;
-        let xs = self
-            .token_embedding
-            .forward(&ids)?
-            .broadcast_add(&self.position_embedding.narrow(0, 0, l)?)?;
+        let tokens = match &self.token_embedding {
+            TokenTable::Loaded(table) => table.forward(&Tensor::from_vec(flat, (b, l), device)?)?,
+            TokenTable::Rows(rows) => {
+                Tensor::from_vec(rows.gather(&flat)?, (b, l, rows.dim), device)?
+            }
+        };
+        let xs = tokens.broadcast_add(&self.position_embedding.narrow(0, 0, l)?)?;
         let xs = self.encoder.forward(&xs, true)?;
         let xs = self.final_layer_norm.forward(&xs)?;
         let pooled = xs.narrow(1, l - 1, 1)?.squeeze(1)?;
@@ -800,6 +896,38 @@ impl ClipModel {
     /// Builds the requested towers from a `VarBuilder`, checking first that every
     /// tensor they need is present.
     pub fn new(vb: VarBuilder, config: &ClipConfig, towers: Towers) -> Result<Self> {
+        Self::build(vb, config, towers, None)
+    }
+
+    /// Loads the requested towers from a checkpoint. From a safetensors file the
+    /// token-embedding table is not loaded: its rows are read as prompts need
+    /// them ([`TokenRows`]).
+    pub fn load(
+        weights: &WeightsFile,
+        config: &ClipConfig,
+        towers: Towers,
+        device: &Device,
+    ) -> Result<Self> {
+        let vb = weights.var_builder(device)?;
+        let rows = (towers.text && device.is_cpu())
+            .then(|| {
+                TokenRows::open(
+                    weights,
+                    config.text.vocab_size,
+                    config.text.tower.hidden_size,
+                )
+            })
+            .flatten();
+        Self::build(vb, config, towers, rows)
+            .with_context(|| format!("loading {}", weights.path().display()))
+    }
+
+    fn build(
+        vb: VarBuilder,
+        config: &ClipConfig,
+        towers: Towers,
+        rows: Option<TokenRows>,
+    ) -> Result<Self> {
         check_complete(&vb, config, towers)?;
         let p = config.projection_dim;
         let text = if towers.text {
@@ -808,7 +936,12 @@ impl ClipModel {
                     .get((p, config.text.tower.hidden_size), "weight")?,
                 None,
             );
-            Some(TextTower::new(vb.pp("text_model"), proj, &config.text)?)
+            Some(TextTower::new(
+                vb.pp("text_model"),
+                proj,
+                &config.text,
+                rows,
+            )?)
         } else {
             None
         };
@@ -897,6 +1030,39 @@ mod tests {
         .unwrap_err();
         assert!(format!("{err:#}").contains("divisible"), "{err:#}");
         assert!(ClipConfig::from_json_str("[1]").is_err());
+    }
+
+    #[test]
+    fn token_rows_read_what_the_loaded_table_holds() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/model");
+        let config = ClipConfig::from_file(&dir.join("config.json")).unwrap();
+        let (vocab, dim) = (config.text.vocab_size, config.text.tower.hidden_size);
+        let weights = WeightsFile::Safetensors(dir.join("model.safetensors"));
+        let rows = TokenRows::open(&weights, vocab, dim).unwrap();
+        let table = weights
+            .var_builder(&Device::Cpu)
+            .unwrap()
+            .get((vocab, dim), TOKEN_EMBEDDING)
+            .unwrap();
+        let ids = [0, 1, vocab as u32 - 1, 7, 7];
+        let want = table
+            .index_select(&Tensor::new(&ids[..], &Device::Cpu).unwrap(), 0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(rows.gather(&ids).unwrap(), want);
+        let err = rows.gather(&[vocab as u32]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("outside the vocabulary"),
+            "{err:#}"
+        );
+        // Not offered where the table is not the expected f32 matrix, or not
+        // in a safetensors file.
+        assert!(TokenRows::open(&weights, vocab + 1, dim).is_none());
+        let pth = WeightsFile::Pth(dir.join("pytorch_model.bin"));
+        assert!(TokenRows::open(&pth, vocab, dim).is_none());
     }
 
     #[test]
