@@ -390,26 +390,9 @@ fn map_framed_f32(dir: &Path, r: &FileRef, magic: &[u8; 8]) -> Result<Matrix> {
         if let Some(m) = try_map(&dir.join(&r.name), r.len) {
             let path = dir.join(&r.name);
             let len = m.len();
-            if &m[..8] != magic {
-                return Err(corrupt(&path, "bad magic"));
-            }
-            let version = u32::from_le_bytes(m[8..12].try_into().unwrap());
-            if version != FORMAT_VERSION {
-                return Err(corrupt(
-                    &path,
-                    format!("unsupported file version {version}"),
-                ));
-            }
-            if !(len - 16).is_multiple_of(4) {
-                return Err(corrupt(
-                    &path,
-                    "payload length is not a whole number of values",
-                ));
-            }
+            check_header(&path, &m[..12], magic, len - 16, 4)?;
             let stored = u32::from_le_bytes(m[len - 4..].try_into().unwrap());
-            if stored != crc32fast::hash(&m[..len - 4]) || stored != r.crc32 {
-                return Err(corrupt(&path, "checksum mismatch"));
-            }
+            check_crc(&path, crc32fast::hash(&m[..len - 4]), stored, r)?;
             if bytemuck::try_cast_slice::<u8, f32>(&m[12..len - 4]).is_ok() {
                 return Ok(Matrix::Mapped {
                     map: m,
@@ -462,23 +445,11 @@ fn read_framed_into<'a>(
         ));
     }
     let mut header = [0u8; 12];
-    if len < 16 || file.read_exact(&mut header).is_err() || &header[..8] != magic {
+    if len < 16 || file.read_exact(&mut header).is_err() {
         return Err(corrupt(&path, "bad magic"));
     }
-    let version = u32::from_le_bytes(header[8..12].try_into().unwrap());
-    if version != FORMAT_VERSION {
-        return Err(corrupt(
-            &path,
-            format!("unsupported file version {version}"),
-        ));
-    }
     let payload_len = (len - 16) as usize;
-    if !payload_len.is_multiple_of(unit) {
-        return Err(corrupt(
-            &path,
-            "payload length is not a whole number of values",
-        ));
-    }
+    check_header(&path, &header, magic, payload_len, unit)?;
     let payload = buffer(payload_len);
     let mut tail = [0u8; 4];
     // A file that shrinks while we read it is damaged too.
@@ -494,9 +465,39 @@ fn read_framed_into<'a>(
     let mut crc = crc32fast::Hasher::new();
     crc.update(&header);
     crc.update(payload);
-    let stored = u32::from_le_bytes(tail);
-    if stored != crc.finalize() || stored != r.crc32 {
-        return Err(corrupt(&path, "checksum mismatch"));
+    check_crc(&path, crc.finalize(), u32::from_le_bytes(tail), r)
+}
+
+/// Checks a framed file's 12-byte header (magic, version) and that its payload
+/// is a whole number of `unit`-byte values.
+fn check_header(
+    path: &Path,
+    header: &[u8],
+    magic: &[u8; 8],
+    payload_len: usize,
+    unit: usize,
+) -> Result<()> {
+    if &header[..8] != magic {
+        return Err(corrupt(path, "bad magic"));
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().unwrap());
+    if version != FORMAT_VERSION {
+        return Err(corrupt(path, format!("unsupported file version {version}")));
+    }
+    if !payload_len.is_multiple_of(unit) {
+        return Err(corrupt(
+            path,
+            "payload length is not a whole number of values",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a framed file's stored CRC32 against the one computed over it and
+/// the manifest's record.
+fn check_crc(path: &Path, computed: u32, stored: u32, r: &FileRef) -> Result<()> {
+    if stored != computed || stored != r.crc32 {
+        return Err(corrupt(path, "checksum mismatch"));
     }
     Ok(())
 }
