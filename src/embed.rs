@@ -44,8 +44,8 @@ impl Embedder {
         if towers.vision && (h, w) != (s, s) {
             bail!("preprocessor_config.json crops to {h}x{w}, but the model takes {s}x{s} images");
         }
-        // Parsing tokenizer.json takes about 0.1 s and copying the text tower's
-        // weights about 0.2 s; they overlap, which a cold `plip search` feels.
+        // Parsing tokenizer.json (about 50 ms) and reading and packing the text
+        // tower's weights (longer) overlap, which a cold `plip search` feels.
         let (tokenizer, model) = std::thread::scope(|s| {
             let tokenizer = s.spawn(|| {
                 towers
