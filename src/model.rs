@@ -840,11 +840,7 @@ impl VisionTower {
             );
         }
         let threads = kernels::threads();
-        if pixels.device().is_cpu()
-            && threads > 1
-            && b >= 2 * threads
-            && std::env::var("NOSPLIT").is_err()
-        {
+        if pixels.device().is_cpu() && threads > 1 && b >= 2 * threads {
             let per = b.div_ceil(threads);
             let parts = (0..b)
                 .step_by(per)
