@@ -679,7 +679,6 @@ impl Encoder {
     }
 }
 
-/// CLIP's text tower and projection.
 /// Where the text tower's token embeddings come from.
 enum TokenTable {
     /// The whole table, in memory.
@@ -688,6 +687,7 @@ enum TokenTable {
     Rows(TokenRows),
 }
 
+/// CLIP's text tower and projection.
 pub struct TextTower {
     token_embedding: TokenTable,
     position_embedding: Tensor,
