@@ -6,6 +6,7 @@
 //!     PLIP_BENCH_N=1000000 cargo bench --bench hnsw  # 1M (about 2 GB of vectors)
 //!     PLIP_BENCH_PARALLEL=1 …                          # parallel build (not deterministic)
 //!     PLIP_BENCH_REBUILD=1 …                           # ignore the graph kept in target/plip-bench
+//!     PLIP_BENCH_WALK=coded|f32 …                      # measure one layer-0 walk only (default: both)
 
 use std::time::Instant;
 
@@ -50,14 +51,28 @@ fn main() {
     );
     let build_log = cache.join(format!("{base}.txt"));
     let rebuild = std::env::var("PLIP_BENCH_REBUILD").as_deref() == Ok("1");
-    let (graph, build_note) = match AnnGraph::load(&cache, &base) {
+    let t = Instant::now();
+    let loaded = AnnGraph::load(&cache, &base);
+    let load_s = t.elapsed().as_secs_f64();
+    let (graph, build_note) = match loaded {
         Ok(g) if !rebuild && g.len() == n => {
             let note = std::fs::read_to_string(&build_log).unwrap_or_default();
             eprintln!(
                 "reusing {}/{base}.ann (PLIP_BENCH_REBUILD=1 rebuilds)",
                 cache.display()
             );
-            (g, format!("cached graph; {}", note.trim()))
+            let codes = if g.coded_walk() {
+                ", 8-bit codes included"
+            } else {
+                ""
+            };
+            (
+                g,
+                format!(
+                    "cached graph loaded in {load_s:.2} s{codes}; {}",
+                    note.trim()
+                ),
+            )
         }
         _ => {
             let t = Instant::now();
@@ -96,30 +111,57 @@ fn main() {
     lat_exact.sort_by(f64::total_cmp);
     println!("n={n} dim={dim} params={params:?}: {build_note}");
     println!("exact search: p50 {:.2} ms", pct(&lat_exact, 0.5));
-    println!(
-        "{:>5} {:>9} {:>9} {:>9}",
-        "ef", "recall@10", "p50 ms", "p99 ms"
-    );
-    for ef in [16, 32, 64, 128, 256] {
-        let mut lat = Vec::new();
-        let mut found = 0usize;
-        for (q, want) in queries.chunks_exact(dim).zip(&truth) {
-            let t = Instant::now();
-            let hits = graph.search(q, k, ef, None);
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-            found += hits.iter().filter(|h| want.contains(&h.id)).count();
-        }
-        lat.sort_by(f64::total_cmp);
-        let mark = if ef == DEFAULT_EF_SEARCH {
-            " (default)"
-        } else {
-            ""
-        };
+    // the walk the graph uses at this size first, then the other one
+    let mut graph = graph;
+    let default_walk = graph.coded_walk();
+    let walks = match std::env::var("PLIP_BENCH_WALK").as_deref() {
+        Ok("f32") => vec![false],
+        Ok("coded") => vec![true],
+        _ => vec![default_walk, !default_walk],
+    };
+    for coded in walks {
+        let t = Instant::now();
+        graph.set_coded_walk(coded);
+        let set_s = t.elapsed().as_secs_f64();
         println!(
-            "{ef:>5} {:>9.4} {:>9.3} {:>9.3}{mark}",
-            found as f64 / (nq * k) as f64,
-            pct(&lat, 0.5),
-            pct(&lat, 0.99)
+            "layer-0 walk on {}{}{}",
+            if coded { "8-bit codes" } else { "f32 rows" },
+            if coded == default_walk {
+                " (the default at this size)"
+            } else {
+                ""
+            },
+            if coded && !default_walk {
+                format!("; codes built in {set_s:.2} s")
+            } else {
+                String::new()
+            }
         );
+        println!(
+            "{:>5} {:>9} {:>9} {:>9}",
+            "ef", "recall@10", "p50 ms", "p99 ms"
+        );
+        for ef in [16, 32, 64, 128, 192, 256] {
+            let mut lat = Vec::new();
+            let mut found = 0usize;
+            for (q, want) in queries.chunks_exact(dim).zip(&truth) {
+                let t = Instant::now();
+                let hits = graph.search(q, k, ef, None);
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                found += hits.iter().filter(|h| want.contains(&h.id)).count();
+            }
+            lat.sort_by(f64::total_cmp);
+            let mark = if ef == DEFAULT_EF_SEARCH {
+                " (default)"
+            } else {
+                ""
+            };
+            println!(
+                "{ef:>5} {:>9.4} {:>9.3} {:>9.3}{mark}",
+                found as f64 / (nq * k) as f64,
+                pct(&lat, 0.5),
+                pct(&lat, 0.99)
+            );
+        }
     }
 }
