@@ -238,7 +238,7 @@ struct SearchArgs {
     paths_only: bool,
     /// Search large indexes approximately with their HNSW graphs, with this
     /// breadth (higher is slower and more exact; 256 found 97% of the true top 10
-    /// in about 1.2 ms at a million clustered test vectors). By default every image
+    /// in about 1 ms at a million clustered test vectors). By default every image
     /// is scored exactly, which takes about 20 ms per 100k images; graphs pay off
     /// from about a million images. `plip eval ann` measures recall per breadth on
     /// your own index.
