@@ -7,6 +7,9 @@
 //!     PLIP_BENCH_N=20000 cargo bench --bench cold_search   # smaller
 //!     PLIP_BENCH_PYTHON=0 cargo bench --bench cold_search  # plip only
 //!
+//! plip runs twice in turns: exact, as by default, and with `--ef 256`, which
+//! loads the HNSW graph and searches it.
+//!
 //! Embedding 100k real images would take hours on two cores and does not change
 //! what search does, so the index holds 100k clustered unit vectors (the same
 //! generator as `benches/hnsw.rs`) under file names, written through the same
@@ -53,10 +56,17 @@ fn main() {
     let work = root.join(format!("target/plip-bench/cold-{n}"));
     let index_dir = work.join(".plip");
     let matrix = work.join("vectors.npy");
+    // an index from before the `.ann` graph format is searched exactly even
+    // with --ef, so it is rebuilt
+    let current_graph = std::fs::read_dir(&index_dir).is_ok_and(|dir| {
+        dir.flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".hnsw.ann"))
+    });
     let reusable = Index::open(&index_dir)
         .map(|i| i.len() == n && i.model() == &info)
         .unwrap_or(false)
-        && matrix.exists();
+        && matrix.exists()
+        && current_graph;
     if !reusable {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
@@ -85,17 +95,26 @@ fn main() {
     eprintln!("index: {stats:?}");
 
     let plip = env!("CARGO_BIN_EXE_plip");
-    let mut search = Command::new(plip);
-    search.current_dir(&work).args([
-        "--model",
-        &model.to_string_lossy(),
-        "search",
-        PROMPT,
-        "-k",
-        "10",
-    ]);
-    let plip_s = time_runs(&mut search, 10);
+    let search = |extra: &[&str]| {
+        let mut cmd = Command::new(plip);
+        cmd.current_dir(&work)
+            .args([
+                "--model",
+                &model.to_string_lossy(),
+                "search",
+                PROMPT,
+                "-k",
+                "10",
+            ])
+            .args(extra);
+        cmd
+    };
+    // exact (the default) and with the HNSW graph, run alternately
+    let mut timed = time_alternating(&mut [search(&[]), search(&["--ef", "256"])], 10);
+    let ef_s = timed.pop().unwrap_or_default();
+    let plip_s = timed.pop().unwrap_or_default();
     report("plip search (new process)", &plip_s);
+    report("plip search --ef 256 (new process, HNSW graph)", &ef_s);
 
     if std::env::var("PLIP_BENCH_PYTHON").as_deref() == Ok("0") {
         return;
@@ -110,7 +129,9 @@ fn main() {
         "--matrix",
         &matrix.to_string_lossy(),
     ]);
-    let py_s = time_runs(&mut python, 3);
+    let py_s = time_alternating(std::slice::from_mut(&mut python), 3)
+        .pop()
+        .unwrap_or_default();
     if py_s.is_empty() {
         return;
     }
@@ -121,8 +142,10 @@ fn main() {
     );
 }
 
-/// Wall-clock seconds of `runs` runs after one warm-up; empty if the command fails.
-fn time_runs(cmd: &mut Command, runs: usize) -> Vec<f64> {
+/// Wall-clock seconds of `runs` runs of each command, sorted, after one warm-up
+/// each; the commands take turns, so that the machine's slow and fast minutes
+/// fall on all of them. Empty if a command fails.
+fn time_alternating(cmds: &mut [Command], runs: usize) -> Vec<Vec<f64>> {
     let ok = |cmd: &mut Command| match cmd.output() {
         Ok(o) if o.status.success() => true,
         Ok(o) => {
@@ -137,16 +160,20 @@ fn time_runs(cmd: &mut Command, runs: usize) -> Vec<f64> {
             false
         }
     };
-    if !ok(cmd) {
+    if !cmds.iter_mut().all(ok) {
         return Vec::new();
     }
-    let mut times = Vec::new();
+    let mut times = vec![Vec::new(); cmds.len()];
     for _ in 0..runs {
-        let t = Instant::now();
-        assert!(ok(cmd));
-        times.push(t.elapsed().as_secs_f64());
+        for (cmd, times) in cmds.iter_mut().zip(&mut times) {
+            let t = Instant::now();
+            assert!(ok(cmd));
+            times.push(t.elapsed().as_secs_f64());
+        }
     }
-    times.sort_by(f64::total_cmp);
+    for t in &mut times {
+        t.sort_by(f64::total_cmp);
+    }
     times
 }
 

@@ -52,6 +52,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
 
 use hnsw_rs::anndists::dist::distances::Distance;
 use hnsw_rs::prelude::Hnsw;
@@ -702,6 +703,35 @@ impl UpperLayer {
     }
 }
 
+/// Row-major vectors shared between a graph and their owner, for example the
+/// mapped file of an index segment (see [`AnnGraph::load_with_shared_vectors`]).
+pub type SharedVectors = Arc<dyn AsRef<[f32]> + Send + Sync>;
+
+/// The vectors a graph searches: its own, or shared.
+#[derive(Clone)]
+enum Vectors {
+    Owned(Vec<f32>),
+    Shared(SharedVectors),
+}
+
+impl std::ops::Deref for Vectors {
+    type Target = [f32];
+
+    #[inline]
+    fn deref(&self) -> &[f32] {
+        match self {
+            Vectors::Owned(v) => v,
+            Vectors::Shared(v) => (**v).as_ref(),
+        }
+    }
+}
+
+impl PartialEq for Vectors {
+    fn eq(&self, other: &Vectors) -> bool {
+        **self == **other
+    }
+}
+
 /// An HNSW graph over `n` unit vectors with ids `0..n`.
 ///
 /// Owned, `'static`, `Send + Sync`; searches may run concurrently.
@@ -714,7 +744,7 @@ pub struct AnnGraph {
     dim: usize,
     params: AnnParams,
     /// Row-major `len x dim`.
-    vectors: Vec<f32>,
+    vectors: Vectors,
     /// Layer 0, one row per id.
     base: Csr,
     /// `upper[l - 1]` is layer `l`; each layer's nodes are a subset of the
@@ -1086,7 +1116,7 @@ impl AnnGraph {
             return Ok(AnnGraph {
                 dim,
                 params,
-                vectors: Vec::new(),
+                vectors: Vectors::Owned(Vec::new()),
                 base: Csr::from_lists(&[]),
                 upper: Vec::new(),
                 entry: 0,
@@ -1134,7 +1164,7 @@ impl AnnGraph {
             codes: coded_walk(&vectors, dim),
             dim,
             params,
-            vectors,
+            vectors: Vectors::Owned(vectors),
             base: Csr::from_lists(&lists.adj[0]),
             upper,
             entry,
@@ -1565,13 +1595,23 @@ impl AnnGraph {
         basename: &str,
         vectors: Vec<f32>,
     ) -> Result<AnnGraph, AnnError> {
-        Self::load_impl(dir, basename, Some(vectors))
+        Self::load_impl(dir, basename, Some(Vectors::Owned(vectors)))
+    }
+
+    /// [`AnnGraph::load_with_vectors`] over vectors the graph shares with
+    /// their owner instead of copying them: an index segment's mapped file.
+    pub fn load_with_shared_vectors(
+        dir: &Path,
+        basename: &str,
+        vectors: SharedVectors,
+    ) -> Result<AnnGraph, AnnError> {
+        Self::load_impl(dir, basename, Some(Vectors::Shared(vectors)))
     }
 
     fn load_impl(
         dir: &Path,
         basename: &str,
-        vectors: Option<Vec<f32>>,
+        vectors: Option<Vectors>,
     ) -> Result<AnnGraph, AnnError> {
         check_basename(basename)?;
         let path = dir.join(format!("{basename}{FILE_SUFFIX}"));
@@ -1695,7 +1735,7 @@ impl Checked {
     }
 }
 
-fn read_graph(r: &mut Checked, given: Option<Vec<f32>>) -> Result<AnnGraph, AnnError> {
+fn read_graph(r: &mut Checked, given: Option<Vectors>) -> Result<AnnGraph, AnnError> {
     let mut magic = [0u8; 8];
     r.bytes(&mut magic)?;
     if &magic != MAGIC {
@@ -1762,12 +1802,15 @@ fn read_graph(r: &mut Checked, given: Option<Vec<f32>>) -> Result<AnnGraph, AnnE
         vectors
     } else {
         let stored = r.all(values, f32::from_le_bytes)?;
-        if given.is_some_and(|g| g != stored) {
-            return Err(r.bad("the vectors given are not the ones the graph was built on"));
+        match given {
+            Some(g) if *g != stored[..] => {
+                return Err(r.bad("the vectors given are not the ones the graph was built on"))
+            }
+            Some(g) => g,
+            None => Vectors::Owned(stored),
         }
-        stored
     };
-    if vectors.iter().any(|x| !x.is_finite()) {
+    if !all_finite(&vectors) {
         return Err(r.bad("non-finite vector value"));
     }
     Ok(AnnGraph {
@@ -1781,6 +1824,17 @@ fn read_graph(r: &mut Checked, given: Option<Vec<f32>>) -> Result<AnnGraph, AnnE
         stats: None,
     })
 }
+/// Whether no value is NaN or infinite, in a loop that vectorizes (an early
+/// exit would not).
+fn all_finite(values: &[f32]) -> bool {
+    const EXP: u32 = 0x7f80_0000;
+    values.chunks(4096).all(|chunk| {
+        !chunk
+            .iter()
+            .fold(false, |bad, x| bad | (x.to_bits() & EXP == EXP))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1878,6 +1932,29 @@ mod tests {
             code[..4].iter().map(|&c| c as i8).collect::<Vec<_>>(),
             [-127, 64, 32, 0]
         );
+    }
+
+    #[test]
+    fn all_finite_finds_every_nan_and_infinity() {
+        let mut v = vec![0.5f32; 10_000];
+        assert!(all_finite(&v) && all_finite(&[]));
+        for (i, bad) in [
+            (0, f32::NAN),
+            (4095, f32::INFINITY),
+            (9999, f32::NEG_INFINITY),
+        ] {
+            let keep = v[i];
+            v[i] = bad;
+            assert!(!all_finite(&v), "{i}");
+            v[i] = keep;
+        }
+        assert!(all_finite(&[
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            -0.0,
+            1e-45
+        ]));
     }
 
     #[test]
@@ -2314,6 +2391,12 @@ mod tests {
         for base in ["links", "full"] {
             let l = AnnGraph::load_with_vectors(dir.path(), base, data.clone()).unwrap();
             assert!(l == want, "{base}");
+            // shared: the graph reads the owner's memory, not a copy
+            let shared: Arc<Vec<f32>> = Arc::new(data.clone());
+            let l = AnnGraph::load_with_shared_vectors(dir.path(), base, shared.clone()).unwrap();
+            assert!(l == want, "{base}");
+            assert_eq!(l.vectors().as_ptr(), shared.as_ptr());
+            assert_eq!(l.search(&data[..dim], 1, 16, None)[0].id, 0);
             let mut other = data.clone();
             other[7] = -other[7];
             assert!(matches!(
@@ -2322,6 +2405,12 @@ mod tests {
             ));
             assert!(matches!(
                 AnnGraph::load_with_vectors(dir.path(), base, data[dim..].to_vec()),
+                Err(AnnError::Corrupt { .. })
+            ));
+            let mut bad = data.clone();
+            bad[3] = f32::INFINITY;
+            assert!(matches!(
+                AnnGraph::load_with_shared_vectors(dir.path(), base, Arc::new(bad)),
                 Err(AnnError::Corrupt { .. })
             ));
         }
