@@ -1223,7 +1223,7 @@ impl AnnGraph {
     /// stays off if the memory for the codes cannot be mapped.
     pub fn set_coded_walk(&mut self, on: bool) {
         match (on, &self.codes) {
-            (true, None) if self.dim > 0 => self.codes = Codes::new(&self.vectors, self.dim),
+            (true, None) => self.codes = coded_walk(&self.vectors, self.dim),
             (false, Some(_)) => self.codes = None,
             _ => {}
         }
