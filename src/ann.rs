@@ -38,7 +38,8 @@
 //!   hidden id, and never panics (empty graph, one point, `k > n`,
 //!   `ef < k`, `k == 0`, wrong query length, NaN query).
 //! * Every point is returned in the top 10 of a search for its own vector
-//!   at ef = 64: checked and repaired at build time, and
+//!   at ef = 64: checked and repaired at build time, with the 8-bit walk the
+//!   graph searches with by default, and
 //!   [`BuildStats::unfindable_after_repair`] says when that failed.
 //! * Building is deterministic by default (serial insertion, seeded level
 //!   generator).
@@ -1149,7 +1150,9 @@ impl AnnGraph {
         };
         let entry = lists.trim_top();
         let top = lists.adj.len() - 1;
-        let stats = repair(&mut lists, entry, &vectors, dim, &params);
+        // hnsw_rs' copy is gone: the codes do not add to the peak
+        let codes = coded_walk(&vectors, dim);
+        let stats = repair(&mut lists, entry, &vectors, dim, codes.as_ref(), &params);
         let upper = (1..=top)
             .map(|l| {
                 let nodes: Vec<u32> = (0..n as u32)
@@ -1166,7 +1169,7 @@ impl AnnGraph {
             })
             .collect();
         Ok(AnnGraph {
-            codes: coded_walk(&vectors, dim),
+            codes,
             dim,
             params,
             vectors: Vectors::Owned(vectors),
@@ -1293,12 +1296,13 @@ fn missed_by_search<T: Topology>(
     g: &T,
     vectors: &[f32],
     dim: usize,
+    codes: Option<&Codes>,
     id: u32,
     fan_in: usize,
 ) -> Option<Vec<u32>> {
     let i = id as usize;
     let q = &vectors[i * dim..(i + 1) * dim];
-    let res = hnsw_search(g, vectors, dim, None, q, REPAIR_EF, None);
+    let res = hnsw_search(g, vectors, dim, codes, q, REPAIR_EF, None);
     let top = &res[..res.len().min(FINDABILITY_K)];
     if top.iter().any(|c| c.id == id) {
         return None;
@@ -1326,7 +1330,17 @@ fn missed_by_search<T: Topology>(
 /// repair, up to [`MAX_FULL_CHECKS`]. Only the repaired points are re-checked
 /// between full checks: at 1M points one full check is a million searches,
 /// and checking everything after every round made the build hours long.
-fn repair(lists: &mut Lists, entry: u32, vectors: &[f32], dim: usize, p: &AnnParams) -> BuildStats {
+///
+/// `codes` are those the finished graph walks on, so that the check is made
+/// with the search the graph will answer with.
+fn repair(
+    lists: &mut Lists,
+    entry: u32,
+    vectors: &[f32],
+    dim: usize,
+    codes: Option<&Codes>,
+    p: &AnnParams,
+) -> BuildStats {
     /// Rounds of linking and re-checking the missed points, per full check.
     const MAX_ROUNDS: usize = 4;
     let n = lists.level.len() as u32;
@@ -1337,7 +1351,9 @@ fn repair(lists: &mut Lists, entry: u32, vectors: &[f32], dim: usize, p: &AnnPar
         searches += ids.len();
         let view = ListsView { lists, entry };
         ids.into_par_iter()
-            .filter_map(|id| missed_by_search(&view, vectors, dim, id, fan_in).map(|s| (id, s)))
+            .filter_map(|id| {
+                missed_by_search(&view, vectors, dim, codes, id, fan_in).map(|s| (id, s))
+            })
             .collect()
     };
     let mut stats = BuildStats::default();
@@ -2750,7 +2766,7 @@ mod tests {
             .count();
         let missed_ours = (0..n as u32)
             .into_par_iter()
-            .filter(|&i| missed_by_search(&view, data, dim, i, 1).is_some())
+            .filter(|&i| missed_by_search(&view, data, dim, None, i, 1).is_some())
             .count();
         eprintln!(
             "not found by own vector (k=10, ef={REPAIR_EF}): Hnsw::search {missed_rs}, ours {missed_ours} of {n}"
