@@ -78,15 +78,6 @@ use rayon::prelude::*;
 /// per query, negligible next to encoding the text query.
 pub const DEFAULT_EF_SEARCH: usize = 256;
 
-/// The codes a graph over `vectors` walks on (see [`AnnGraph::coded_walk`]).
-fn coded_walk(vectors: &[f32], dim: usize) -> Option<Codes> {
-    if dim > 0 {
-        Codes::new(vectors, dim)
-    } else {
-        None
-    }
-}
-
 /// `ef` of the build-time findability check (see [`BuildStats`]).
 const REPAIR_EF: usize = 64;
 
@@ -404,9 +395,12 @@ impl std::fmt::Debug for Codes {
 }
 
 impl Codes {
-    /// The codes of `vectors`; `None` when the memory cannot be mapped (the
-    /// walk then reads the `f32` rows).
+    /// The codes of `vectors`; `None` when `dim` is 0 or the memory cannot be
+    /// mapped (the walk then reads the `f32` rows).
     fn new(vectors: &[f32], dim: usize) -> Option<Codes> {
+        if dim == 0 {
+            return None;
+        }
         let len = vectors.len() / dim * dim;
         let mut map = memmap2::MmapMut::map_anon(len.max(1)).ok()?;
         #[cfg(target_os = "linux")]
@@ -1127,7 +1121,7 @@ impl AnnGraph {
                 upper: Vec::new(),
                 entry: 0,
                 stats: Some(BuildStats::default()),
-                codes: coded_walk(&[], dim),
+                codes: Codes::new(&[], dim),
             });
         }
         let mut lists = {
@@ -1151,7 +1145,7 @@ impl AnnGraph {
         let entry = lists.trim_top();
         let top = lists.adj.len() - 1;
         // hnsw_rs' copy is gone: the codes do not add to the peak
-        let codes = coded_walk(&vectors, dim);
+        let codes = Codes::new(&vectors, dim);
         let stats = repair(&mut lists, entry, &vectors, dim, codes.as_ref(), &params);
         let upper = (1..=top)
             .map(|l| {
@@ -1231,7 +1225,7 @@ impl AnnGraph {
     /// stays off if the memory for the codes cannot be mapped.
     pub fn set_coded_walk(&mut self, on: bool) {
         match (on, &self.codes) {
-            (true, None) => self.codes = coded_walk(&self.vectors, self.dim),
+            (true, None) => self.codes = Codes::new(&self.vectors, self.dim),
             (false, Some(_)) => self.codes = None,
             _ => {}
         }
@@ -1835,7 +1829,7 @@ fn read_graph(r: &mut Checked, given: Option<Vectors>) -> Result<AnnGraph, AnnEr
         return Err(r.bad("non-finite vector value"));
     }
     Ok(AnnGraph {
-        codes: coded_walk(&vectors, dim),
+        codes: Codes::new(&vectors, dim),
         dim,
         params,
         vectors,
