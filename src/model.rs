@@ -19,9 +19,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear, VarBuilder};
 
-use crate::kernels::{self, Dense, Epilogue};
+use crate::kernels::{self, Dense, Epilogue, Norm};
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -571,6 +571,11 @@ fn check_complete(vb: &VarBuilder, config: &ClipConfig, towers: Towers) -> Resul
     Ok(())
 }
 
+/// A layer norm with bias named `vb`, on [`Norm`]'s kernel.
+fn norm(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Norm> {
+    Norm::new(candle_nn::layer_norm(size, eps, vb)?)
+}
+
 struct Attention {
     qkv: Dense,
     out_proj: Dense,
@@ -610,9 +615,9 @@ impl Attention {
 }
 
 struct EncoderLayer {
-    layer_norm1: LayerNorm,
+    layer_norm1: Norm,
     self_attn: Attention,
-    layer_norm2: LayerNorm,
+    layer_norm2: Norm,
     fc1: Dense,
     fc2: Dense,
     act: Activation,
@@ -623,9 +628,9 @@ impl EncoderLayer {
         let d = c.hidden_size;
         let mlp = vb.pp("mlp");
         Ok(Self {
-            layer_norm1: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm1"))?,
+            layer_norm1: norm(d, c.layer_norm_eps, vb.pp("layer_norm1"))?,
             self_attn: Attention::new(vb.pp("self_attn"), c, many_rows)?,
-            layer_norm2: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm2"))?,
+            layer_norm2: norm(d, c.layer_norm_eps, vb.pp("layer_norm2"))?,
             fc1: Dense::new(
                 candle_nn::linear(d, c.intermediate_size, mlp.pp("fc1"))?,
                 many_rows,
@@ -652,6 +657,38 @@ impl EncoderLayer {
             .forward_with(&h, Epilogue::Add(&xs))?
             .reshape((b, l, d))
     }
+
+    /// [`EncoderLayer::forward`] for the first token of each sequence only:
+    /// returns `[B, D]`, equal to `forward(xs).narrow(1, 0, 1).squeeze(1)`.
+    ///
+    /// Every token still feeds the attention as a key and value, but after it
+    /// each row goes through the output projection and MLP on its own, so the
+    /// rows that are not kept need not be computed. For the vision tower, whose
+    /// last layer's class token is all that is pooled, that skips 49 of 50 rows
+    /// of three of its four matmuls: about 6% of an image's arithmetic.
+    fn forward_first(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, l, d) = xs.dims3()?;
+        let normed = self.layer_norm1.forward(xs)?;
+        let attn = &self.self_attn;
+        let qkv = attn.qkv.forward(&normed.reshape((b * l, d))?)?;
+        let heads = kernels::attention(&qkv, l, attn.num_heads, false)?;
+        let first = |t: &Tensor| {
+            t.reshape((b, l, d))?
+                .narrow(1, 0, 1)?
+                .squeeze(1)?
+                .contiguous()
+        };
+        let residual = first(xs)?;
+        let xs = attn
+            .out_proj
+            .forward_with(&first(&heads)?, Epilogue::Add(&residual))?;
+        let flat = self.layer_norm2.forward(&xs)?;
+        let h = match self.act {
+            Activation::QuickGelu => self.fc1.forward_with(&flat, Epilogue::QuickGelu)?,
+            act => act.forward(&self.fc1.forward(&flat)?)?,
+        };
+        self.fc2.forward_with(&h, Epilogue::Add(&xs))
+    }
 }
 
 struct Encoder {
@@ -677,6 +714,20 @@ impl Encoder {
         }
         Ok(xs)
     }
+
+    /// The last layer's output for the first token of each sequence, `[B, D]`:
+    /// [`Encoder::forward`] narrowed to that token, without computing the rows
+    /// that would be dropped (see [`EncoderLayer::forward_first`]).
+    fn forward_first(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let Some((last, rest)) = self.layers.split_last() else {
+            return xs.narrow(1, 0, 1)?.squeeze(1);
+        };
+        let mut xs = xs.clone();
+        for layer in rest {
+            xs = layer.forward(&xs, false)?;
+        }
+        last.forward_first(&xs)
+    }
 }
 
 /// Where the text tower's token embeddings come from.
@@ -692,7 +743,7 @@ pub struct TextTower {
     token_embedding: TokenTable,
     position_embedding: Tensor,
     encoder: Encoder,
-    final_layer_norm: LayerNorm,
+    final_layer_norm: Norm,
     projection: Dense,
     eos_token_id: u32,
     max_len: usize,
@@ -721,11 +772,7 @@ impl TextTower {
                 .pp("position_embedding")
                 .get((c.max_position_embeddings, d), "weight")?,
             encoder: Encoder::new(vb.pp("encoder"), &c.tower, false)?,
-            final_layer_norm: candle_nn::layer_norm(
-                d,
-                c.tower.layer_norm_eps,
-                vb.pp("final_layer_norm"),
-            )?,
+            final_layer_norm: norm(d, c.tower.layer_norm_eps, vb.pp("final_layer_norm"))?,
             projection: Dense::new(projection, false)?,
             eos_token_id: c.eos_token_id,
             max_len: c.max_position_embeddings,
@@ -786,9 +833,9 @@ pub struct VisionTower {
     class_embedding: Tensor,
     patch_embedding: candle_nn::Conv2d,
     position_embedding: Tensor,
-    pre_layrnorm: LayerNorm,
+    pre_layrnorm: Norm,
     encoder: Encoder,
-    post_layernorm: LayerNorm,
+    post_layernorm: Norm,
     projection: Linear,
     config: VisionConfig,
 }
@@ -815,9 +862,9 @@ impl VisionTower {
             position_embedding: emb
                 .pp("position_embedding")
                 .get((num_positions, d), "weight")?,
-            pre_layrnorm: candle_nn::layer_norm(d, eps, vb.pp("pre_layrnorm"))?,
+            pre_layrnorm: norm(d, eps, vb.pp("pre_layrnorm"))?,
             encoder: Encoder::new(vb.pp("encoder"), &c.tower, true)?,
-            post_layernorm: candle_nn::layer_norm(d, eps, vb.pp("post_layernorm"))?,
+            post_layernorm: norm(d, eps, vb.pp("post_layernorm"))?,
             projection,
             config: c.clone(),
         })
@@ -870,10 +917,11 @@ impl VisionTower {
             .broadcast_as((b, 1, d))?;
         let xs = Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.position_embedding)?;
         let xs = self.pre_layrnorm.forward(&xs)?;
-        let xs = self.encoder.forward(&xs, false)?;
+        // CLIP pools the class token, the first; only its row of the last
+        // layer is computed.
         let pooled = self
             .post_layernorm
-            .forward(&xs.narrow(1, 0, 1)?.squeeze(1)?)?;
+            .forward(&self.encoder.forward_first(&xs)?)?;
         Ok(self.projection.forward(&pooled)?)
     }
 }
@@ -1059,6 +1107,47 @@ mod tests {
         assert!(TokenRows::open(&weights, vocab + 1, dim).is_none());
         let pth = WeightsFile::Pth(dir.join("pytorch_model.bin"));
         assert!(TokenRows::open(&pth, vocab, dim).is_none());
+    }
+
+    #[test]
+    fn first_token_path_matches_the_whole_last_layer() {
+        let dev = Device::Cpu;
+        let cfg = ClipConfig::from_json_str(
+            r#"{"vision_config": {"hidden_size": 32, "num_attention_heads": 2,
+                 "intermediate_size": 64, "num_hidden_layers": 2, "image_size": 32,
+                 "patch_size": 8}, "projection_dim": 8}"#,
+        )
+        .unwrap();
+        let vb = VarBuilder::from_varmap(&candle_nn::VarMap::new(), DType::F32, &dev);
+        // A VarMap builder makes each tensor on first use, randomly initialized
+        // for the weights.
+        let encoder = Encoder::new(vb.pp("encoder"), &cfg.vision.tower, true).unwrap();
+        let xs = Tensor::randn(0f32, 1.0, (3, 17, 32), &dev).unwrap();
+        let whole = encoder.forward(&xs, false).unwrap();
+        let first = encoder.forward_first(&xs).unwrap();
+        assert_eq!(first.dims(), &[3, 32]);
+        let want = whole.narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
+        let max_diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(max_diff(&first, &want) <= 1e-5 * scale);
+        // The second token's row differs, so a wrong row would be caught.
+        let second = whole.narrow(1, 1, 1).unwrap().squeeze(1).unwrap();
+        assert!(max_diff(&second, &want) > 1e-2 * scale);
     }
 
     #[test]
