@@ -619,7 +619,7 @@ impl Dense {
         };
         let x = contiguous_f32("dense layer", x_cpu, x_layout)?;
         let w = contiguous_f32("dense layer", w_cpu, w_layout)?;
-        let bias = self.bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+        let mut bias = self.bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
 
         let res_guard = residual.as_ref().map(|r| r.storage_and_layout());
         let res = match &res_guard {
@@ -673,7 +673,13 @@ impl Dense {
             // SAFETY: `from_columns` wrote all m x n values.
             unsafe { out.set_len(m * n) };
         } else {
-            // The starting value of each output row: bias, plus the residual row.
+            // The starting value of each output row: bias, plus the residual
+            // row. Before QuickGELU, the bias is added in the activation's pass
+            // instead, which saves a pass that writes the whole output.
+            let gelu_bias = match epilogue {
+                Epilogue::QuickGelu => bias.take(),
+                _ => None,
+            };
             let read_dst = bias.is_some() || residual.is_some();
             if read_dst {
                 prefill_rows(
@@ -710,6 +716,15 @@ impl Dense {
                     parallelism,
                 );
                 out.set_len(m * n);
+            }
+            if let Some(bias) = gelu_bias {
+                let rows_per_task = (1 << 14) / n.max(1) + 1;
+                out.par_chunks_mut(rows_per_task * n)
+                    .with_min_len(min_len())
+                    .for_each(|rows| quick_gelu_bias_in_place(rows, &bias));
+                drop(res_guard);
+                drop((x_store, w_store));
+                return Tensor::from_vec(out, (m, n), xs.device());
             }
         }
         drop(res_guard);
@@ -1012,6 +1027,20 @@ multiversion! {
 fn quick_gelu_in_place_generic(xs: &mut [f32]) {
     for x in xs {
         *x = quick_gelu_one(*x);
+    }
+}
+
+multiversion! {
+    /// `x = quick_gelu(x + bias)` on whole rows of `bias.len()` values.
+    fn quick_gelu_bias_in_place(xs: &mut [f32], bias: &[f32]) => quick_gelu_bias_in_place_generic
+}
+
+#[inline(always)]
+fn quick_gelu_bias_in_place_generic(xs: &mut [f32], bias: &[f32]) {
+    for row in xs.chunks_exact_mut(bias.len()) {
+        for (x, &b) in row.iter_mut().zip(bias) {
+            *x = quick_gelu_one(*x + b);
+        }
     }
 }
 

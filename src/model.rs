@@ -831,7 +831,10 @@ impl TextTower {
 /// CLIP's vision tower and projection.
 pub struct VisionTower {
     class_embedding: Tensor,
-    patch_embedding: candle_nn::Conv2d,
+    /// The patch convolution's weight as a dense layer, `[D, C·P·P]`: the
+    /// stride equals the kernel, so the convolution is one matmul over the
+    /// image's patches.
+    patch_embedding: Dense,
     position_embedding: Tensor,
     pre_layrnorm: Norm,
     encoder: Encoder,
@@ -845,20 +848,15 @@ impl VisionTower {
         let d = c.tower.hidden_size;
         let emb = vb.pp("embeddings");
         let num_positions = (c.image_size / c.patch_size).pow(2) + 1;
-        let conv = candle_nn::Conv2dConfig {
-            stride: c.patch_size,
-            ..Default::default()
-        };
+        let (ch, ps) = (c.num_channels, c.patch_size);
+        let patch_weight = emb
+            .pp("patch_embedding")
+            .get((d, ch, ps, ps), "weight")?
+            .reshape((d, ch * ps * ps))?;
         let eps = c.tower.layer_norm_eps;
         Ok(Self {
             class_embedding: emb.get(d, "class_embedding")?,
-            patch_embedding: candle_nn::conv2d_no_bias(
-                c.num_channels,
-                d,
-                c.patch_size,
-                conv,
-                emb.pp("patch_embedding"),
-            )?,
+            patch_embedding: Dense::new(Linear::new(patch_weight, None), true)?,
             position_embedding: emb
                 .pp("position_embedding")
                 .get((num_positions, d), "weight")?,
@@ -906,11 +904,12 @@ impl VisionTower {
     fn forward_batch(&self, pixels: &Tensor) -> Result<Tensor> {
         let b = pixels.dim(0)?;
         let d = self.config.tower.hidden_size;
+        let ps = self.config.patch_size;
+        let g = self.config.image_size / ps;
         let patches = self
             .patch_embedding
-            .forward(pixels)?
-            .flatten_from(2)?
-            .transpose(1, 2)?;
+            .forward(&patch_rows(pixels, ps)?)?
+            .reshape((b, g * g, d))?;
         let class = self
             .class_embedding
             .reshape((1, 1, d))?
@@ -924,6 +923,24 @@ impl VisionTower {
             .forward(&self.encoder.forward_first(&xs)?)?;
         Ok(self.projection.forward(&pooled)?)
     }
+}
+
+/// The patches of a `[B, C, H, W]` pixel tensor as rows, `[B·G·G, C·P·P]` for
+/// `G = min(H, W) / P`, so that a convolution whose stride equals its kernel
+/// (no padding) is one matmul with its weight flattened to `[D, C·P·P]`. Rows
+/// go in the convolution's output order (patch row, then column), values in
+/// the weight's (channel, y, x); pixels past the last whole patch are dropped,
+/// as the convolution drops them.
+fn patch_rows(pixels: &Tensor, ps: usize) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = pixels.dims4()?;
+    let g = h.min(w) / ps;
+    pixels
+        .narrow(2, 0, g * ps)?
+        .narrow(3, 0, g * ps)?
+        .reshape((b, c, g, ps, g, ps))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .contiguous()?
+        .reshape((b * g * g, c * ps * ps))
 }
 
 /// A loaded PLIP/CLIP model: either tower may be absent when not needed.
@@ -1148,6 +1165,44 @@ mod tests {
         // The second token's row differs, so a wrong row would be caught.
         let second = whole.narrow(1, 1, 1).unwrap().squeeze(1).unwrap();
         assert!(max_diff(&second, &want) > 1e-2 * scale);
+    }
+
+    #[test]
+    fn patch_rows_times_the_flat_weight_is_the_strided_convolution() {
+        let dev = Device::Cpu;
+        // 40 is not a multiple of 16: the conv drops the last 8 pixels.
+        let (b, c, s, ps, d) = (2, 3, 40, 16, 5);
+        let pixels = Tensor::randn(0f32, 1.0, (b, c, s, s), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (d, c, ps, ps), &dev).unwrap();
+        let cfg = candle_nn::Conv2dConfig {
+            stride: ps,
+            ..Default::default()
+        };
+        let conv = candle_nn::Conv2d::new(w.clone(), None, cfg);
+        let want = conv
+            .forward(&pixels)
+            .unwrap()
+            .flatten_from(2)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap();
+        let flat = w.reshape((d, c * ps * ps)).unwrap();
+        let got = patch_rows(&pixels, ps)
+            .unwrap()
+            .matmul(&flat.t().unwrap())
+            .unwrap()
+            .reshape((b, 4, d))
+            .unwrap();
+        assert_eq!(want.dims(), got.dims());
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-3, "{diff}");
     }
 
     #[test]
