@@ -4,6 +4,16 @@
 //! fixtures/full-size` stands in for vinid/plip; `PLIP_BENCH_MODEL` picks another.
 //!
 //!     cargo bench --bench model
+//!     PLIP_BENCH_PYTHON=0 cargo bench --bench model     # without the reference
+//!     PLIP_BENCH_ROUNDS=9 cargo bench --bench model     # more side-by-side rounds
+//!
+//! After the criterion groups, image embedding at batch 16 runs side by side
+//! with the PyTorch reference (`benches/reference.py pixels`: transformers
+//! `CLIPModel`, same model folder, same thread count): rounds that alternate
+//! plip and the reference, each the median of 4 timed batches after a warm-up.
+//! This machine's speed drifts by a third within minutes, so a ratio is only
+//! meaningful between runs made close together; the median of the per-round
+//! ratios is the figure to report.
 
 use std::hint::black_box;
 
@@ -57,6 +67,79 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    side_by_side(&e, &one, &dir);
+}
+
+/// Image embedding at batch 16, alternating with the PyTorch reference.
+fn side_by_side(e: &Embedder, one: &[f32], dir: &str) {
+    if std::env::var("PLIP_BENCH_PYTHON").as_deref() == Ok("0") {
+        return;
+    }
+    const BATCH: usize = 16;
+    const RUNS: usize = 4;
+    let rounds: usize = std::env::var("PLIP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let threads = plip::kernels::threads();
+    let script = format!("{}/benches/reference.py", env!("CARGO_MANIFEST_DIR"));
+    let pixels: Vec<f32> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * BATCH)
+        .collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "side by side, image embedding at batch {BATCH}, {threads} threads \
+         (plip | reference | ratio, images/s):"
+    );
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        e.embed_pixels(pixels.clone(), BATCH).unwrap();
+        let plip = median(
+            (0..RUNS)
+                .map(|_| {
+                    let input = pixels.clone();
+                    let t = std::time::Instant::now();
+                    black_box(e.embed_pixels(input, BATCH).unwrap());
+                    BATCH as f64 / t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        let out = std::process::Command::new("python3")
+            .args([&script, "pixels", "--model", dir])
+            .args(["--threads", &threads.to_string()])
+            .args(["--batches", &BATCH.to_string(), "--runs", &RUNS.to_string()])
+            .stderr(std::process::Stdio::null())
+            .output();
+        let reference = out.ok().filter(|o| o.status.success()).and_then(|o| {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            v["images_per_s"][format!("batch {BATCH}")].as_f64()
+        });
+        let Some(reference) = reference else {
+            eprintln!(
+                "the reference did not run (pip install -r fixtures/requirements.txt); \
+                 plip alone: {plip:.2} images/s"
+            );
+            return;
+        };
+        println!(
+            "  round {round}: {plip:6.2} | {reference:6.2} | {:.2}x",
+            plip / reference
+        );
+        ratios.push(plip / reference);
+    }
+    if !ratios.is_empty() {
+        println!(
+            "  median ratio over {rounds} rounds: {:.2}x",
+            median(ratios)
+        );
+    }
 }
 
 criterion_group!(benches, bench);

@@ -32,6 +32,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (PLIP uses 1)")
     ap.add_argument("--matrix", help="embeddings .npy for search mode")
+    ap.add_argument("--batches", default="1,8,16,32", help="pixels mode: batch sizes")
+    ap.add_argument("--runs", type=int, help="pixels mode: timed runs per batch size (default 64/batch, at least 2)")
     a = ap.parse_args()
 
     import numpy as np
@@ -76,10 +78,10 @@ def main():
     elif a.mode == "pixels":
         res = {}
         with torch.no_grad():
-            for b in [1, 8, 16, 32]:
+            for b in [int(x) for x in a.batches.split(",")]:
                 pv = torch.randn(b, 3, 224, 224)
                 model.get_image_features(pixel_values=pv)
-                runs = max(2, 64 // b)
+                runs = a.runs or max(2, 64 // b)
                 ts = []
                 for _ in range(runs):
                     t = time.perf_counter()
