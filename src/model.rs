@@ -1126,6 +1126,17 @@ mod tests {
         assert!(TokenRows::open(&pth, vocab, dim).is_none());
     }
 
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn first_token_path_matches_the_whole_last_layer() {
         let dev = Device::Cpu;
@@ -1144,16 +1155,6 @@ mod tests {
         let first = encoder.forward_first(&xs).unwrap();
         assert_eq!(first.dims(), &[3, 32]);
         let want = whole.narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
-        let max_diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
         let scale = want
             .abs()
             .unwrap()
@@ -1194,14 +1195,7 @@ mod tests {
             .reshape((b, 4, d))
             .unwrap();
         assert_eq!(want.dims(), got.dims());
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_diff(&got, &want);
         assert!(diff < 1e-3, "{diff}");
     }
 
