@@ -6,8 +6,10 @@
 //!     cargo bench --bench model
 //!     PLIP_BENCH_PYTHON=0 cargo bench --bench model     # without the reference
 //!     PLIP_BENCH_ROUNDS=9 cargo bench --bench model     # more side-by-side rounds
+//!     PLIP_BENCH_BATCHES=1,8,32 cargo bench --bench model -- none  # those batches only
 //!
-//! After the criterion groups, image embedding at batch 16 runs side by side
+//! After the criterion groups, image embedding at batch 16 (or each batch size
+//! of `PLIP_BENCH_BATCHES`) runs side by side
 //! with the PyTorch reference (`benches/reference.py pixels`: transformers
 //! `CLIPModel`, same model folder, same thread count): rounds that alternate
 //! plip and the reference, each the median of 4 timed batches after a warm-up.
@@ -71,12 +73,27 @@ fn bench(c: &mut Criterion) {
     side_by_side(&e, &one, &dir);
 }
 
-/// Image embedding at batch 16, alternating with the PyTorch reference.
+/// Image embedding at each batch size of `PLIP_BENCH_BATCHES` (default 16),
+/// alternating with the PyTorch reference.
 fn side_by_side(e: &Embedder, one: &[f32], dir: &str) {
     if std::env::var("PLIP_BENCH_PYTHON").as_deref() == Ok("0") {
         return;
     }
-    const BATCH: usize = 16;
+    let batches = std::env::var("PLIP_BENCH_BATCHES").unwrap_or_else(|_| "16".into());
+    for batch in batches.split(',') {
+        match batch.trim().parse() {
+            Ok(b) if b > 0 => {
+                if !side_by_side_batch(e, one, dir, b) {
+                    return;
+                }
+            }
+            _ => eprintln!("PLIP_BENCH_BATCHES: {batch:?} is not a batch size"),
+        }
+    }
+}
+
+/// [`side_by_side`] for one batch size; false when the reference did not run.
+fn side_by_side_batch(e: &Embedder, one: &[f32], dir: &str, batch: usize) -> bool {
     const RUNS: usize = 4;
     let rounds: usize = std::env::var("PLIP_BENCH_ROUNDS")
         .ok()
@@ -88,45 +105,45 @@ fn side_by_side(e: &Embedder, one: &[f32], dir: &str) {
         .iter()
         .copied()
         .cycle()
-        .take(one.len() * BATCH)
+        .take(one.len() * batch)
         .collect();
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     println!(
-        "side by side, image embedding at batch {BATCH}, {threads} threads \
+        "side by side, image embedding at batch {batch}, {threads} threads \
          (plip | reference | ratio, images/s):"
     );
     let mut ratios = Vec::new();
     for round in 0..rounds {
-        e.embed_pixels(pixels.clone(), BATCH).unwrap();
+        e.embed_pixels(pixels.clone(), batch).unwrap();
         let plip = median(
             (0..RUNS)
                 .map(|_| {
                     let input = pixels.clone();
                     let t = std::time::Instant::now();
-                    black_box(e.embed_pixels(input, BATCH).unwrap());
-                    BATCH as f64 / t.elapsed().as_secs_f64()
+                    black_box(e.embed_pixels(input, batch).unwrap());
+                    batch as f64 / t.elapsed().as_secs_f64()
                 })
                 .collect(),
         );
         let out = std::process::Command::new("python3")
             .args([&script, "pixels", "--model", dir])
             .args(["--threads", &threads.to_string()])
-            .args(["--batches", &BATCH.to_string(), "--runs", &RUNS.to_string()])
+            .args(["--batches", &batch.to_string(), "--runs", &RUNS.to_string()])
             .stderr(std::process::Stdio::null())
             .output();
         let reference = out.ok().filter(|o| o.status.success()).and_then(|o| {
             let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-            v["images_per_s"][format!("batch {BATCH}")].as_f64()
+            v["images_per_s"][format!("batch {batch}")].as_f64()
         });
         let Some(reference) = reference else {
             eprintln!(
                 "the reference did not run (pip install -r fixtures/requirements.txt); \
                  plip alone: {plip:.2} images/s"
             );
-            return;
+            return false;
         };
         println!(
             "  round {round}: {plip:6.2} | {reference:6.2} | {:.2}x",
@@ -140,6 +157,7 @@ fn side_by_side(e: &Embedder, one: &[f32], dir: &str) {
             median(ratios)
         );
     }
+    true
 }
 
 criterion_group!(benches, bench);
