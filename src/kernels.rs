@@ -1,7 +1,7 @@
 //! CPU fast paths for the few operations where candle's generic kernels cost
-//! measurable time in PLIP: dense layers laid out for their matmul shape, a
-//! fused QuickGELU, and the allocator setting that keeps big activation buffers
-//! from being returned to the kernel after every op.
+//! measurable time in PLIP: dense layers laid out for their matmul shape, fused
+//! attention, layer norm and QuickGELU, and the allocator setting that keeps big
+//! activation buffers from being returned to the kernel after every op.
 //!
 //! Every path here computes the same function as the candle ops it replaces, in
 //! f32; only the order of floating-point additions differs. The parity tests in

@@ -11,7 +11,9 @@
 //! Differences from candle-transformers' CLIP, all for speed without changing results:
 //! Q, K and V are fused into one matmul at load time; the text tower runs each prompt
 //! only up to its first `<|endoftext|>` (the causal mask makes later tokens
-//! irrelevant to the pooled output), so no padding is ever computed.
+//! irrelevant to the pooled output), so no padding is ever computed; the vision
+//! tower's patch convolution is one matmul over the image's patches, and its last
+//! layer computes only the class token's row, the one that is pooled.
 
 use std::collections::HashMap;
 use std::path::Path;
