@@ -817,7 +817,7 @@ thread_local! {
 ///
 /// candle's fused layer norm sums each row in one sequential chain, which does
 /// not vectorize (2% of image-embedding time), and takes the variance as
-/// E[x²] − mean², which loses digits when the mean is large next to the spread.
+/// `E[x²] − mean²`, which loses digits when the mean is large next to the spread.
 /// Here both passes keep 16 partial sums. Tensors other than contiguous f32
 /// CPU tensors go through candle's layer norm.
 pub struct Norm {
