@@ -637,6 +637,12 @@ impl Dense {
         } else {
             gemm::Parallelism::None
         };
+        // Before QuickGELU on a row-major product, the bias is added in the
+        // activation's pass, which saves a pass that writes the whole output.
+        let gelu_bias = match epilogue {
+            Epilogue::QuickGelu if !few_rows => bias.take(),
+            _ => None,
+        };
         let mut out: Vec<f32> = Vec::with_capacity(m * n);
         if few_rows {
             // gemm into a column-major product, then one pass that transposes
@@ -673,13 +679,7 @@ impl Dense {
             // SAFETY: `from_columns` wrote all m x n values.
             unsafe { out.set_len(m * n) };
         } else {
-            // The starting value of each output row: bias, plus the residual
-            // row. Before QuickGELU, the bias is added in the activation's pass
-            // instead, which saves a pass that writes the whole output.
-            let gelu_bias = match epilogue {
-                Epilogue::QuickGelu => bias.take(),
-                _ => None,
-            };
+            // The starting value of each output row: bias, plus the residual row.
             let read_dst = bias.is_some() || residual.is_some();
             if read_dst {
                 prefill_rows(
@@ -717,21 +717,20 @@ impl Dense {
                 );
                 out.set_len(m * n);
             }
-            if let Some(bias) = gelu_bias {
+        }
+        drop(res_guard);
+        match (epilogue, gelu_bias) {
+            (Epilogue::QuickGelu, Some(bias)) => {
                 let rows_per_task = (1 << 14) / n.max(1) + 1;
                 out.par_chunks_mut(rows_per_task * n)
                     .with_min_len(min_len())
                     .for_each(|rows| quick_gelu_bias_in_place(rows, &bias));
-                drop(res_guard);
-                drop((x_store, w_store));
-                return Tensor::from_vec(out, (m, n), xs.device());
             }
-        }
-        drop(res_guard);
-        if let Epilogue::QuickGelu = epilogue {
-            out.par_chunks_mut(1 << 14)
+            (Epilogue::QuickGelu, None) => out
+                .par_chunks_mut(1 << 14)
                 .with_min_len(min_len())
-                .for_each(quick_gelu_in_place);
+                .for_each(quick_gelu_in_place),
+            _ => {}
         }
         drop((x_store, w_store));
         Tensor::from_vec(out, (m, n), xs.device())

@@ -650,14 +650,17 @@ impl EncoderLayer {
             .self_attn
             .forward(&self.layer_norm1.forward(xs)?, xs, causal)?;
         let (b, l, d) = xs.dims3()?;
-        let flat = self.layer_norm2.forward(&xs)?.reshape((b * l, d))?;
+        self.mlp(&xs.reshape((b * l, d))?)?.reshape((b, l, d))
+    }
+
+    /// `xs + MLP(layer_norm2(xs))` for `[rows, D]`; rows are independent.
+    fn mlp(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let normed = self.layer_norm2.forward(xs)?;
         let h = match self.act {
-            Activation::QuickGelu => self.fc1.forward_with(&flat, Epilogue::QuickGelu)?,
-            act => act.forward(&self.fc1.forward(&flat)?)?,
+            Activation::QuickGelu => self.fc1.forward_with(&normed, Epilogue::QuickGelu)?,
+            act => act.forward(&self.fc1.forward(&normed)?)?,
         };
-        self.fc2
-            .forward_with(&h, Epilogue::Add(&xs))?
-            .reshape((b, l, d))
+        self.fc2.forward_with(&h, Epilogue::Add(xs))
     }
 
     /// [`EncoderLayer::forward`] for the first token of each sequence only:
@@ -684,12 +687,7 @@ impl EncoderLayer {
         let xs = attn
             .out_proj
             .forward_with(&first(&heads)?, Epilogue::Add(&residual))?;
-        let flat = self.layer_norm2.forward(&xs)?;
-        let h = match self.act {
-            Activation::QuickGelu => self.fc1.forward_with(&flat, Epilogue::QuickGelu)?,
-            act => act.forward(&self.fc1.forward(&flat)?)?,
-        };
-        self.fc2.forward_with(&h, Epilogue::Add(&xs))
+        self.mlp(&xs)
     }
 }
 
@@ -927,22 +925,22 @@ impl VisionTower {
     }
 }
 
-/// The patches of a `[B, C, H, W]` pixel tensor as rows, `[B·G·G, C·P·P]` for
-/// `G = min(H, W) / P`, so that a convolution whose stride equals its kernel
-/// (no padding) is one matmul with its weight flattened to `[D, C·P·P]`. Rows
-/// go in the convolution's output order (patch row, then column), values in
-/// the weight's (channel, y, x); pixels past the last whole patch are dropped,
-/// as the convolution drops them.
+/// The patches of a `[B, C, H, W]` pixel tensor as rows, `[B·(H/P)·(W/P),
+/// C·P·P]`, so that a convolution whose stride equals its kernel (no padding) is
+/// one matmul with its weight flattened to `[D, C·P·P]`. Rows go in the
+/// convolution's output order (patch row, then column), values in the weight's
+/// (channel, y, x); pixels past the last whole patch are dropped, as the
+/// convolution drops them.
 fn patch_rows(pixels: &Tensor, ps: usize) -> candle_core::Result<Tensor> {
     let (b, c, h, w) = pixels.dims4()?;
-    let g = h.min(w) / ps;
+    let (gh, gw) = (h / ps, w / ps);
     pixels
-        .narrow(2, 0, g * ps)?
-        .narrow(3, 0, g * ps)?
-        .reshape((b, c, g, ps, g, ps))?
+        .narrow(2, 0, gh * ps)?
+        .narrow(3, 0, gw * ps)?
+        .reshape((b, c, gh, ps, gw, ps))?
         .permute((0, 2, 4, 1, 3, 5))?
         .contiguous()?
-        .reshape((b * g * g, c * ps * ps))
+        .reshape((b * gh * gw, c * ps * ps))
 }
 
 /// A loaded PLIP/CLIP model: either tower may be absent when not needed.
@@ -1173,9 +1171,10 @@ mod tests {
     #[test]
     fn patch_rows_times_the_flat_weight_is_the_strided_convolution() {
         let dev = Device::Cpu;
-        // 40 is not a multiple of 16: the conv drops the last 8 pixels.
-        let (b, c, s, ps, d) = (2, 3, 40, 16, 5);
-        let pixels = Tensor::randn(0f32, 1.0, (b, c, s, s), &dev).unwrap();
+        // 40 and 56 are not multiples of 16: the conv drops the last 8 pixels
+        // of each; the 2 x 3 patches are not square either.
+        let (b, c, ps, d) = (2, 3, 16, 5);
+        let pixels = Tensor::randn(0f32, 1.0, (b, c, 40, 56), &dev).unwrap();
         let w = Tensor::randn(0f32, 1.0, (d, c, ps, ps), &dev).unwrap();
         let cfg = candle_nn::Conv2dConfig {
             stride: ps,
@@ -1194,7 +1193,7 @@ mod tests {
             .unwrap()
             .matmul(&flat.t().unwrap())
             .unwrap()
-            .reshape((b, 4, d))
+            .reshape((b, 6, d))
             .unwrap();
         assert_eq!(want.dims(), got.dims());
         let diff = max_diff(&got, &want);
