@@ -44,12 +44,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("image embedding");
     group.sample_size(10);
     for batch in [1usize, 8, 16, 32] {
-        let pixels: Vec<f32> = one
-            .iter()
-            .copied()
-            .cycle()
-            .take(one.len() * batch)
-            .collect();
+        let pixels = repeat(&one, batch);
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(format!("batch {batch}"), |b| {
             b.iter(|| e.embed_pixels(black_box(pixels.clone()), batch).unwrap())
@@ -101,12 +96,7 @@ fn side_by_side_batch(e: &Embedder, one: &[f32], dir: &str, batch: usize) -> boo
         .unwrap_or(5);
     let threads = plip::kernels::threads();
     let script = format!("{}/benches/reference.py", env!("CARGO_MANIFEST_DIR"));
-    let pixels: Vec<f32> = one
-        .iter()
-        .copied()
-        .cycle()
-        .take(one.len() * batch)
-        .collect();
+    let pixels = repeat(one, batch);
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -158,6 +148,11 @@ fn side_by_side_batch(e: &Embedder, one: &[f32], dir: &str, batch: usize) -> boo
         );
     }
     true
+}
+
+/// `n` copies of one image's pixels, a batch.
+fn repeat(one: &[f32], n: usize) -> Vec<f32> {
+    one.iter().copied().cycle().take(one.len() * n).collect()
 }
 
 criterion_group!(benches, bench);
