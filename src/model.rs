@@ -1037,6 +1037,7 @@ pub fn l2_normalize(xs: &Tensor) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::tests::max_abs_diff;
 
     #[test]
     fn legacy_config_dict_overrides_config() {
@@ -1126,17 +1127,6 @@ mod tests {
         assert!(TokenRows::open(&pth, vocab, dim).is_none());
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
-
     #[test]
     fn first_token_path_matches_the_whole_last_layer() {
         let dev = Device::Cpu;
@@ -1162,10 +1152,10 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();
-        assert!(max_diff(&first, &want) <= 1e-5 * scale);
+        assert!(max_abs_diff(&first, &want) <= 1e-5 * scale);
         // The second token's row differs, so a wrong row would be caught.
         let second = whole.narrow(1, 1, 1).unwrap().squeeze(1).unwrap();
-        assert!(max_diff(&second, &want) > 1e-2 * scale);
+        assert!(max_abs_diff(&second, &want) > 1e-2 * scale);
     }
 
     #[test]
@@ -1196,7 +1186,7 @@ mod tests {
             .reshape((b, 6, d))
             .unwrap();
         assert_eq!(want.dims(), got.dims());
-        let diff = max_diff(&got, &want);
+        let diff = max_abs_diff(&got, &want);
         assert!(diff < 1e-3, "{diff}");
     }
 
