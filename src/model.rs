@@ -603,15 +603,21 @@ impl Attention {
         })
     }
 
-    /// `residual + attention(xs)`, both `[B, L, D]`.
-    fn forward(&self, xs: &Tensor, residual: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
+    /// The heads' outputs before the output projection, `[B*L, D]`, for `xs`
+    /// of `[B, L, D]`.
+    fn heads(&self, xs: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
         let (b, l, d) = xs.dims3()?;
         // Linear layers run on [B*L, D]: one large matmul instead of B small ones,
         // which candle would issue for a 3-D input with broadcast weights.
         let qkv = self.qkv.forward(&xs.reshape((b * l, d))?)?;
-        let out = kernels::attention(&qkv, l, self.num_heads, causal)?;
+        kernels::attention(&qkv, l, self.num_heads, causal)
+    }
+
+    /// `residual + attention(xs)`, both `[B, L, D]`.
+    fn forward(&self, xs: &Tensor, residual: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
+        let (b, l, d) = xs.dims3()?;
         self.out_proj
-            .forward_with(&out, Epilogue::Add(residual))?
+            .forward_with(&self.heads(xs, causal)?, Epilogue::Add(residual))?
             .reshape((b, l, d))
     }
 }
@@ -673,10 +679,9 @@ impl EncoderLayer {
     /// of three of its four matmuls: about 6% of an image's arithmetic.
     fn forward_first(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (b, l, d) = xs.dims3()?;
-        let normed = self.layer_norm1.forward(xs)?;
-        let attn = &self.self_attn;
-        let qkv = attn.qkv.forward(&normed.reshape((b * l, d))?)?;
-        let heads = kernels::attention(&qkv, l, attn.num_heads, false)?;
+        let heads = self
+            .self_attn
+            .heads(&self.layer_norm1.forward(xs)?, false)?;
         let first = |t: &Tensor| {
             t.reshape((b, l, d))?
                 .narrow(1, 0, 1)?
@@ -684,7 +689,8 @@ impl EncoderLayer {
                 .contiguous()
         };
         let residual = first(xs)?;
-        let xs = attn
+        let xs = self
+            .self_attn
             .out_proj
             .forward_with(&first(&heads)?, Epilogue::Add(&residual))?;
         self.mlp(&xs)
