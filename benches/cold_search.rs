@@ -22,10 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use candle_core::Device;
-use plip::embed::Embedder;
-use plip::model::Towers;
-use plip::store::{FileEntry, Index, IndexWriter};
+use plip::Embedder;
+use plip::Towers;
+use plip::{FileEntry, Index, IndexWriter};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -41,14 +40,14 @@ fn main() {
     let model = std::env::var("PLIP_BENCH_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("fixtures/full-size"));
-    let Ok(files) = plip::hub::resolve(&model.to_string_lossy()) else {
+    let Ok(files) = plip::resolve_model(&model.to_string_lossy()) else {
         eprintln!(
             "no model at {}: run `python3 fixtures/generate.py full-size fixtures/full-size`",
             model.display()
         );
         return;
     };
-    let info = Embedder::load(&files, Towers::TEXT, &Device::Cpu)
+    let info = Embedder::load(&files, Towers::TEXT)
         .expect("loading the model")
         .info()
         .clone();
@@ -88,7 +87,7 @@ fn main() {
         drop(w);
         let rows: Vec<Vec<f32>> = vectors.chunks_exact(dim).map(<[f32]>::to_vec).collect();
         let f = std::fs::File::create(&matrix).unwrap();
-        plip::npy::write_f32(std::io::BufWriter::new(f), &rows, dim).unwrap();
+        plip::write_npy(std::io::BufWriter::new(f), &rows, dim).unwrap();
         eprintln!("built in {:.1} s", t.elapsed().as_secs_f64());
     }
     let stats = Index::open(&index_dir).unwrap().stats();

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use plip::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
+use plip::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
 use rayon::prelude::*;
 
 #[path = "common/mod.rs"]

@@ -19,23 +19,22 @@
 
 use std::hint::black_box;
 
-use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use plip::embed::Embedder;
-use plip::model::Towers;
+use plip::Embedder;
+use plip::Towers;
 
 fn bench(c: &mut Criterion) {
     // As the plip binary does.
-    plip::kernels::tune_allocator();
+    plip::tune_allocator();
     let dir = std::env::var("PLIP_BENCH_MODEL")
         .unwrap_or_else(|_| format!("{}/fixtures/full-size", env!("CARGO_MANIFEST_DIR")));
-    let Ok(files) = plip::hub::resolve(&dir) else {
+    let Ok(files) = plip::resolve_model(&dir) else {
         eprintln!(
             "no model at {dir}: run `python3 fixtures/generate.py full-size fixtures/full-size`"
         );
         return;
     };
-    let e = Embedder::load(&files, Towers::BOTH, &Device::Cpu).unwrap();
+    let e = Embedder::load(&files, Towers::BOTH).unwrap();
     let (h, w) = e.preprocess_config().output_size();
     let one: Vec<f32> = (0..3 * h * w)
         .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
@@ -94,7 +93,7 @@ fn side_by_side_batch(e: &Embedder, one: &[f32], dir: &str, batch: usize) -> boo
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let threads = plip::kernels::threads();
+    let threads = plip::threads();
     let script = format!("{}/benches/reference.py", env!("CARGO_MANIFEST_DIR"));
     let pixels = repeat(one, batch);
     let median = |mut v: Vec<f64>| {

@@ -10,7 +10,7 @@ use std::io::Cursor;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use image::{ImageFormat, RgbImage};
-use plip::preprocess::{decode_rgb, preprocess, DecodeLimits, ImageProcessorConfig};
+use plip::{decode_rgb, preprocess, DecodeLimits, ImageProcessorConfig};
 
 fn source(w: u32, h: u32) -> RgbImage {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/photos/photo0000.jpg");

@@ -1,24 +1,52 @@
 //! plip: offline image-text retrieval for histopathology with the PLIP model.
 //!
-//! One module per pipeline stage (see ARCHITECTURE.md): `walk` finds files,
-//! `preprocess` turns pixels into the model's input exactly as CLIPImageProcessor
-//! does, `text` tokenizes prompts, `model` is PLIP on candle, `hub` finds model
-//! files, `embed` batches files and prompts through the model, `store` is the
-//! crash-safe on-disk index, `ann` its HNSW graphs, `search` queries and printers,
-//! and `cli` the commands.
+//! The crate is laid out as the pipeline runs (see ARCHITECTURE.md): `source`
+//! finds what to index and reads it, `preprocess` turns pixels into the model's
+//! input exactly as CLIPImageProcessor does, `model` is PLIP on candle (with its
+//! tokenizer and Hub resolution), `backend::cpu` holds the fast kernels, `embed`
+//! batches items through the model, `index` is the crash-safe on-disk index with
+//! its HNSW graphs under `index::ann`, `job` is the incremental indexing run,
+//! `query` builds query vectors, `eval` measures, `output` prints and writes, and
+//! `cli` is the command line.
+//!
+//! The public surface below is what the binary, the integration tests and the
+//! benchmarks use; everything else is crate-private, so the compiler finds dead
+//! code.
 
-pub mod ann;
-pub mod cli;
-pub mod embed;
-pub mod eval;
-pub mod eval_cmd;
-pub mod html;
-pub mod hub;
-pub mod kernels;
-pub mod model;
-pub mod npy;
-pub mod preprocess;
-pub mod search;
-pub mod store;
-pub mod text;
-pub mod walk;
+#![warn(unreachable_pub)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod backend;
+mod cli;
+mod embed;
+mod eval;
+mod index;
+mod job;
+pub(crate) mod model;
+mod output;
+mod preprocess;
+mod query;
+mod source;
+
+pub use backend::cpu::{threads, tune_allocator};
+pub use cli::{run, Cli};
+pub use embed::Embedder;
+pub use index::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
+pub use index::{FileEntry, Index, IndexWriter};
+pub use model::hub::{resolve as resolve_model, ModelFiles, DEFAULT_MODEL};
+pub use model::{Towers, WeightsFile};
+pub use output::npy::write_f32 as write_npy;
+pub use preprocess::{
+    decode_rgb, load_and_preprocess, preprocess, DecodeLimits, ImageProcessorConfig,
+};
+pub use query::{build_query, QueryTerm, TermKind};
+
+/// Evaluation metrics, with the same definitions as scikit-learn and PLIP.
+pub mod metrics {
+    pub use crate::eval::{
+        ann_recall, classification_report, ensemble, latency_summary, percentile, predict,
+        print_classification_table, print_retrieval_table, retrieval, zero_shot,
+        ClassificationReport, DirectionReport, DEFAULT_KS,
+    };
+}

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    plip::kernels::tune_allocator();
-    let cli = plip::cli::Cli::parse();
-    match plip::cli::run(cli) {
+    plip::tune_allocator();
+    let cli = plip::Cli::parse();
+    match plip::run(cli) {
         Ok(code) => ExitCode::from(code as u8),
         Err(err) => {
             // A closed pipe (`plip search … | head`) is not an error.

@@ -1,0 +1,101 @@
+//! `plip index`: the [`IndexJob`] with a progress bar, Ctrl-C handling and a
+//! one-line summary.
+
+use super::*;
+use crate::job::{IndexJob, IndexOptions, Progress};
+
+/// Progress on stderr: a bar when stderr is a terminal, warnings always.
+struct BarProgress {
+    bar: ProgressBar,
+    cwd: PathBuf,
+}
+
+impl Progress for BarProgress {
+    fn start(&self, total: u64) {
+        self.bar.set_length(total);
+    }
+    fn advance(&self) {
+        self.bar.inc(1);
+    }
+    fn warn(&self, message: &str) {
+        // Absolute paths in messages read better relative to where the user is.
+        let cwd = self.cwd.display().to_string();
+        let message = message.replace(&format!("{cwd}/"), "");
+        self.bar.suspend(|| warn(message));
+    }
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
+    let dirs = if args.dirs.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        args.dirs.clone()
+    };
+    for d in &dirs {
+        if !d.exists() {
+            bail!("{} does not exist", d.display());
+        }
+    }
+    let index_dir = config.index_for_writing();
+    let source = config.model_source(if args.rebuild {
+        None
+    } else {
+        Some(&index_dir)
+    });
+    let embedder = load_embedder(&source, Towers::VISION)?;
+    let writer = IndexWriter::open(&index_dir, embedder.info(), args.rebuild)?;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        // A second handler cannot be installed in the same process (tests); ignore.
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                // Second Ctrl-C: the user wants out now; the last commit is intact.
+                std::process::exit(130);
+            }
+            eprintln!("\nplip: interrupted; committing what is done (Ctrl-C again to quit now)");
+        });
+    }
+    let progress = BarProgress {
+        bar: progress_bar(config, "images"),
+        cwd: config.cwd.clone(),
+    };
+    let options = IndexOptions {
+        batch_size: args.batch_size,
+        commit_every: args.commit_every,
+        ..IndexOptions::default()
+    };
+    let summary = IndexJob::new(writer, dirs, options).run(embedder, &progress, &cancel)?;
+    let stats = &summary.stats;
+    let secs = summary.elapsed.as_secs_f64();
+    if !config.quiet {
+        eprintln!(
+            "plip: {} {} added, {} updated, {} removed, {} unchanged, {} skipped \
+             ({} embedded in {secs:.1}s, {:.1} images/s) → {}",
+            if summary.interrupted {
+                "interrupted after"
+            } else {
+                "indexed:"
+            },
+            stats.added,
+            stats.updated,
+            stats.removed,
+            stats.unchanged,
+            stats.skipped.len(),
+            summary.embedded,
+            summary.embedded as f64 / secs.max(1e-9),
+            walk::relative(&index_dir, &config.cwd),
+        );
+        if !stats.skipped.is_empty() {
+            eprintln!(
+                "plip: {} file(s) skipped; `plip info` lists them",
+                stats.skipped.len()
+            );
+        }
+    }
+    Ok(if summary.interrupted { 130 } else { 0 })
+}

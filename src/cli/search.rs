@@ -1,0 +1,126 @@
+//! `plip search`: build the query vector, search the index, print the hits.
+
+use super::*;
+
+pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
+    use crate::output::printers::{self, OutputFormat};
+    use crate::query::{self, parse_term, QueryTerm, TermKind};
+    let mut terms: Vec<QueryTerm> = Vec::new();
+    let mut label = Vec::new();
+    if let Some(q) = &args.query {
+        if q.trim().is_empty() {
+            bail!("the query is empty; give some words, e.g. plip search \"tumor tissue\"");
+        }
+        let p = Path::new(q);
+        let kind = if walk::is_image(p) && p.is_file() {
+            TermKind::Image(p.to_path_buf())
+        } else {
+            TermKind::Text(q.clone())
+        };
+        terms.push(QueryTerm { weight: 1.0, kind });
+        label.push(q.clone());
+    }
+    if let Some(img) = &args.image {
+        if !img.is_file() {
+            bail!("query image {} does not exist", img.display());
+        }
+        terms.push(QueryTerm {
+            weight: 1.0,
+            kind: TermKind::Image(img.clone()),
+        });
+        label.push(format!("image {}", img.display()));
+    }
+    for a in &args.add {
+        terms.push(parse_term(a, 1.0).with_context(|| format!("--add {a}"))?);
+        label.push(format!("+ {a}"));
+    }
+    for a in &args.subtract {
+        terms.push(parse_term(a, -1.0).with_context(|| format!("--subtract {a}"))?);
+        label.push(format!("- {a}"));
+    }
+    let index_dir = config.find_index()?;
+    let open = |dir: &Path| {
+        if args.ef.is_some() {
+            Index::open_with_graphs(dir)
+        } else {
+            Index::open(dir)
+        }
+    };
+    let towers = Towers {
+        text: terms.iter().any(|t| matches!(t.kind, TermKind::Text(_))),
+        vision: terms.iter().any(|t| matches!(t.kind, TermKind::Image(_))),
+    };
+    // A missing or unreadable index is reported before any model is loaded.
+    crate::index::recorded_model(&index_dir)?;
+    let source = config.model_source(Some(&index_dir));
+    // Load the model while the index is read: on a cold start each takes a few
+    // hundred milliseconds at 100k images.
+    let (index, embedder) = std::thread::scope(|s| {
+        let index = s.spawn(|| open(&index_dir));
+        let embedder = load_embedder(&source, towers);
+        (index.join().expect("index thread panicked"), embedder)
+    });
+    let (index, embedder) = (index?, embedder?);
+    if index.is_empty() {
+        bail!(
+            "the index at {} is empty; run `plip index DIR` on a folder with images",
+            index.dir().display()
+        );
+    }
+    check_same_model(&index, &embedder)?;
+    let query = query::build_query(&embedder, &terms, &args.templates)?;
+    let root = index.root();
+    let prefix = args.under.as_ref().map(|u| {
+        let abs = absolute(&config.cwd, u);
+        let abs = abs.canonicalize().unwrap_or(abs);
+        walk::relative(&abs, &root)
+    });
+    let allow = |p: &str| match &prefix {
+        Some(pre) if pre != "." => {
+            p == pre || (p.starts_with(pre.as_str()) && p[pre.len()..].starts_with('/'))
+        }
+        _ => true,
+    };
+    let ef = args.ef.unwrap_or(crate::index::ann::DEFAULT_EF_SEARCH);
+    let mut hits = index.search(&query, args.top, ef, Some(&allow));
+    if let Some(t) = args.threshold {
+        hits.retain(|h| h.score >= t);
+    }
+    let rows = printers::printable(&hits, &root, &config.cwd);
+    if let Some(page) = &args.html {
+        let page = absolute(&config.cwd, page);
+        let dir = page
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or(config.cwd.clone());
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut buf = Vec::new();
+        crate::output::html::write_page(&mut buf, &label.join(" "), &rows, &config.cwd, &dir)?;
+        std::fs::write(&page, buf).with_context(|| format!("writing {}", page.display()))?;
+        if !config.quiet {
+            eprintln!("plip: wrote {}", walk::relative(&page, &config.cwd));
+        }
+    }
+    let format = if args.json {
+        OutputFormat::JsonLines
+    } else if args.paths_only {
+        OutputFormat::PathsOnly
+    } else {
+        OutputFormat::Table
+    };
+    printers::print_hits(std::io::stdout().lock(), &rows, format)?;
+    Ok(0)
+}
+
+fn check_same_model(index: &Index, embedder: &Embedder) -> Result<()> {
+    let (a, b) = (index.model(), embedder.info());
+    // Fingerprints hash both towers' files; dimension is the hard requirement.
+    if a.dim != b.dim || a.fingerprint != b.fingerprint {
+        bail!(StoreError::ModelMismatch {
+            path: index.dir().to_path_buf(),
+            index_model: a.source.clone(),
+            model: b.source.clone(),
+        });
+    }
+    Ok(())
+}

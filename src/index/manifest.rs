@@ -1,0 +1,103 @@
+//! TODO-DOC manifest
+
+use super::*;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct FileRef {
+    pub(crate) name: String,
+    pub(crate) len: u64,
+    pub(crate) crc32: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct SegmentRecord {
+    pub(crate) id: u64,
+    pub(crate) rows: usize,
+    pub(crate) vec: FileRef,
+    pub(crate) meta: FileRef,
+    #[serde(default)]
+    pub(crate) hnsw: Vec<FileRef>,
+    #[serde(default)]
+    pub(crate) hnsw_basename: Option<String>,
+    /// Tombstoned rows: removed or replaced files.
+    #[serde(default)]
+    pub(crate) deleted: Vec<u32>,
+}
+
+/// The commit point.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Manifest {
+    pub(crate) format: String,
+    pub(crate) version: u32,
+    pub(crate) generation: u64,
+    pub(crate) model: ModelInfo,
+    pub(crate) next_segment: u64,
+    pub(crate) segments: Vec<SegmentRecord>,
+    pub(crate) updated_unix: u64,
+    pub(crate) last_run: RunStats,
+    #[serde(default)]
+    pub(crate) checksum: u32,
+}
+
+impl Manifest {
+    pub(crate) fn new(model: ModelInfo) -> Self {
+        Manifest {
+            format: "plip-index".into(),
+            version: FORMAT_VERSION,
+            generation: 0,
+            model,
+            next_segment: 1,
+            segments: Vec::new(),
+            updated_unix: 0,
+            last_run: RunStats::default(),
+            checksum: 0,
+        }
+    }
+
+    fn body_crc(&self) -> u32 {
+        let mut m = self.clone();
+        m.checksum = 0;
+        crc32fast::hash(&serde_json::to_vec(&m).expect("manifest serializes"))
+    }
+
+    pub(crate) fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NoIndex(dir.to_path_buf()))
+            }
+            Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(&path, format!("not valid JSON: {e}")))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some("plip-index") {
+            return Err(corrupt(&path, "not a plip index manifest"));
+        }
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        if !SUPPORTED_VERSIONS.contains(&version) {
+            return Err(StoreError::Incompatible {
+                path: dir.to_path_buf(),
+                found: version,
+                supported: SUPPORTED_VERSIONS,
+            });
+        }
+        let m: Manifest = serde_json::from_value(value)
+            .map_err(|e| corrupt(&path, format!("unexpected content: {e}")))?;
+        if m.checksum != m.body_crc() {
+            return Err(corrupt(&path, "checksum mismatch"));
+        }
+        Ok(m)
+    }
+
+    pub(crate) fn store(&mut self, dir: &Path) -> Result<()> {
+        self.generation += 1;
+        self.updated_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.checksum = self.body_crc();
+        let bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        write_atomic(dir, MANIFEST, &bytes)
+    }
+}

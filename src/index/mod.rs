@@ -1,0 +1,191 @@
+//! The on-disk index: immutable segments named by one atomically written manifest.
+//!
+//! Layout of an index folder (default `.plip/`):
+//!
+//! ```text
+//! MANIFEST            JSON commit point: model, segments, tombstones, last run
+//! write.lock          held (flock) by the one `plip index` allowed at a time
+//! seg-000001.vec      framed: L2-normalized f32 vectors, row-major
+//! seg-000001.meta     framed: bincode list of the files behind those rows
+//! seg-000001.hnsw.ann HNSW links and a CRC32 of the segment's vectors, only for
+//!                     large segments (`ann.rs`; older indexes list hnsw_rs' files
+//!                     here, and those segments are searched exactly)
+//! ```
+//!
+//! Guarantees, in the way tantivy does it: segment files are written once and
+//! fsynced before the manifest that names them; the manifest is replaced by
+//! write-temp, fsync, rename, fsync-folder, so a reader or a crash sees either the
+//! old or the new commit, never a mix; files no manifest names are deleted only
+//! after a commit, by the lock holder. Every file carries a magic, a format
+//! version and a CRC32, and a reader checks all three, so a truncated, bit-flipped
+//! or foreign file is a clear error that suggests `--rebuild`, never a panic.
+//! HNSW cannot delete, so replaced or removed rows are tombstoned in the manifest
+//! and filtered out of every search; segments are merged when tombstones pile up.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use ann::{AnnGraph, AnnParams, Hit};
+
+pub(crate) mod ann;
+mod manifest;
+mod file;
+mod segment;
+mod reader;
+mod writer;
+#[cfg(test)]
+mod tests;
+#[allow(unused_imports)]
+pub(crate) use manifest::*;
+#[allow(unused_imports)]
+pub(crate) use file::*;
+#[allow(unused_imports)]
+pub(crate) use segment::*;
+#[allow(unused_imports)]
+pub(crate) use reader::*;
+pub use reader::Index;
+pub use writer::IndexWriter;
+#[allow(unused_imports)]
+pub(crate) use writer::*;
+
+/// The manifest's file name.
+pub(crate) const MANIFEST: &str = "MANIFEST";
+/// The writer lock's file name.
+pub(crate) const LOCK: &str = "write.lock";
+/// Current on-disk format version; readers accept exactly the versions listed in
+/// [`SUPPORTED_VERSIONS`].
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Format versions this build can open.
+pub(crate) const SUPPORTED_VERSIONS: &[u32] = &[1];
+/// Segments with at least this many live rows get an HNSW graph; smaller ones are
+/// searched exactly (and therefore give exactly the brute-force answer). 200 in
+/// this crate's unit tests, so that they exercise segments with graphs.
+pub(crate) const HNSW_MIN_ROWS: usize = if cfg!(test) { 200 } else { 20_000 };
+
+const VEC_MAGIC: &[u8; 8] = b"PLIPVEC\0";
+const META_MAGIC: &[u8; 8] = b"PLIPMET\0";
+
+/// Errors a caller may act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No manifest in the folder.
+    #[error("no plip index at {0}; run `plip index DIR` first (or pass --index PATH)")]
+    NoIndex(PathBuf),
+    /// A file failed its magic, version, length or checksum check.
+    #[error("index file {path} is corrupt ({reason}); rebuild it with `plip index --rebuild DIR`")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What check failed.
+        reason: String,
+    },
+    /// Written by a plip with another on-disk format.
+    #[error(
+        "index at {path} has format version {found}, this plip reads {supported:?}; \
+         open it with a matching plip or rebuild it with `plip index --rebuild DIR`"
+    )]
+    Incompatible {
+        /// The index folder.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+        /// Versions supported.
+        supported: &'static [u32],
+    },
+    /// Another writer holds the lock.
+    #[error(
+        "index at {0} is locked by another `plip index` run{1}; wait for it to finish \
+         (searching works meanwhile)"
+    )]
+    Locked(PathBuf, String),
+    /// The index was built with another model.
+    #[error(
+        "index at {path} was built with model `{index_model}`, not `{model}` (different \
+         weights or preprocessing); use the same --model, or `--rebuild` to start over"
+    )]
+    ModelMismatch {
+        /// The index folder.
+        path: PathBuf,
+        /// Model recorded in the index.
+        index_model: String,
+        /// Model requested.
+        model: String,
+    },
+    /// Any other I/O failure.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Which model built an index, recorded so search uses it and indexing can refuse a
+/// mismatch.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The repo id or folder the user named.
+    pub source: String,
+    /// Hash of config, tokenizer, preprocessing and weights.
+    pub fingerprint: String,
+    /// Embedding size.
+    pub dim: usize,
+}
+
+/// One indexed file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path relative to the index's root folder, with `/` separators.
+    pub path: String,
+    /// Size in bytes when embedded.
+    pub size: u64,
+    /// Modification time in nanoseconds since the epoch when embedded.
+    pub mtime_ns: i128,
+    /// CRC32 of the file's bytes, used when size and mtime cannot decide.
+    pub crc32: u32,
+}
+
+/// A file that could not be embedded at the last run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Skipped {
+    /// Path relative to the root.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Counts of what the last `plip index` run did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunStats {
+    /// Files embedded for the first time.
+    pub added: usize,
+    /// Files re-embedded because they changed.
+    pub updated: usize,
+    /// Files dropped because they are gone.
+    pub removed: usize,
+    /// Files left as they were.
+    pub unchanged: usize,
+    /// Files that could not be read or decoded.
+    pub skipped: Vec<Skipped>,
+}

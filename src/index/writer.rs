@@ -1,0 +1,328 @@
+//! TODO-DOC writer
+
+use super::*;
+
+/// Where a live file's vector lives.
+#[derive(Clone, Copy, Debug)]
+struct Location {
+    segment: usize,
+    pub(crate) row: usize,
+}
+
+/// The single writer of an index: holds the lock, buffers new rows and commits.
+pub struct IndexWriter {
+    dir: PathBuf,
+    manifest: Manifest,
+    pub(crate) segments: Vec<Segment>,
+    by_path: HashMap<String, Location>,
+    pending_entries: Vec<FileEntry>,
+    pending_vectors: Vec<f32>,
+    pub(crate) stats: RunStats,
+    _lock: File,
+}
+
+impl IndexWriter {
+    /// Opens (creating if needed) the index at `dir` for writing. Takes the lock,
+    /// refuses a different model unless `rebuild`, and removes files that no commit
+    /// names (leftovers of a crash).
+    pub fn open(dir: &Path, model: &ModelInfo, rebuild: bool) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let lock_path = dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(format!("opening {}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                };
+                return Err(StoreError::Locked(dir.to_path_buf(), who));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(io_err(format!("locking {}", lock_path.display()))(e))
+            }
+        }
+        let _ = lock.set_len(0);
+        let _ = (&lock).write_all(std::process::id().to_string().as_bytes());
+
+        let manifest = match Manifest::load(dir) {
+            Ok(m) if rebuild => Manifest {
+                next_segment: m.next_segment,
+                ..Manifest::new(model.clone())
+            },
+            Ok(m) => {
+                if m.model.fingerprint != model.fingerprint || m.model.dim != model.dim {
+                    return Err(StoreError::ModelMismatch {
+                        path: dir.to_path_buf(),
+                        index_model: m.model.source,
+                        model: model.source.clone(),
+                    });
+                }
+                m
+            }
+            Err(StoreError::NoIndex(_)) => Manifest::new(model.clone()),
+            Err(_) if rebuild => Manifest::new(model.clone()),
+            Err(e) => return Err(e),
+        };
+        let segments = manifest
+            .segments
+            .iter()
+            .map(|r| Segment::load(dir, r, manifest.model.dim, false))
+            .collect::<Result<Vec<_>>>()?;
+        let mut w = IndexWriter {
+            dir: dir.to_path_buf(),
+            manifest,
+            segments,
+            by_path: HashMap::new(),
+            pending_entries: Vec::new(),
+            pending_vectors: Vec::new(),
+            stats: RunStats::default(),
+            _lock: lock,
+        };
+        w.rebuild_paths();
+        w.remove_unreferenced();
+        Ok(w)
+    }
+
+    fn rebuild_paths(&mut self) {
+        self.by_path.clear();
+        for (si, s) in self.segments.iter().enumerate() {
+            for (row, e) in s.entries.iter().enumerate() {
+                if !s.deleted.contains(&(row as u32)) {
+                    self.by_path
+                        .insert(e.path.clone(), Location { segment: si, row });
+                }
+            }
+        }
+    }
+
+    /// Deletes files in the folder that the current manifest does not name.
+    fn remove_unreferenced(&self) {
+        let mut keep: HashSet<String> = [MANIFEST, LOCK].iter().map(|s| s.to_string()).collect();
+        for s in &self.manifest.segments {
+            keep.insert(s.vec.name.clone());
+            keep.insert(s.meta.name.clone());
+            keep.extend(s.hnsw.iter().map(|f| f.name.clone()));
+        }
+        let Ok(read) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in read.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name.starts_with("seg-") || name.starts_with(&format!(".{MANIFEST}.tmp"));
+            if ours && !keep.contains(&name) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// The entry currently indexed for `path`, if any.
+    /// The index folder.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn get(&self, path: &str) -> Option<&FileEntry> {
+        self.by_path
+            .get(path)
+            .map(|l| &self.segments[l.segment].entries[l.row])
+            .or_else(|| self.pending_entries.iter().rev().find(|e| e.path == path))
+    }
+
+    /// Paths of every live entry.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.by_path.keys().map(String::as_str)
+    }
+
+    /// Time of the last commit, seconds since the epoch (0 for a new index).
+    pub fn committed_unix(&self) -> u64 {
+        self.manifest.updated_unix
+    }
+
+    /// Tombstones the committed entry for `path`, if any.
+    pub fn remove(&mut self, path: &str) -> bool {
+        match self.by_path.remove(path) {
+            Some(l) => {
+                let seg = &mut self.segments[l.segment];
+                seg.deleted.insert(l.row as u32);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues `entry` with its unit vector; replaces any earlier entry for the path.
+    pub fn add(&mut self, entry: FileEntry, vector: &[f32]) {
+        assert_eq!(vector.len(), self.manifest.model.dim, "vector size");
+        self.remove(&entry.path);
+        self.pending_entries.push(entry);
+        self.pending_vectors.extend_from_slice(vector);
+    }
+
+    /// Rows queued since the last commit.
+    pub fn pending(&self) -> usize {
+        self.pending_entries.len()
+    }
+
+    /// Run statistics, recorded in the manifest at each commit.
+    pub fn stats_mut(&mut self) -> &mut RunStats {
+        &mut self.stats
+    }
+
+    /// Writes queued rows as a new segment and commits the manifest.
+    pub fn commit(&mut self) -> Result<()> {
+        self.flush_pending()?;
+        self.commit_manifest()
+    }
+
+    /// Writes queued rows as a new (not yet committed) segment.
+    fn flush_pending(&mut self) -> Result<()> {
+        if !self.pending_entries.is_empty() {
+            let entries = std::mem::take(&mut self.pending_entries);
+            let vectors = std::mem::take(&mut self.pending_vectors);
+            let seg = self.write_segment(entries, vectors, false)?;
+            self.segments.push(seg);
+        }
+        Ok(())
+    }
+
+    fn commit_manifest(&mut self) -> Result<()> {
+        for (seg, rec) in self.segments.iter().zip(self.manifest.segments.iter_mut()) {
+            let mut d: Vec<u32> = seg.deleted.iter().copied().collect();
+            d.sort_unstable();
+            rec.deleted = d;
+        }
+        self.manifest.last_run = self.stats.clone();
+        self.manifest.store(&self.dir)?;
+        self.rebuild_paths();
+        self.remove_unreferenced();
+        Ok(())
+    }
+
+    fn write_segment(
+        &mut self,
+        entries: Vec<FileEntry>,
+        vectors: Vec<f32>,
+        with_ann: bool,
+    ) -> Result<Segment> {
+        let dim = self.manifest.model.dim;
+        let id = self.manifest.next_segment;
+        self.manifest.next_segment += 1;
+        let base = format!("seg-{id:06}");
+        // stored little-endian: on such CPUs the matrix itself, not a copy
+        let payload: std::borrow::Cow<[u8]> = if cfg!(target_endian = "little") {
+            bytemuck::cast_slice(&vectors).into()
+        } else {
+            vectors.iter().flat_map(|v| v.to_le_bytes()).collect()
+        };
+        let vec = write_framed(&self.dir, &format!("{base}.vec"), VEC_MAGIC, &payload)?;
+        drop(payload);
+        let meta_bytes =
+            bincode::serde::encode_to_vec(&entries, bincode_config()).expect("entries serialize");
+        let meta = write_framed(&self.dir, &format!("{base}.meta"), META_MAGIC, &meta_bytes)?;
+        let mut record = SegmentRecord {
+            id,
+            rows: entries.len(),
+            vec,
+            meta,
+            hnsw: Vec::new(),
+            hnsw_basename: None,
+            deleted: Vec::new(),
+        };
+        let mut graph = None;
+        let mut vectors = vectors;
+        if with_ann && entries.len() >= HNSW_MIN_ROWS {
+            let hnsw_base = format!("{base}.hnsw");
+            // the graph takes the vectors over: no second copy
+            let g = AnnGraph::build_owned(std::mem::take(&mut vectors), dim, &AnnParams::default())
+                .map_err(|e| corrupt(&self.dir.join(&hnsw_base), e.to_string()))?;
+            let files = g
+                .save_links(&self.dir, &hnsw_base)
+                .map_err(|e| corrupt(&self.dir.join(&hnsw_base), e.to_string()))?;
+            for f in files {
+                let bytes = fs::read(&f).map_err(io_err(format!("reading {}", f.display())))?;
+                record.hnsw.push(FileRef {
+                    name: f.file_name().unwrap().to_string_lossy().into_owned(),
+                    len: bytes.len() as u64,
+                    crc32: crc32fast::hash(&bytes),
+                });
+            }
+            record.hnsw_basename = Some(hnsw_base);
+            graph = Some(g);
+        }
+        self.manifest.segments.push(record.clone());
+        Ok(Segment {
+            record,
+            vectors: Matrix::Owned(vectors),
+            entries,
+            deleted: HashSet::new(),
+            ann: graph,
+        })
+    }
+
+    /// Merges segments so the index stays fast: all small segments (no graph) and
+    /// any segment more than a quarter tombstoned are rewritten as one, with an
+    /// HNSW graph when large enough. Commits.
+    pub fn compact(&mut self) -> Result<()> {
+        self.flush_pending()?;
+        let dim = self.manifest.model.dim;
+        let needs =
+            |s: &Segment| s.record.hnsw_basename.is_none() || s.deleted.len() * 4 > s.record.rows;
+        let merge: Vec<usize> = (0..self.segments.len())
+            .filter(|&i| needs(&self.segments[i]))
+            .collect();
+        let already_single = merge.len() == 1 && self.segments[merge[0]].deleted.is_empty();
+        if merge.is_empty() || already_single && self.segments[merge[0]].record.rows < HNSW_MIN_ROWS
+        {
+            return self.commit_manifest();
+        }
+        // Sort by path so ids (and therefore tie order) do not depend on history.
+        // The rows are gathered by reference, then copied once into the new
+        // segment's matrix: the merge holds the vectors twice at most.
+        let mut rows: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for &i in &merge {
+            let s = &self.segments[i];
+            for (row, e) in s.entries.iter().enumerate() {
+                if !s.deleted.contains(&(row as u32)) {
+                    rows.insert(&e.path, (i, row));
+                }
+            }
+        }
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut vectors = Vec::with_capacity(rows.len() * dim);
+        for &(i, row) in rows.values() {
+            let s = &self.segments[i];
+            entries.push(s.entries[row].clone());
+            vectors.extend_from_slice(&s.vectors()[row * dim..(row + 1) * dim]);
+        }
+        drop(rows);
+        let keep: Vec<usize> = (0..self.segments.len())
+            .filter(|i| !merge.contains(i))
+            .collect();
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut records = Vec::new();
+        let old = std::mem::take(&mut self.segments);
+        for (i, s) in old.into_iter().enumerate() {
+            if keep.contains(&i) {
+                records.push(self.manifest.segments[i].clone());
+                segments.push(s);
+            }
+        }
+        self.manifest.segments = records;
+        self.segments = segments;
+        if !entries.is_empty() {
+            let seg = self.write_segment(entries, vectors, true)?;
+            self.segments.push(seg);
+        }
+        self.commit_manifest()
+    }
+}

@@ -1,0 +1,164 @@
+//! PLIP (a CLIP ViT-B/32) on candle: config parsing, weight loading and the two towers.
+//!
+//! This is a port of transformers' `CLIPModel`
+//! (<https://github.com/huggingface/transformers/blob/v4.46.3/src/transformers/models/clip/modeling_clip.py>).
+//! Weight names mirror the checkpoint (`vb.pp("text_model")` …), so reading a
+//! checkpoint's tensor list tells you this code. It guarantees that a model either
+//! loads completely, with every tensor the architecture needs, or fails with an error
+//! naming what is missing: candle-transformers' own CLIP silently draws random values
+//! for a missing `class_embedding`, which would ruin every search without a sign.
+//!
+//! Differences from candle-transformers' CLIP, all for speed without changing results:
+//! Q, K and V are fused into one matmul at load time; the text tower runs each prompt
+//! only up to its first `<|endoftext|>` (the causal mask makes later tokens
+//! irrelevant to the pooled output), so no padding is ever computed; the vision
+//! tower's patch convolution is one matmul over the image's patches, and its last
+//! layer computes only the class token's row, the one that is pooled.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Embedding, Linear, VarBuilder};
+
+use crate::backend::cpu::{self, Dense, Epilogue, Norm};
+use rayon::prelude::*;
+use serde_json::Value;
+
+pub(crate) mod hub;
+pub(crate) mod tokenizer;
+mod config;
+mod weights;
+mod layers;
+mod text;
+mod vision;
+#[cfg(test)]
+mod tests;
+#[allow(unused_imports)]
+pub(crate) use config::*;
+#[allow(unused_imports)]
+pub(crate) use weights::*;
+pub use weights::WeightsFile;
+#[allow(unused_imports)]
+pub(crate) use layers::*;
+#[allow(unused_imports)]
+pub(crate) use text::*;
+#[allow(unused_imports)]
+pub(crate) use vision::*;
+
+/// Which towers to load: `plip search` with a text query needs only the text tower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Towers {
+    /// Load the text tower.
+    pub text: bool,
+    /// Load the vision tower.
+    pub vision: bool,
+}
+
+impl Towers {
+    /// Both towers.
+    pub const BOTH: Towers = Towers {
+        text: true,
+        vision: true,
+    };
+    /// The vision tower only (indexing images).
+    pub const VISION: Towers = Towers {
+        text: false,
+        vision: true,
+    };
+    /// The text tower only (text queries).
+    pub const TEXT: Towers = Towers {
+        text: true,
+        vision: false,
+    };
+}
+/// A loaded PLIP/CLIP model: either tower may be absent when not needed.
+pub(crate) struct ClipModel {
+    /// The text tower, when loaded.
+    pub text: Option<TextTower>,
+    /// The vision tower, when loaded.
+    pub vision: Option<VisionTower>,
+}
+
+impl ClipModel {
+    /// Builds the requested towers from a `VarBuilder`, checking first that every
+    /// tensor they need is present.
+    #[cfg(test)]
+    pub(crate) fn new(vb: VarBuilder, config: &ClipConfig, towers: Towers) -> Result<Self> {
+        Self::build(vb, config, towers, None)
+    }
+
+    /// Loads the requested towers from a checkpoint. From a safetensors file the
+    /// token-embedding table is not loaded: its rows are read as prompts need
+    /// them ([`TokenRows`]).
+    pub(crate) fn load(
+        weights: &WeightsFile,
+        config: &ClipConfig,
+        towers: Towers,
+        device: &Device,
+    ) -> Result<Self> {
+        let vb = weights.var_builder(device)?;
+        let rows = (towers.text && device.is_cpu())
+            .then(|| {
+                TokenRows::open(
+                    weights,
+                    config.text.vocab_size,
+                    config.text.tower.hidden_size,
+                )
+            })
+            .flatten();
+        Self::build(vb, config, towers, rows)
+            .with_context(|| format!("loading {}", weights.path().display()))
+    }
+
+    fn build(
+        vb: VarBuilder,
+        config: &ClipConfig,
+        towers: Towers,
+        rows: Option<TokenRows>,
+    ) -> Result<Self> {
+        check_complete(&vb, config, towers)?;
+        let p = config.projection_dim;
+        let text = if towers.text {
+            let proj = Linear::new(
+                vb.pp("text_projection")
+                    .get((p, config.text.tower.hidden_size), "weight")?,
+                None,
+            );
+            Some(TextTower::new(
+                vb.pp("text_model"),
+                proj,
+                &config.text,
+                rows,
+            )?)
+        } else {
+            None
+        };
+        let vision = if towers.vision {
+            let proj = Linear::new(
+                vb.pp("visual_projection")
+                    .get((p, config.vision.tower.hidden_size), "weight")?,
+                None,
+            );
+            Some(VisionTower::new(
+                vb.pp("vision_model"),
+                proj,
+                &config.vision,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            text,
+            vision,
+        })
+    }
+}
+
+/// L2-normalizes each row of a `[N, D]` tensor.
+pub(crate) fn l2_normalize(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    xs.broadcast_div(&norm)
+}

@@ -1,0 +1,18 @@
+//! The integration tests, in one binary so that the suite links once.
+//!
+//! End-to-end tests spawn the real `plip` binary on temporary folders
+//! (`common::TestEnv`); parity tests compare with goldens made by the Python
+//! reference (`fixtures/generate.py`).
+
+#![allow(dead_code)]
+
+mod common;
+mod mid_model;
+
+mod cli;
+mod eval_cli;
+mod eval_golden;
+mod lifecycle;
+mod parity;
+mod preprocess_parity;
+mod queries;
