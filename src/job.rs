@@ -148,9 +148,10 @@ impl IndexJob {
                 }
             }
             progress.advance();
-            if writer.pending() >= commit_every || last_commit.elapsed() > options.commit_interval
-            {
+            if writer.pending() >= commit_every || last_commit.elapsed() > options.commit_interval {
+                failpoint::pause("before-commit", writer.generation() + 1, cancel);
                 writer.commit()?;
+                failpoint::pause("after-commit", writer.generation(), cancel);
                 last_commit = Instant::now();
             }
             Ok(())
@@ -251,5 +252,38 @@ fn unchanged(abs: &Path, old: &FileEntry, racy_after: i128) -> bool {
         crate::source::file_crc(abs).is_ok_and(|c| c == old.crc32)
     } else {
         false
+    }
+}
+
+/// Failpoints for tests that interrupt a run at a known place, as tantivy's
+/// `tests/failpoints` do, but reachable in the real binary:
+/// `PLIP_FAILPOINT=after-commit:N` (or `before-commit:N`) makes the run wait at
+/// that point of commit `N` (the index's generation) until it is cancelled, so a
+/// test can kill it, signal it or start a second writer there without racing.
+/// Unset, it costs one environment lookup per run.
+mod failpoint {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    fn configured() -> Option<&'static (String, u64)> {
+        static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
+        SPEC.get_or_init(|| {
+            let v = std::env::var("PLIP_FAILPOINT").ok()?;
+            let (name, n) = v.split_once(':')?;
+            Some((name.to_string(), n.trim().parse().ok()?))
+        })
+        .as_ref()
+    }
+
+    /// Waits here while `name` at `generation` is the configured failpoint and
+    /// the run is not cancelled.
+    pub(super) fn pause(name: &str, generation: u64, cancel: &AtomicBool) {
+        if configured().is_some_and(|(n, g)| n == name && *g == generation) {
+            eprintln!("plip: failpoint {name}:{generation} reached");
+            while !cancel.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 }

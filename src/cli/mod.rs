@@ -353,8 +353,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 
 fn load_embedder(source: &str, towers: Towers) -> Result<Embedder> {
     let files = hub::resolve(source)?;
-    Embedder::load(&files, towers)
-        .with_context(|| format!("loading model `{source}`"))
+    Embedder::load(&files, towers).with_context(|| format!("loading model `{source}`"))
 }
 
 fn warn(msg: impl std::fmt::Display) {
@@ -390,4 +389,3 @@ pub(crate) fn absolute(cwd: &Path, p: &Path) -> PathBuf {
         cwd.join(p)
     }
 }
-

@@ -32,7 +32,8 @@ pub(crate) fn embed_files(
     mut sink: impl FnMut(FileResult) -> Result<()>,
 ) -> Result<()> {
     let batch_size = batch_size.max(1);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<std::result::Result<LoadedImage, String>>>(2);
+    let (tx, rx) =
+        std::sync::mpsc::sync_channel::<Vec<std::result::Result<LoadedImage, String>>>(2);
     std::thread::scope(|scope| -> Result<()> {
         let producer = scope.spawn(move || {
             for chunk in paths.chunks(batch_size) {

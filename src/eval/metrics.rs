@@ -1,7 +1,8 @@
-//! TODO-DOC metrics
+//! The metrics themselves, as pure functions over embeddings: retrieval
+//! Recall@K and ranks with the pessimistic tie rule, zero-shot prediction and
+//! scikit-learn's classification report, ANN recall and latency percentiles.
 
 use super::*;
-
 
 /// Checks all rows have dimension `dim` and only finite values.
 fn check_rows<R: AsRef<[f32]>>(
@@ -37,8 +38,6 @@ fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), Eval
         })
     }
 }
-
-
 
 /// Recall@K in one direction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -223,8 +222,6 @@ pub(crate) fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
-
-
 /// Per-class metrics (scikit-learn semantics, `zero_division = 0`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassMetrics {
@@ -403,8 +400,6 @@ pub fn classification_report(
         confusion,
     })
 }
-
-
 
 /// ANN recall@K: the mean over queries of `|approx[..K] ∩ exact[..K]| / min(K, len(exact))`.
 ///

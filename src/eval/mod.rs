@@ -70,20 +70,20 @@ use rayon::prelude::*;
 use crate::backend::cpu::dot;
 use serde::Serialize;
 
-pub(crate) mod run;
 mod metrics;
 mod report;
+pub(crate) mod run;
 #[cfg(test)]
 mod tests;
 #[allow(unused_imports)]
 pub(crate) use metrics::*;
 pub use metrics::{
-    ann_recall, classification_report, ensemble, latency_summary, percentile, predict,
-    retrieval, zero_shot, ClassificationReport, DirectionReport,
+    ann_recall, classification_report, ensemble, latency_summary, percentile, predict, retrieval,
+    zero_shot, ClassificationReport, DirectionReport,
 };
-pub use report::{print_classification_table, print_retrieval_table};
 #[allow(unused_imports)]
 pub(crate) use report::*;
+pub use report::{print_classification_table, print_retrieval_table};
 
 /// The K values `plip eval` reports Recall@K for.
 pub const DEFAULT_KS: [usize; 4] = [1, 5, 10, 50];

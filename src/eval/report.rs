@@ -1,4 +1,4 @@
-//! TODO-DOC report
+//! Text tables of evaluation reports, written to any `impl Write`.
 
 use super::*;
 

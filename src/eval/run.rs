@@ -15,9 +15,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::index::ann::{self, AnnGraph, AnnParams};
 use crate::embed::{self, Embedder};
 use crate::eval;
+use crate::index::ann::{self, AnnGraph, AnnParams};
 use crate::index::Index;
 use crate::source::walk;
 

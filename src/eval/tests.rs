@@ -227,8 +227,8 @@ fn prediction_ties_go_to_lowest_class() {
 #[test]
 fn class_without_items_and_never_predicted() {
     // classes: a, b (no items, predicted once), c (items, never predicted), d (nothing)
-    let r = classification_report(&[0, 0, 2, 2], &[0, 1, 0, 0], &names(&["a", "b", "c", "d"]))
-        .unwrap();
+    let r =
+        classification_report(&[0, 0, 2, 2], &[0, 1, 0, 0], &names(&["a", "b", "c", "d"])).unwrap();
     assert_eq!(
         r.confusion,
         vec![vec![1, 1, 0, 0], vec![0; 4], vec![2, 0, 0, 0], vec![0; 4]]

@@ -47,7 +47,10 @@ impl CheckedWriter {
     pub(crate) fn finish(mut self) -> io::Result<(u64, u32)> {
         let crc = self.crc.clone().finalize();
         self.w.write_all(&crc.to_le_bytes())?;
-        let file = self.w.into_inner().map_err(io::IntoInnerError::into_error)?;
+        let file = self
+            .w
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         Ok((self.len + 4, crc))
     }

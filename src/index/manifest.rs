@@ -1,4 +1,6 @@
-//! TODO-DOC manifest
+//! The manifest: the index's single commit point. It names every segment file
+//! with its length and CRC32, the model that built the index and the last run's
+//! counts; it is replaced atomically, so a reader sees one commit or the next.
 
 use super::*;
 

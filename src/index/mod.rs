@@ -34,22 +34,22 @@ use serde::{Deserialize, Serialize};
 use ann::{AnnGraph, AnnParams, Hit};
 
 pub(crate) mod ann;
-mod manifest;
 mod file;
-mod segment;
+mod manifest;
 mod reader;
-mod writer;
+mod segment;
 #[cfg(test)]
 mod tests;
-#[allow(unused_imports)]
-pub(crate) use manifest::*;
+mod writer;
 #[allow(unused_imports)]
 pub(crate) use file::*;
 #[allow(unused_imports)]
-pub(crate) use segment::*;
+pub(crate) use manifest::*;
+pub use reader::Index;
 #[allow(unused_imports)]
 pub(crate) use reader::*;
-pub use reader::Index;
+#[allow(unused_imports)]
+pub(crate) use segment::*;
 pub use writer::IndexWriter;
 #[allow(unused_imports)]
 pub(crate) use writer::*;
@@ -63,10 +63,22 @@ pub(crate) const LOCK: &str = "write.lock";
 pub(crate) const FORMAT_VERSION: u32 = 1;
 /// Format versions this build can open.
 pub(crate) const SUPPORTED_VERSIONS: &[u32] = &[1];
-/// Segments with at least this many live rows get an HNSW graph; smaller ones are
-/// searched exactly (and therefore give exactly the brute-force answer). 200 in
-/// this crate's unit tests, so that they exercise segments with graphs.
-pub(crate) const HNSW_MIN_ROWS: usize = if cfg!(test) { 200 } else { 20_000 };
+/// Segments with at least this many rows get an HNSW graph when they are
+/// compacted; smaller ones are only searched exactly.
+pub(crate) const HNSW_MIN_ROWS: usize = 20_000;
+
+/// The graph threshold in force: [`HNSW_MIN_ROWS`], or `PLIP_HNSW_MIN_ROWS` when
+/// set, so that tests (and users tuning a small index) reach the graph path
+/// through the real binary.
+pub(crate) fn hnsw_min_rows() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("PLIP_HNSW_MIN_ROWS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(HNSW_MIN_ROWS)
+    })
+}
 
 const VEC_MAGIC: &[u8; 8] = b"PLIPVEC\0";
 const META_MAGIC: &[u8; 8] = b"PLIPMET\0";

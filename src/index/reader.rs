@@ -1,4 +1,6 @@
-//! TODO-DOC reader
+//! Opening a committed index for search: every segment's files are checked
+//! against the manifest, vectors are mapped from the page cache, and a search
+//! merges the hits of every segment.
 
 use super::*;
 
@@ -137,9 +139,8 @@ impl Index {
                     && allow.is_none_or(|f| f(&seg.entries[row].path))
             };
             let found: Vec<Hit> = match &seg.ann {
-                Some(graph) if seg.live_rows() >= HNSW_MIN_ROWS => {
-                    graph.search(query, k, ef.max(k), Some(&keep))
-                }
+                // Graphs exist only for segments that were large enough.
+                Some(graph) => graph.search(query, k, ef.max(k), Some(&keep)),
                 _ => ann::exact_search(seg.vectors(), dim, query, k, Some(&keep)),
             };
             hits.extend(found.into_iter().map(|h| IndexHit {

@@ -1,4 +1,5 @@
-//! TODO-DOC segment
+//! A segment: an immutable set of rows (entries and vectors) with its tombstones
+//! and, when large, its HNSW graph. Written once, never modified in place.
 
 use super::*;
 
@@ -13,7 +14,12 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub(crate) fn load(dir: &Path, record: &SegmentRecord, dim: usize, with_ann: bool) -> Result<Self> {
+    pub(crate) fn load(
+        dir: &Path,
+        record: &SegmentRecord,
+        dim: usize,
+        with_ann: bool,
+    ) -> Result<Self> {
         let vectors = map_framed_f32(dir, &record.vec, VEC_MAGIC)?;
         if vectors.len() != record.rows * dim {
             return Err(corrupt(

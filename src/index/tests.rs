@@ -161,7 +161,8 @@ fn graph_segments_store_links_only_and_search_like_exact() {
     let idx = dir.path().join(".plip");
     let dim = 8;
     let mut w = IndexWriter::open(&idx, &model(dim), false).unwrap();
-    let n = HNSW_MIN_ROWS as u32 + 50;
+    w.set_hnsw_min_rows(200);
+    let n = 250u32;
     for i in 0..n {
         w.add(entry(&format!("{i:04}.png")), &unit(i * 7 + 1, dim));
     }

@@ -1,4 +1,6 @@
-//! TODO-DOC writer
+//! The single writer of an index: holds the lock, buffers new rows, writes each
+//! batch as a new segment and commits it through the manifest, tombstones
+//! replaced rows, and compacts small segments into one (with a graph when large).
 
 use super::*;
 
@@ -18,6 +20,8 @@ pub struct IndexWriter {
     pending_entries: Vec<FileEntry>,
     pending_vectors: Vec<f32>,
     pub(crate) stats: RunStats,
+    /// Segments of at least this many rows get a graph when compacted.
+    hnsw_min_rows: usize,
     _lock: File,
 }
 
@@ -86,6 +90,7 @@ impl IndexWriter {
             pending_entries: Vec::new(),
             pending_vectors: Vec::new(),
             stats: RunStats::default(),
+            hnsw_min_rows: hnsw_min_rows(),
             _lock: lock,
         };
         w.rebuild_paths();
@@ -144,6 +149,17 @@ impl IndexWriter {
     }
 
     /// Time of the last commit, seconds since the epoch (0 for a new index).
+    /// Sets the graph threshold of this writer (tests).
+    #[cfg(test)]
+    pub(crate) fn set_hnsw_min_rows(&mut self, n: usize) {
+        self.hnsw_min_rows = n;
+    }
+
+    /// The generation of the last commit (0 before the first).
+    pub(crate) fn generation(&self) -> u64 {
+        self.manifest.generation
+    }
+
     pub fn committed_unix(&self) -> u64 {
         self.manifest.updated_unix
     }
@@ -240,7 +256,7 @@ impl IndexWriter {
         };
         let mut graph = None;
         let mut vectors = vectors;
-        if with_ann && entries.len() >= HNSW_MIN_ROWS {
+        if with_ann && entries.len() >= self.hnsw_min_rows {
             let hnsw_base = format!("{base}.hnsw");
             // the graph takes the vectors over: no second copy
             let g = AnnGraph::build_owned(std::mem::take(&mut vectors), dim, &AnnParams::default())
@@ -281,7 +297,8 @@ impl IndexWriter {
             .filter(|&i| needs(&self.segments[i]))
             .collect();
         let already_single = merge.len() == 1 && self.segments[merge[0]].deleted.is_empty();
-        if merge.is_empty() || already_single && self.segments[merge[0]].record.rows < HNSW_MIN_ROWS
+        if merge.is_empty()
+            || already_single && self.segments[merge[0]].record.rows < self.hnsw_min_rows
         {
             return self.commit_manifest();
         }

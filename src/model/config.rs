@@ -1,4 +1,5 @@
-//! TODO-DOC config
+//! `config.json` parsing: the current `text_config` / `vision_config` layout and
+//! the legacy `*_config_dict` keys of the 2023 `vinid/plip` checkpoint.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! TODO-DOC layers
+//! The transformer's layers (attention, MLP, encoder layer and stack), named
+//! after the checkpoint's tensors so that reading the file tells you the code.
 
 use super::*;
 
@@ -43,7 +44,12 @@ impl Attention {
     }
 
     /// `residual + attention(xs)`, both `[B, L, D]`.
-    pub(crate) fn forward(&self, xs: &Tensor, residual: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(
+        &self,
+        xs: &Tensor,
+        residual: &Tensor,
+        causal: bool,
+    ) -> candle_core::Result<Tensor> {
         let (b, l, d) = xs.dims3()?;
         self.out_proj
             .forward_with(&self.heads(xs, causal)?, Epilogue::Add(residual))?

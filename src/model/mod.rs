@@ -27,26 +27,26 @@ use crate::backend::cpu::{self, Dense, Epilogue, Norm};
 use rayon::prelude::*;
 use serde_json::Value;
 
-pub(crate) mod hub;
-pub(crate) mod tokenizer;
 mod config;
-mod weights;
+pub(crate) mod hub;
 mod layers;
-mod text;
-mod vision;
 #[cfg(test)]
 mod tests;
+mod text;
+pub(crate) mod tokenizer;
+mod vision;
+mod weights;
 #[allow(unused_imports)]
 pub(crate) use config::*;
-#[allow(unused_imports)]
-pub(crate) use weights::*;
-pub use weights::WeightsFile;
 #[allow(unused_imports)]
 pub(crate) use layers::*;
 #[allow(unused_imports)]
 pub(crate) use text::*;
 #[allow(unused_imports)]
 pub(crate) use vision::*;
+pub use weights::WeightsFile;
+#[allow(unused_imports)]
+pub(crate) use weights::*;
 
 /// Which towers to load: `plip search` with a text query needs only the text tower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,10 +150,7 @@ impl ClipModel {
         } else {
             None
         };
-        Ok(Self {
-            text,
-            vision,
-        })
+        Ok(Self { text, vision })
     }
 }
 

@@ -41,14 +41,12 @@ fn current_layout_parses_with_defaults() {
 
 #[test]
 fn bad_configs_are_rejected_with_a_reason() {
-    let err =
-        ClipConfig::from_json_str(r#"{"text_config": {"hidden_size": "big"}}"#).unwrap_err();
+    let err = ClipConfig::from_json_str(r#"{"text_config": {"hidden_size": "big"}}"#).unwrap_err();
     assert!(
         format!("{err:#}").contains("text_config.hidden_size"),
         "{err:#}"
     );
-    let err =
-        ClipConfig::from_json_str(r#"{"text_config": {"hidden_act": "swish"}}"#).unwrap_err();
+    let err = ClipConfig::from_json_str(r#"{"text_config": {"hidden_act": "swish"}}"#).unwrap_err();
     assert!(format!("{err:#}").contains("swish"), "{err:#}");
     let err = ClipConfig::from_json_str(
         r#"{"text_config": {"hidden_size": 10, "num_attention_heads": 3}}"#,

@@ -1,4 +1,6 @@
-//! TODO-DOC text
+//! The text tower: token and position embeddings, the causal encoder, pooling at
+//! the first `<|endoftext|>` and the text projection, as transformers'
+//! `CLIPTextModel` + `text_projection`.
 
 use super::*;
 

@@ -1,4 +1,6 @@
-//! TODO-DOC vision
+//! The vision tower: patch embedding as one matmul, class token and position
+//! embeddings, the encoder (the last layer only for the class token), and the
+//! visual projection, as transformers' `CLIPVisionModel` + `visual_projection`.
 
 use super::*;
 

@@ -1,4 +1,6 @@
-//! TODO-DOC weights
+//! Reading weights: safetensors (read with pread into huge-page buffers) or a
+//! PyTorch `.bin` zip, a check that every tensor the towers need is present, and
+//! token-embedding rows read on demand instead of loading the whole table.
 
 use super::*;
 

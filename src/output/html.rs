@@ -11,8 +11,8 @@ use std::path::Path;
 
 use base64::Engine;
 
-use crate::preprocess::{self, DecodeLimits};
 use crate::output::printers::PrintedHit;
+use crate::preprocess::{self, DecodeLimits};
 
 /// Longest side of a thumbnail, in pixels.
 pub(crate) const THUMB_SIZE: u32 = 256;

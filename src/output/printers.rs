@@ -47,7 +47,11 @@ pub(crate) fn printable(hits: &[IndexHit], root: &Path, cwd: &Path) -> Vec<Print
 }
 
 /// Prints hits in the chosen format.
-pub(crate) fn print_hits<W: Write>(mut w: W, hits: &[PrintedHit], format: OutputFormat) -> io::Result<()> {
+pub(crate) fn print_hits<W: Write>(
+    mut w: W,
+    hits: &[PrintedHit],
+    format: OutputFormat,
+) -> io::Result<()> {
     match format {
         OutputFormat::Table => {
             if hits.is_empty() {

@@ -1,4 +1,6 @@
-//! TODO-DOC config
+//! `preprocessor_config.json` parsing into the settings CLIPImageProcessor uses
+//! (resize, crop, rescale, mean and std), accepting both the legacy int style and
+//! the current dict style, and refusing what plip cannot reproduce.
 
 use super::*;
 

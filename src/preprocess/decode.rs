@@ -1,4 +1,5 @@
-//! TODO-DOC decode
+//! Decoding image bytes with limits (size, megapixels), and converting every mode
+//! to RGB exactly as Pillow's `convert("RGB")` does.
 
 use super::*;
 

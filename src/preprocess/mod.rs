@@ -27,11 +27,11 @@ mod decode;
 mod resize;
 #[cfg(test)]
 mod tests;
+pub use config::ImageProcessorConfig;
 #[allow(unused_imports)]
 pub(crate) use config::*;
 #[allow(unused_imports)]
 pub(crate) use decode::*;
-pub use config::ImageProcessorConfig;
 pub use decode::{decode_rgb, DecodeLimits};
 #[allow(unused_imports)]
 pub(crate) use resize::*;

@@ -1,4 +1,5 @@
-//! TODO-DOC resize
+//! A port of Pillow's `ImagingResample` for 8-bit RGB with the bicubic filter,
+//! antialiased and fixed-point, so resized pixels equal Pillow's.
 
 use super::*;
 
@@ -230,8 +231,6 @@ pub(crate) fn resize_window(
 pub(crate) fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     resize_window(img, width, height, 0..width, 0..height)
 }
-
-
 
 /// (height, width) after `get_resize_output_image_size(size=shortest_edge,
 /// default_to_square=False)` from transformers' `image_transforms.py`.

@@ -9,7 +9,6 @@ use std::path::Path;
 
 use crate::source::walk;
 
-
 /// What a query term is made of.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TermKind {

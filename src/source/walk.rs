@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use walkdir::WalkDir;
 
 /// Extensions of files plip indexes, lower case.
-pub(crate) const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "tif", "tiff", "bmp", "webp", "gif"];
+pub(crate) const IMAGE_EXTENSIONS: &[&str] =
+    &["jpg", "jpeg", "png", "tif", "tiff", "bmp", "webp", "gif"];
 
 /// True when `path` has an image extension.
 pub(crate) fn is_image(path: &Path) -> bool {

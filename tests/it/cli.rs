@@ -1,7 +1,6 @@
 //! End-to-end tests of the real `plip` binary on temp folders: index then search,
 //! output formats, bad input, model resolution without network.
 
-
 use std::fs;
 use std::path::Path;
 
@@ -279,7 +278,8 @@ fn embed_writes_npy_rows_in_input_order() {
         args.push(p);
     }
     env.ok(&args);
-    let (v, n, dim) = crate::common::read_npy_f32(&fs::read(env.path().join("t.npy")).unwrap()).unwrap();
+    let (v, n, dim) =
+        crate::common::read_npy_f32(&fs::read(env.path().join("t.npy")).unwrap()).unwrap();
     assert_eq!((n, dim), (5, d));
     for i in 0..5 {
         let c = crate::common::cosine(

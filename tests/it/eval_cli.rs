@@ -1,7 +1,6 @@
 //! `plip eval` end to end on the fixture model: the CLI's numbers equal the metric
 //! code's on the reference (golden) embeddings, bad rows are named, caches reused.
 
-
 use std::fs;
 
 use crate::common::TestEnv;

@@ -2,12 +2,11 @@
 //! writer lock, searching during a run, and corrupt files. Each test compares with
 //! a fresh index of the same folder, the oracle for "correct".
 
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{fixture_images, fixtures, TestEnv};
 
@@ -83,28 +82,62 @@ fn generation(env: &TestEnv) -> u64 {
         .unwrap_or(0)
 }
 
-fn spawn_index(env: &TestEnv, extra: &[&str]) -> Child {
-    env.plip()
-        .args(["index", "s", "--batch-size", "2", "--commit-every", "4"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// A run of `plip index s` that stops at the failpoint `spec` (see `src/job.rs`)
+/// until it is cancelled, with its stderr collected in the background.
+struct PausedRun {
+    child: Child,
+    stderr: std::thread::JoinHandle<String>,
 }
 
-fn wait_for_generation(env: &TestEnv, child: &mut Child, g: u64) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
-        if generation(env) >= g {
-            return true;
+impl PausedRun {
+    /// Starts the run and returns once it has reached the failpoint.
+    fn start(env: &TestEnv, spec: &str) -> PausedRun {
+        use std::io::BufRead;
+        let mut child = env
+            .plip()
+            .args(["index", "s", "--batch-size", "2", "--commit-every", "4"])
+            .env("PLIP_FAILPOINT", spec)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("run ended before failpoint {spec}: {seen}"))
+                .unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("failpoint") {
+                break;
+            }
         }
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        let stderr = std::thread::spawn(move || {
+            lines.map_while(Result::ok).fold(seen, |s, l| s + &l + "\n")
+        });
+        PausedRun { child, stderr }
     }
-    false
+
+    /// Sends SIGINT (Ctrl-C) and returns the exit code and stderr.
+    #[cfg(unix)]
+    fn interrupt(mut self) -> (Option<i32>, String) {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let code = self.child.wait().unwrap().code();
+        (code, self.stderr.join().unwrap())
+    }
+
+    /// SIGKILL.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let _ = self.stderr.join();
+    }
 }
 
 #[test]
@@ -164,20 +197,18 @@ fn incremental_reindex_equals_a_fresh_index() {
 
 #[test]
 fn kill_during_index_loses_nothing() {
-    for kill_at_generation in [0u64, 1, 3] {
+    // Before the first commit (vectors embedded, none committed), and after
+    // the first and the third.
+    for (spec, committed) in [
+        ("before-commit:1", 0u64),
+        ("after-commit:1", 1),
+        ("after-commit:3", 3),
+    ] {
         let env = TestEnv::new();
         many_images(&env, 60);
-        let mut child = spawn_index(&env, &[]);
-        if kill_at_generation > 0 {
-            assert!(
-                wait_for_generation(&env, &mut child, kill_at_generation),
-                "run ended before commit {kill_at_generation}"
-            );
-        } else {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        PausedRun::start(&env, spec).kill();
+        assert_eq!(generation(&env), committed, "{spec}");
+        let kill_at_generation = committed;
         if generation(&env) > 0 {
             // The last commit is readable and searchable as it is.
             let partial = snapshot(&env, "tumor");
@@ -207,43 +238,32 @@ fn kill_during_index_loses_nothing() {
 fn ctrl_c_commits_what_is_done() {
     let env = TestEnv::new();
     many_images(&env, 60);
-    let mut child = spawn_index(&env, &[]);
-    assert!(wait_for_generation(&env, &mut child, 1));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(130) {
-        assert!(err.contains("interrupted"), "{err}");
-    } else {
-        assert!(out.status.success(), "{err}"); // finished before the signal landed
-    }
+    let (code, err) = PausedRun::start(&env, "after-commit:1").interrupt();
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    // At least the first commit's 4 images, and not all 60.
     let done = snapshot(&env, "tumor").len();
-    assert!(done > 0);
+    assert!((4..60).contains(&done), "{done} images after Ctrl-C");
     env.ok(&["index", "s"]);
     assert_eq!(snapshot(&env, "tumor").len(), 60);
 }
 
+#[cfg(unix)]
 #[test]
 fn a_second_writer_is_refused_and_search_sees_the_last_commit() {
     let env = TestEnv::new();
     many_images(&env, 60);
-    let mut first = spawn_index(&env, &[]);
-    assert!(wait_for_generation(&env, &mut first, 1));
-    // Search works during the run and sees a committed state.
+    let first = PausedRun::start(&env, "after-commit:1");
+    // Search works during the run and sees the committed state.
     let during = snapshot(&env, "tumor");
-    assert!(!during.is_empty() && during.len() <= 60);
+    assert_eq!(during.len(), 4, "the first commit holds 4 images");
     let second = env.run(&["index", "s"]);
-    let first_done = first.try_wait().unwrap().is_some();
-    if !first_done {
-        assert_eq!(second.status.code(), Some(2));
-        let err = String::from_utf8_lossy(&second.stderr);
-        assert!(err.contains("locked"), "{err}");
-    }
-    assert!(first.wait().unwrap().success());
+    assert_eq!(second.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("locked"), "{err}");
+    let (code, err) = first.interrupt();
+    assert_eq!(code, Some(130), "{err}");
+    env.ok(&["index", "s"]);
     assert_same(&snapshot(&env, "tumor"), &fresh_snapshot(&env, "tumor"));
 }
 
@@ -302,4 +322,49 @@ fn info_reports_counts_model_and_skipped_files() {
         text.contains("images:      2") && text.contains("broken.png"),
         "{text}"
     );
+}
+
+#[test]
+fn graph_segments_are_built_and_searched_through_the_binary() {
+    let env = TestEnv::new();
+    many_images(&env, 60);
+    let out = env
+        .plip()
+        .args(["index", "s"])
+        .env("PLIP_HNSW_MIN_ROWS", "50")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let graphs = fs::read_dir(env.path().join(".plip"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "ann")
+        })
+        .count();
+    assert_eq!(graphs, 1, "the compacted 60-image segment has a graph");
+    let scores = |extra: &[&str]| -> Vec<f64> {
+        let mut args = vec!["search", "tumor", "--json", "--top", "20"];
+        args.extend_from_slice(extra);
+        env.ok(&args)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["score"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let exact = scores(&[]);
+    let graph = scores(&["--ef", "64"]);
+    assert_eq!(exact.len(), 20);
+    // The fixture images repeat, so ties may swap paths; the scores may not.
+    assert_eq!(exact, graph);
 }

@@ -3,7 +3,6 @@
 //! `fixtures/generate.py`. Tolerance: cosine of at least 0.9999 for embeddings,
 //! exact ids for tokens.
 
-
 use std::path::{Path, PathBuf};
 
 use crate::common::{cosine, fixtures, read_safetensors};
@@ -52,7 +51,8 @@ fn check_tokens(model_dir: &Path, g: &Golden) {
         Towers {
             text: true,
             vision: false,
-        })
+        },
+    )
     .unwrap();
     let tokens: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(g.dir.join("tokens.json")).unwrap()).unwrap();
@@ -102,7 +102,8 @@ fn check_embeddings(files: &ModelFiles, g: &Golden, images_dir: &Path) {
     let pre = e.preprocess_config();
     // The reference's pixels do not depend on the model: every golden set uses
     // the same images and preprocessing.
-    let pixels = crate::common::golden_pixels(&fixtures().join("golden"), pre.image_mean, pre.image_std);
+    let pixels =
+        crate::common::golden_pixels(&fixtures().join("golden"), pre.image_mean, pre.image_std);
     let mut flat = Vec::new();
     for name in &g.images {
         flat.extend_from_slice(&pixels[name.as_str()]);
@@ -145,7 +146,10 @@ fn mid_size_model_reaches_the_fast_kernels_and_matches_reference() {
 
 #[test]
 fn token_ids_equal_clip_tokenizer_fast() {
-    check_tokens(&crate::common::tiny_model(), &golden(&fixtures().join("golden")));
+    check_tokens(
+        &crate::common::tiny_model(),
+        &golden(&fixtures().join("golden")),
+    );
 }
 
 #[test]

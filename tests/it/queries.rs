@@ -1,7 +1,6 @@
 //! Queries people use: image queries, query arithmetic, prompt ensembles, filters,
 //! and the HTML results page.
 
-
 use std::fs;
 
 use crate::common::{fixture_images, TestEnv};
@@ -106,13 +105,14 @@ fn arithmetic_equals_a_reference_computation() {
 
 #[test]
 fn ensembled_query_equals_evals_class_embedding() {
-        let files = plip::resolve_model(crate::common::tiny_model().to_str().unwrap()).unwrap();
+    let files = plip::resolve_model(crate::common::tiny_model().to_str().unwrap()).unwrap();
     let e = plip::Embedder::load(
         &files,
         plip::Towers {
             text: true,
             vision: false,
-        })
+        },
+    )
     .unwrap();
     let templates = vec![
         "An H&E image patch of {}.".to_string(),
@@ -212,7 +212,10 @@ fn html_page_is_self_contained_escaped_and_in_order() {
     // Hits appear in rank order.
     let mut last = 0;
     for (path, _) in &order {
-        let esc = path.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let esc = path
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
         let at = page[last..]
             .find(&format!("<span class=\"path\">{esc}</span>"))
             .map(|i| i + last);

@@ -1,4 +1,5 @@
-//! TODO-DOC activation
+//! QuickGELU (`x * sigmoid(1.702 x)`, CLIP's activation) in one vectorized pass,
+//! with the same formula and rounding steps as candle's op-by-op path.
 
 use super::*;
 
@@ -13,7 +14,11 @@ pub(crate) fn quick_gelu(xs: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// The values of a contiguous f32 CPU tensor, for the kernels here.
-pub(crate) fn contiguous_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn contiguous_f32<'a>(
+    op: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = s else {
         candle_core::bail!("{op}: expected f32");
     };

@@ -1,4 +1,7 @@
-//! TODO-DOC attention
+//! Fused multi-head attention for one image or prompt at a time: scores,
+//! softmax and the weighted sum of values in one kernel per head, with a tiled
+//! AVX-512 path for 64-wide heads (CLIP's) and a portable blocked path for the
+//! rest. Same function as candle's matmul/softmax/matmul, in f32.
 
 use super::*;
 

@@ -1,4 +1,7 @@
-//! TODO-DOC dense
+//! Dense layers (`x W^T + b`, with an optional residual or QuickGELU) laid out
+//! for their matmul shape when the model is loaded: gemm for many rows, weights
+//! packed into 64-wide panels for few rows (text prompts), and the bias, residual
+//! and activation applied as the rows are stored, without extra passes.
 
 use super::*;
 
@@ -114,7 +117,12 @@ pub(crate) fn pack_panels(w: &[f32], n: usize, k: usize) -> Vec<f32> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::needless_range_loop)]
-pub(crate) unsafe fn transpose16_avx512(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+pub(crate) unsafe fn transpose16_avx512(
+    src: *const f32,
+    src_stride: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+) {
     use std::arch::x86_64::*;
     let mut r = [_mm512_setzero_ps(); 16];
     let mut t = [_mm512_setzero_ps(); 16];
@@ -245,7 +253,13 @@ fn panels_linear(
 
 /// `acc[r][c] = x_r · W[c]` over one panel, for the `acc.len()` (at most
 /// [`PANEL_ROWS`]) rows `x_r` of `x`.
-pub(crate) fn panel_block(x: &[f32], k: usize, panel: &[f32], prefetch: bool, acc: &mut [[f32; PANEL]]) {
+pub(crate) fn panel_block(
+    x: &[f32],
+    k: usize,
+    panel: &[f32],
+    prefetch: bool,
+    acc: &mut [[f32; PANEL]],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has avx512f; `x` holds `acc.len()` rows of `k` values
@@ -388,7 +402,11 @@ impl Dense {
     /// (plus the residual) and gemm accumulates the product onto it, and
     /// QuickGELU runs in place. That replaces a zeroing pass, a bias-add pass,
     /// a residual-add pass and two allocations per layer with one filling pass.
-    pub(crate) fn forward_with(&self, xs: &Tensor, epilogue: Epilogue) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward_with(
+        &self,
+        xs: &Tensor,
+        epilogue: Epilogue,
+    ) -> candle_core::Result<Tensor> {
         let (rows, _) = xs.dims2()?;
         let cpu_f32 = xs.device().is_cpu() && xs.dtype() == DType::F32;
         let out = match self.layout {
@@ -695,7 +713,6 @@ fn from_columns(
             }
         });
 }
-
 
 /// What [`Dense::forward_with`] applies to `x W^T + b`.
 #[derive(Clone, Copy, Debug)]

@@ -1,5 +1,6 @@
-//! TODO-DOC memory
-
+//! Memory policy of the model's process: keep freed activation buffers instead
+//! of returning them to the kernel after every op, hand freed memory back when the
+//! model is dropped, and allocate large weight buffers on huge pages.
 
 /// Keeps freed activation buffers in the process instead of unmapping them.
 ///

@@ -13,27 +13,27 @@ use rayon::prelude::*;
 
 #[macro_use]
 mod simd;
-mod memory;
-mod dense;
-mod norm;
 mod activation;
 mod attention;
+mod dense;
+mod memory;
+mod norm;
 #[cfg(test)]
 pub(crate) mod tests;
-pub(crate) use simd::{dot, dot_portable, LANES};
-#[allow(unused_imports)]
-pub(crate) use memory::*;
-pub use memory::tune_allocator;
-#[allow(unused_imports)]
-pub(crate) use dense::*;
-#[allow(unused_imports)]
-pub(crate) use norm::*;
 #[allow(unused_imports)]
 pub(crate) use activation::*;
 #[allow(unused_imports)]
 pub(crate) use attention::*;
 #[allow(unused_imports)]
+pub(crate) use dense::*;
+pub use memory::tune_allocator;
+#[allow(unused_imports)]
+pub(crate) use memory::*;
+#[allow(unused_imports)]
+pub(crate) use norm::*;
+#[allow(unused_imports)]
 pub(crate) use simd::*;
+pub(crate) use simd::{dot, dot_portable, LANES};
 
 /// The threads that the model's kernels split work over: rayon's pool, at most
 /// one per physical core as candle counts them. candle's count is read once here:

@@ -1,4 +1,5 @@
-//! TODO-DOC norm
+//! Layer normalization as `torch.nn.LayerNorm` computes it (the mean, then the
+//! variance of the centred values), with 16 partial sums so that it vectorizes.
 
 use super::*;
 

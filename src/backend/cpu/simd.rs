@@ -162,7 +162,9 @@ mod tests {
     fn gauss(state: &mut u64) -> f32 {
         (0..4)
             .map(|_| {
-                *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (*state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
             })
             .sum()
@@ -170,7 +172,7 @@ mod tests {
 
     #[test]
     fn dot_is_the_same_on_every_instruction_set() {
-            let mut state = 11u64;
+        let mut state = 11u64;
         for len in [0, 1, 15, 16, 17, 100, 512, 515] {
             let a: Vec<f32> = (0..len).map(|_| gauss(&mut state)).collect();
             let b: Vec<f32> = (0..len).map(|_| gauss(&mut state)).collect();

@@ -1,4 +1,7 @@
-//! TODO-DOC build
+//! Building a graph: hnsw_rs inserts the points, the links are copied into
+//! compact arrays, and every point that a search for its own vector cannot find is
+//! given extra links (the repair step, needed because contended parallel insertion
+//! in hnsw_rs leaves points unfindable). Also the search entry points.
 
 use super::*;
 
@@ -311,7 +314,6 @@ fn repair(
     stats.repair_ms = started.elapsed().as_millis() as u64;
     stats
 }
-
 
 //
 // One file, `{basename}.ann`, little-endian:

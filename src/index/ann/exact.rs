@@ -1,4 +1,5 @@
-//! TODO-DOC exact
+//! Exact top-k search by scanning every row: what `plip search` uses unless
+//! `--ef` is given, and the oracle the graph is tested against.
 
 use super::*;
 

@@ -1,4 +1,6 @@
-//! TODO-DOC graph
+//! The graph's compact form (CSR adjacency for layer 0, sparse upper layers)
+//! and the textbook HNSW search over it, generic over where the links live so
+//! that the repair step can search the graph while it is still being built.
 
 use super::*;
 

@@ -60,31 +60,31 @@ use rayon::prelude::*;
 
 use crate::backend::cpu::{dot, LANES};
 
-pub(crate) mod distance;
-pub(crate) mod codes;
-mod topk;
-mod exact;
-mod graph;
 mod build;
+pub(crate) mod codes;
+pub(crate) mod distance;
+mod exact;
 mod file;
+mod graph;
 #[cfg(test)]
 mod tests;
+mod topk;
 #[allow(unused_imports)]
-pub(crate) use distance::*;
+pub(crate) use build::*;
 #[allow(unused_imports)]
 pub(crate) use codes::*;
 #[allow(unused_imports)]
-pub(crate) use topk::*;
+pub(crate) use distance::*;
+pub use exact::exact_search;
 #[allow(unused_imports)]
 pub(crate) use exact::*;
-pub use exact::exact_search;
+#[allow(unused_imports)]
+pub(crate) use file::*;
 pub use graph::AnnGraph;
 #[allow(unused_imports)]
 pub(crate) use graph::*;
 #[allow(unused_imports)]
-pub(crate) use build::*;
-#[allow(unused_imports)]
-pub(crate) use file::*;
+pub(crate) use topk::*;
 
 /// Default `ef` (layer-0 candidate list size) for [`AnnGraph::search`].
 ///

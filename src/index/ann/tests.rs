@@ -160,13 +160,7 @@ pub(super) fn normalize(v: &mut [f32]) {
 
 /// `n` unit vectors around `clusters` random unit centres; the noise
 /// vector has expected norm `spread` before normalization.
-pub(super) fn clustered(
-    n: usize,
-    dim: usize,
-    clusters: usize,
-    spread: f32,
-    seed: u64,
-) -> Vec<f32> {
+pub(super) fn clustered(n: usize, dim: usize, clusters: usize, spread: f32, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
     let mut centres = vec![0f32; clusters * dim];
     for c in centres.chunks_exact_mut(dim) {

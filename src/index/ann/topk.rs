@@ -1,4 +1,5 @@
-//! TODO-DOC topk
+//! Ranking order (score descending, then id ascending) and a bounded top-k
+//! collector, shared by exact and graph search so both rank identically.
 
 use super::*;
 
