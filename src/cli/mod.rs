@@ -239,12 +239,10 @@ struct SearchArgs {
     #[arg(long)]
     paths_only: bool,
     /// Search approximately with the index's HNSW graphs, with this breadth
-    /// (higher is slower and more exact; 256 found 97% of the true top 10 in about
-    /// 1 ms at a million clustered test vectors). By default every image is scored
-    /// exactly, about 20 ms per 100k images. A new process also loads the graphs:
-    /// at 100k images a whole search took 0.25 s with --ef 256 against 0.21 s
-    /// exact (medians), so graphs help only very large indexes. `plip eval ann`
-    /// measures recall per breadth on your own index.
+    /// (higher is slower and more exact; 256 is a good start). By default every
+    /// image is scored exactly. Only segments of 20,000 images or more have
+    /// graphs, so this helps only very large indexes; `plip eval ann` measures
+    /// recall per breadth on your own index.
     #[arg(long)]
     ef: Option<usize>,
 }
