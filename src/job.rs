@@ -184,18 +184,45 @@ impl IndexJob {
 
     /// Walks the roots, removes entries whose files are gone, counts the
     /// unchanged ones, and returns what must be embedded, in path order.
+    ///
+    /// Only what the walk covered can be removed: entries outside the roots of
+    /// this run, under a folder that could not be read, or under a recorded
+    /// root that is missing now, are kept as they are.
     fn plan(&mut self, progress: &dyn Progress) -> Result<Vec<Todo>> {
         let root = index::root_of(self.writer.dir());
+        let roots = if self.roots.is_empty() {
+            // A plain `plip index`: every folder indexed before.
+            let recorded = self.writer.roots();
+            if recorded.is_empty() {
+                vec![PathBuf::from(".")]
+            } else {
+                recorded.iter().map(|r| walk::resolve(&root, r)).collect()
+            }
+        } else {
+            self.roots.clone()
+        };
         let mut found: Vec<(PathBuf, String)> = Vec::new();
         let mut scopes: Vec<String> = Vec::new();
-        for d in &self.roots {
-            let (files, warnings) = walk::find_images(d)?;
-            for w in warnings {
-                progress.warn(&w);
+        let mut keep_under: Vec<String> = Vec::new();
+        for d in &roots {
+            if !d.exists() && self.roots.is_empty() {
+                progress.warn(&format!(
+                    "{} was indexed before but is missing now; its images stay in the \
+                     index (index it again when it is back, or use --rebuild)",
+                    d.display()
+                ));
+                continue;
             }
+            let walked = walk::find_images(d)?;
+            for w in &walked.warnings {
+                progress.warn(w);
+            }
+            keep_under.extend(walked.unreadable.iter().map(|u| walk::relative(u, &root)));
             let abs = d.canonicalize()?;
-            scopes.push(walk::relative(&abs, &root));
-            found.extend(files.into_iter().map(|f| {
+            let scope = walk::relative(&abs, &root);
+            self.writer.add_root(&scope);
+            scopes.push(scope);
+            found.extend(walked.files.into_iter().map(|f| {
                 let rel = walk::relative(&f, &root);
                 (f, rel)
             }));
@@ -203,11 +230,14 @@ impl IndexJob {
         found.sort_by(|a, b| a.1.cmp(&b.1));
         found.dedup_by(|a, b| a.1 == b.1);
         let present: HashSet<&str> = found.iter().map(|f| f.1.as_str()).collect();
-        let in_scope = |p: &str| scopes.iter().any(|s| walk::is_under(p, s));
+        let covered = |p: &str| {
+            scopes.iter().any(|s| walk::is_under(p, s))
+                && !keep_under.iter().any(|u| walk::is_under(p, u))
+        };
         let gone: Vec<String> = self
             .writer
             .paths()
-            .filter(|p| in_scope(p) && !present.contains(p))
+            .filter(|p| covered(p) && !present.contains(p))
             .map(str::to_string)
             .collect();
         let mut stats = RunStats::default();

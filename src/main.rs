@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // candle's errors capture a backtrace when RUST_BACKTRACE is set, and print
+    // it in their message; a user sees one line. Panics keep their backtraces.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     plip::tune_allocator();
     let cli = plip::Cli::parse();
     match plip::run(cli) {

@@ -29,11 +29,9 @@ impl Progress for BarProgress {
 }
 
 pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
-    let dirs = if args.dirs.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        args.dirs.clone()
-    };
+    // No folder: the job re-scans every folder indexed before (or the index's
+    // own folder, for an index that has none recorded).
+    let dirs = args.dirs.clone();
     for d in &dirs {
         if !d.exists() {
             bail!("{} does not exist", d.display());

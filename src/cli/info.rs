@@ -8,6 +8,7 @@ pub(super) fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
     if args.json {
         let mut v = serde_json::to_value(&s)?;
         v["index"] = serde_json::json!(index.dir().display().to_string());
+        v["updated"] = serde_json::json!(rfc3339(s.updated_unix));
         let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
@@ -38,21 +39,34 @@ pub(super) fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
     )?;
     writeln!(
         out,
-        "updated:     {} (unix time), commit {}",
-        s.updated_unix, s.generation
+        "updated:     {}, commit {}",
+        local_time(s.updated_unix),
+        s.generation
     )?;
     let r = &s.last_run;
     writeln!(
         out,
         "last run:    {} added, {} updated, {} removed, {} unchanged, {} skipped",
-        r.added,
-        r.updated,
-        r.removed,
-        r.unchanged,
-        r.skipped.len()
+        r.added, r.updated, r.removed, r.unchanged, r.skipped_count
     )?;
     for k in &r.skipped {
         writeln!(out, "  skipped {}: {}", k.path, k.reason)?;
     }
     Ok(0)
+}
+
+/// A Unix time as RFC 3339 in UTC (`2026-11-30T08:11:33Z`).
+fn rfc3339(unix: u64) -> String {
+    jiff::Timestamp::from_second(unix as i64).map_or_else(|_| unix.to_string(), |t| t.to_string())
+}
+
+/// A Unix time as the local date and time, with the zone.
+fn local_time(unix: u64) -> String {
+    jiff::Timestamp::from_second(unix as i64)
+        .map(|t| {
+            t.to_zoned_datetime(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        })
+        .unwrap_or_else(|_| format!("{unix} (unix time)"))
 }

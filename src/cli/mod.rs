@@ -71,6 +71,10 @@ struct GlobalArgs {
     /// No progress bar and no summary on stderr (warnings and errors still print).
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Memory for decoded images in flight, in MiB, shared by all threads, so
+    /// that huge images decode one at a time instead of all at once.
+    #[arg(long, global = true, value_name = "MiB", default_value_t = 1024)]
+    decode_memory: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,7 +177,9 @@ struct EvalAnnArgs {
 
 #[derive(Debug, Args)]
 struct IndexArgs {
-    /// Folders (or image files) to index [default: .]
+    /// Folders (or image files) to index. Without any, every folder indexed
+    /// before is scanned again (the current folder for a new index). A run
+    /// removes only entries under the folders it scanned.
     dirs: Vec<PathBuf>,
     /// Images per model batch.
     #[arg(long, default_value_t = 16)]
@@ -212,7 +218,7 @@ struct SearchArgs {
     #[arg(long)]
     image: Option<PathBuf>,
     /// Add a term: text or image, optionally weighted as W:TERM (repeatable).
-    #[arg(long = "add", value_name = "[W:]TERM")]
+    #[arg(long = "add", value_name = "[W:]TERM", allow_hyphen_values = true)]
     add: Vec<String>,
     /// Subtract a term: text or image, optionally weighted as W:TERM (repeatable).
     #[arg(long = "subtract", value_name = "[W:]TERM", allow_hyphen_values = true)]
@@ -220,8 +226,8 @@ struct SearchArgs {
     /// Prompt template with {} for each text term (repeatable; ensembled).
     #[arg(long = "template")]
     templates: Vec<String>,
-    /// Keep only hits with a cosine score of at least S.
-    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    /// Keep only hits with a cosine score of at least S (between -1 and 1).
+    #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = parse_score)]
     threshold: Option<f32>,
     /// Search only images under this folder.
     #[arg(long, value_name = "SUBDIR")]
@@ -229,15 +235,20 @@ struct SearchArgs {
     /// Also write a self-contained HTML page of the results (thumbnails embedded).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
-    /// Number of results.
-    #[arg(long, short = 'k', default_value_t = 10)]
+    /// Number of results (at least 1).
+    #[arg(long, short = 'k', default_value_t = 10,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     top: usize,
     /// Print JSON Lines: {"rank":1,"score":0.3071,"path":"slides/a.png"}.
     #[arg(long, conflicts_with = "paths_only")]
     json: bool,
-    /// Print only paths, one per line, for piping.
+    /// Print only paths, one per line, for piping (byte for byte as on disk).
     #[arg(long)]
     paths_only: bool,
+    /// With --paths-only: end each path with a NUL byte instead of a newline,
+    /// for `xargs -0` (file names may contain newlines).
+    #[arg(long, short = '0', requires = "paths_only")]
+    null: bool,
     /// Search approximately with the index's HNSW graphs, with this breadth
     /// (higher is slower and more exact; 256 is a good start). By default every
     /// image is scored exactly. Only segments of 20,000 images or more have
@@ -272,6 +283,18 @@ struct InfoArgs {
     json: bool,
 }
 
+/// A finite number in [-1, 1], for cosine thresholds.
+fn parse_score(s: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !v.is_finite() || !(-1.0..=1.0).contains(&v) {
+        return Err(format!("{s} is not a cosine score between -1 and 1"));
+    }
+    Ok(v)
+}
+
 /// Settings resolved from flags and environment.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -295,6 +318,7 @@ impl Config {
                 .num_threads(n.max(1))
                 .build_global();
         }
+        crate::source::set_decode_budget(g.decode_memory.saturating_mul(1 << 20));
         Ok(Config {
             model: g.model.clone().filter(|m| !m.trim().is_empty()),
             index: g.index.clone(),

@@ -21,8 +21,8 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
         label.push(q.clone());
     }
     if let Some(img) = &args.image {
-        if !img.is_file() {
-            bail!("query image {} does not exist", img.display());
+        if let Err(e) = crate::source::open_regular(img) {
+            bail!("query image {}: {e}", img.display());
         }
         terms.push(QueryTerm {
             weight: 1.0,
@@ -103,6 +103,8 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
     }
     let format = if args.json {
         OutputFormat::JsonLines
+    } else if args.null {
+        OutputFormat::PathsNull
     } else if args.paths_only {
         OutputFormat::PathsOnly
     } else {
@@ -116,11 +118,7 @@ fn check_same_model(index: &Index, embedder: &Embedder) -> Result<()> {
     let (a, b) = (index.model(), embedder.info());
     // Fingerprints hash both towers' files; dimension is the hard requirement.
     if a.dim != b.dim || a.fingerprint != b.fingerprint {
-        bail!(StoreError::ModelMismatch {
-            path: index.dir().to_path_buf(),
-            index_model: a.source.clone(),
-            model: b.source.clone(),
-        });
+        bail!(crate::index::model_mismatch(index.dir(), a, b));
     }
     Ok(())
 }

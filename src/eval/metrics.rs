@@ -433,6 +433,43 @@ pub fn ann_recall<T: Eq + Hash>(
     Ok(sum / queries as f64)
 }
 
+/// [`ann_recall`] where ties count: an approximate hit is correct when it is
+/// among the exact top K, or when its score equals or beats the exact K-th
+/// score (on an index of identical background tiles, any K of them are right).
+/// Lists are `(id, score)`, best first; scores must come from the same dot
+/// product (plip's exact and graph search give bit-identical scores).
+pub(crate) fn ann_recall_with_ties<T: Eq + Hash>(
+    exact: &[Vec<(T, f32)>],
+    approx: &[Vec<(T, f32)>],
+    k: usize,
+) -> Result<f64, EvalError> {
+    if k == 0 {
+        return Err(EvalError::ZeroK);
+    }
+    check_len("approximate result lists", exact.len(), approx.len())?;
+    let mut sum = 0.0;
+    let mut queries = 0usize;
+    for (e, a) in exact.iter().zip(approx) {
+        let e = &e[..e.len().min(k)];
+        let Some(&(_, kth)) = e.last() else {
+            continue;
+        };
+        let ids: HashSet<&T> = e.iter().map(|(id, _)| id).collect();
+        let mut seen = HashSet::new();
+        let found = a
+            .iter()
+            .take(k)
+            .filter(|(id, score)| seen.insert(id) && (ids.contains(id) || *score >= kth))
+            .count();
+        sum += found.min(e.len()) as f64 / e.len() as f64;
+        queries += 1;
+    }
+    if queries == 0 {
+        return Err(EvalError::Empty("exact result lists"));
+    }
+    Ok(sum / queries as f64)
+}
+
 /// The `q`-th percentile (`0 <= q <= 100`) with numpy's default method, bit-for-bit like
 /// `np.percentile(values, q)`: sort ascending, `h = (n - 1) * (q / 100)`, interpolate linearly
 /// between `x[floor(h)]` and the next value (numpy's `_lerp`). The input need not be sorted.

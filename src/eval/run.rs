@@ -94,11 +94,21 @@ impl<'a> CachedImages<'a> {
         })?;
         if let (Some(p), false) = (&self.path, todo.is_empty()) {
             if let Some(dir) = p.parent() {
-                let _ = std::fs::create_dir_all(dir);
                 let bytes =
                     bincode::serde::encode_to_vec(&self.cache, bincode::config::standard())?;
-                // Atomic, so a crash never leaves a half-written cache.
-                crate::index::write_atomic(dir, p.file_name().unwrap().to_str().unwrap(), &bytes)?;
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("cache");
+                // Atomic, so a crash never leaves a half-written cache. A cache that
+                // cannot be written costs only time next run: warn and go on.
+                let written = std::fs::create_dir_all(dir)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| Ok(crate::index::write_atomic(dir, name, &bytes)?));
+                if let Err(e) = written {
+                    eprintln!(
+                        "plip: warning: cannot write the embedding cache {}: {e:#}; \
+                         going on without it (--no-cache silences this)",
+                        p.display()
+                    );
+                }
             }
         }
         Ok(out
@@ -236,6 +246,14 @@ pub(crate) fn zero_shot(
             let rec = rec.with_context(|| format!("{} row {}", l.display(), n + 1))?;
             match (rec.get(0), rec.get(1)) {
                 (Some(f), Some(name)) if !(n == 0 && f.trim() == "folder") => {
+                    if name.trim().is_empty() {
+                        bail!(
+                            "{} row {}: the class name for folder {:?} is empty",
+                            l.display(),
+                            n + 1,
+                            f.trim()
+                        );
+                    }
                     names.insert(f.trim().to_string(), name.trim().to_string());
                 }
                 (Some(_), Some(_)) => {}
@@ -243,10 +261,27 @@ pub(crate) fn zero_shot(
             }
         }
     }
+    let mut unknown: Vec<&String> = names.keys().filter(|f| !folders.contains(f)).collect();
+    unknown.sort();
+    for f in unknown {
+        eprintln!(
+            "plip: warning: the labels name folder {f:?}, which {} does not have; ignored",
+            dir.display()
+        );
+    }
     let class_names: Vec<String> = folders
         .iter()
         .map(|f| names.get(f).cloned().unwrap_or_else(|| f.clone()))
         .collect();
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for (f, name) in folders.iter().zip(&class_names) {
+        if let Some(other) = seen.insert(name.as_str(), f.as_str()) {
+            bail!(
+                "folders {other:?} and {f:?} have the same class name {name:?}; every class \
+                 needs its own name, or their prompts tie"
+            );
+        }
+    }
     let templates: Vec<String> = if templates.is_empty() {
         vec![DEFAULT_TEMPLATE.to_string()]
     } else {
@@ -260,7 +295,11 @@ pub(crate) fn zero_shot(
     let mut paths = Vec::new();
     let mut truth = Vec::new();
     for (c, f) in folders.iter().enumerate() {
-        let (files, _) = walk::find_images(&dir.join(f))?;
+        let walked = walk::find_images(&dir.join(f))?;
+        for w in &walked.warnings {
+            eprintln!("plip: warning: {w}");
+        }
+        let files = walked.files;
         if files.is_empty() {
             eprintln!("plip: warning: class folder {f} has no images");
         }
@@ -329,12 +368,12 @@ pub(crate) fn ann(
     let q = queries.min(n).max(1);
     // Evenly spaced rows as queries: deterministic, and spread over the index.
     let ids: Vec<usize> = (0..q).map(|i| i * n / q).collect();
-    let exact: Vec<Vec<usize>> = ids
+    let exact: Vec<Vec<(usize, f32)>> = ids
         .iter()
         .map(|&i| {
             ann::exact_search(&vectors, dim, &vectors[i * dim..(i + 1) * dim], k, None)
                 .into_iter()
-                .map(|h| h.id)
+                .map(|h| (h.id, h.score))
                 .collect()
         })
         .collect();
@@ -346,11 +385,15 @@ pub(crate) fn ann(
             let t = Instant::now();
             let hits = graph.search(&vectors[i * dim..(i + 1) * dim], k, ef.max(k), None);
             lat.push(t.elapsed().as_secs_f64() * 1e3);
-            approx.push(hits.into_iter().map(|h| h.id).collect::<Vec<_>>());
+            approx.push(
+                hits.into_iter()
+                    .map(|h| (h.id, h.score))
+                    .collect::<Vec<_>>(),
+            );
         }
         rows.push(AnnRow {
             ef,
-            recall: eval::ann_recall(&exact, &approx, k)?,
+            recall: eval::ann_recall_with_ties(&exact, &approx, k)?,
             p50_ms: eval::percentile(&lat, 50.0).unwrap_or(0.0),
             p99_ms: eval::percentile(&lat, 99.0).unwrap_or(0.0),
         });

@@ -363,3 +363,18 @@ fn reports_serialize() {
         1
     );
 }
+
+#[test]
+fn ann_recall_counts_ties_with_the_true_neighbours_as_hits() {
+    // Five identical vectors: exact search returns ids 0..3, the graph 2..5.
+    let exact = vec![vec![(0, 1.0f32), (1, 1.0), (2, 1.0)]];
+    let approx = vec![vec![(2, 1.0f32), (3, 1.0), (4, 1.0)]];
+    assert_eq!(
+        ann_recall(&[vec![0, 1, 2]], &[vec![2, 3, 4]], 3).unwrap(),
+        1.0 / 3.0
+    );
+    assert_eq!(ann_recall_with_ties(&exact, &approx, 3).unwrap(), 1.0);
+    // A worse score is still a miss, and an id counts once.
+    let approx = vec![vec![(2, 1.0f32), (2, 1.0), (9, 0.5)]];
+    assert_eq!(ann_recall_with_ties(&exact, &approx, 3).unwrap(), 1.0 / 3.0);
+}

@@ -238,7 +238,13 @@ fn read_framed_into<'a>(
 ) -> Result<()> {
     let path = dir.join(&r.name);
     let reading = || io_err(format!("reading {}", path.display()));
-    let mut file = File::open(&path).map_err(reading())?;
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(corrupt(&path, "a file the manifest names is missing"))
+        }
+        Err(e) => return Err(reading()(e)),
+    };
     let len = file.metadata().map_err(reading())?.len();
     if len != r.len {
         return Err(corrupt(

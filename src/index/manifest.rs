@@ -39,6 +39,10 @@ pub(crate) struct Manifest {
     pub(crate) last_run: RunStats,
     #[serde(default)]
     pub(crate) checksum: u32,
+    /// The folders indexed so far, relative to the index's root: what a plain
+    /// `plip index` re-scans. Absent in indexes written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) roots: Vec<String>,
 }
 
 impl Manifest {
@@ -53,7 +57,19 @@ impl Manifest {
             updated_unix: 0,
             last_run: RunStats::default(),
             checksum: 0,
+            roots: Vec::new(),
         }
+    }
+
+    /// Every file this commit names.
+    pub(crate) fn file_names(&self) -> HashSet<String> {
+        let mut names = HashSet::new();
+        for s in &self.segments {
+            names.insert(s.vec.name.clone());
+            names.insert(s.meta.name.clone());
+            names.extend(s.hnsw.iter().map(|f| f.name.clone()));
+        }
+        names
     }
 
     fn body_crc(&self) -> u32 {

@@ -35,6 +35,7 @@ use ann::{AnnGraph, AnnParams, Hit};
 
 pub(crate) mod ann;
 mod file;
+mod folder;
 mod manifest;
 mod reader;
 mod segment;
@@ -43,6 +44,8 @@ mod tests;
 mod writer;
 #[allow(unused_imports)]
 pub(crate) use file::*;
+#[allow(unused_imports)]
+pub(crate) use folder::*;
 #[allow(unused_imports)]
 pub(crate) use manifest::*;
 pub use reader::Index;
@@ -56,6 +59,9 @@ pub(crate) use writer::*;
 
 /// The manifest's file name.
 pub(crate) const MANIFEST: &str = "MANIFEST";
+/// The last run's skipped files, written beside the manifest after each commit
+/// (not part of the commit point).
+pub(crate) const LAST_RUN: &str = "last-run.json";
 /// The writer lock's file name.
 pub(crate) const LOCK: &str = "write.lock";
 /// Current on-disk format version; readers accept exactly the versions listed in
@@ -129,8 +135,26 @@ pub enum StoreError {
         /// Model requested.
         model: String,
     },
-    /// Any other I/O failure.
-    #[error("{context}: {source}")]
+    /// The model at the recorded source is not the one that built the index.
+    #[error(
+        "the model `{model}` changed since the index at {path} was built (its weights, \
+         tokenizer or preprocessing differ); use the model that built it, or \
+         `plip index --rebuild` to embed everything again"
+    )]
+    ModelChanged {
+        /// The index folder.
+        path: PathBuf,
+        /// The model source.
+        model: String,
+    },
+    /// The folder holds something other than a plip index.
+    #[error(
+        "{0} is not a plip index: {1}; plip creates an index only in an empty or new \
+         folder (give another with --index PATH)"
+    )]
+    NotAnIndex(PathBuf, String),
+    /// Any other I/O failure; the cause follows in the error chain.
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -140,6 +164,26 @@ pub enum StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// The error for an index built by `index_model` opened with `model`.
+pub(crate) fn model_mismatch(
+    path: &Path,
+    index_model: &ModelInfo,
+    model: &ModelInfo,
+) -> StoreError {
+    if index_model.source == model.source {
+        StoreError::ModelChanged {
+            path: path.to_path_buf(),
+            model: model.source.clone(),
+        }
+    } else {
+        StoreError::ModelMismatch {
+            path: path.to_path_buf(),
+            index_model: index_model.source.clone(),
+            model: model.source.clone(),
+        }
+    }
+}
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
     let context = context.into();
@@ -198,6 +242,14 @@ pub struct RunStats {
     pub removed: usize,
     /// Files left as they were.
     pub unchanged: usize,
-    /// Files that could not be read or decoded.
+    /// Files that could not be read or decoded. Kept out of the manifest (a
+    /// search parses it, and this list can be long): see [`LAST_RUN`].
     pub skipped: Vec<Skipped>,
+    /// How many were skipped, as the manifest records it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_count: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

@@ -174,8 +174,24 @@ impl Index {
             bytes_on_disk: bytes,
             updated_unix: self.manifest.updated_unix,
             generation: self.manifest.generation,
-            last_run: self.manifest.last_run.clone(),
+            last_run: self.last_run(),
         }
+    }
+
+    /// The last run's counts, with its list of skipped files (from
+    /// [`LAST_RUN`], or from the manifest of an index written before it).
+    fn last_run(&self) -> RunStats {
+        let mut run = self.manifest.last_run.clone();
+        if let Some(list) = fs::read(self.dir.join(LAST_RUN))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<Skipped>>(&b).ok())
+        {
+            if list.len() == run.skipped_count {
+                run.skipped = list;
+            }
+        }
+        run.skipped_count = run.skipped_count.max(run.skipped.len());
+        run
     }
 }
 
@@ -202,6 +218,11 @@ pub struct IndexStats {
 
 /// The folder paths are stored relative to: the index folder's parent.
 pub(crate) fn root_of(index_dir: &Path) -> PathBuf {
-    let abs = std::path::absolute(index_dir).unwrap_or_else(|_| index_dir.to_path_buf());
+    // Canonical, as the walked image paths are, so that both agree on the
+    // prefix even when the index's path goes through a symbolic link.
+    let abs = index_dir
+        .canonicalize()
+        .or_else(|_| std::path::absolute(index_dir))
+        .unwrap_or_else(|_| index_dir.to_path_buf());
     abs.parent().map(Path::to_path_buf).unwrap_or(abs)
 }

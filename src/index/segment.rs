@@ -65,6 +65,15 @@ impl Segment {
             }
             _ => (vectors, None),
         };
+        if let Some(bad) = record.deleted.iter().find(|&&d| d as usize >= record.rows) {
+            return Err(corrupt(
+                &dir.join(MANIFEST),
+                format!(
+                    "tombstone {bad} of {} is past its {} rows",
+                    record.vec.name, record.rows
+                ),
+            ));
+        }
         Ok(Segment {
             deleted: record.deleted.iter().copied().collect(),
             record: record.clone(),

@@ -70,6 +70,10 @@ fn different_model_is_refused_unless_rebuild() {
     drop(w);
     let mut other = model(4);
     other.fingerprint = "other".into();
+    // Same source, other files: the model changed under its name.
+    let err = IndexWriter::open(&idx, &other, false).err().unwrap();
+    assert!(matches!(err, StoreError::ModelChanged { .. }), "{err}");
+    other.source = "another/model".into();
     let err = IndexWriter::open(&idx, &other, false).err().unwrap();
     assert!(matches!(err, StoreError::ModelMismatch { .. }), "{err}");
     let mut w = IndexWriter::open(&idx, &other, true).unwrap();
@@ -210,5 +214,8 @@ fn compaction_keeps_results_and_drops_dead_files() {
     assert_eq!(index.stats().segments, 1);
     assert_eq!(index.search(&unit(2, 8), 10, 64, None), before);
     let files = fs::read_dir(&idx).unwrap().count();
-    assert_eq!(files, 4, "MANIFEST, lock, one .vec, one .meta");
+    assert_eq!(
+        files, 5,
+        "MANIFEST, lock, last-run.json, one .vec, one .meta"
+    );
 }

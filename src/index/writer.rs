@@ -26,10 +26,15 @@ pub struct IndexWriter {
 }
 
 impl IndexWriter {
-    /// Opens (creating if needed) the index at `dir` for writing. Takes the lock,
-    /// refuses a different model unless `rebuild`, and removes files that no commit
-    /// names (leftovers of a crash).
+    /// Opens (creating if needed) the index at `dir` for writing. Refuses a folder
+    /// that holds anything but a plip index ([`check_index_folder`]), takes the
+    /// lock, refuses a different model unless `rebuild`, and removes plip's own
+    /// files that the last commit does not name (leftovers of a crash).
+    ///
+    /// With `rebuild`, the previous commit stays on disk, and searchable, until
+    /// the new index's first commit replaces it.
     pub fn open(dir: &Path, model: &ModelInfo, rebuild: bool) -> Result<Self> {
+        check_index_folder(dir)?;
         fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let lock_path = dir.join(LOCK);
         let lock = OpenOptions::new()
@@ -58,18 +63,19 @@ impl IndexWriter {
         let _ = lock.set_len(0);
         let _ = (&lock).write_all(std::process::id().to_string().as_bytes());
 
-        let manifest = match Manifest::load(dir) {
+        let on_disk = Manifest::load(dir);
+        // Files the last commit names: kept until a new commit replaces it. When
+        // that manifest cannot be read (a rebuild over a damaged index), nothing
+        // is removed before the first commit.
+        let committed = on_disk.as_ref().ok().map(Manifest::file_names);
+        let manifest = match on_disk {
             Ok(m) if rebuild => Manifest {
                 next_segment: m.next_segment,
                 ..Manifest::new(model.clone())
             },
             Ok(m) => {
                 if m.model.fingerprint != model.fingerprint || m.model.dim != model.dim {
-                    return Err(StoreError::ModelMismatch {
-                        path: dir.to_path_buf(),
-                        index_model: m.model.source,
-                        model: model.source.clone(),
-                    });
+                    return Err(model_mismatch(dir, &m.model, model));
                 }
                 m
             }
@@ -77,6 +83,10 @@ impl IndexWriter {
             Err(_) if rebuild => Manifest::new(model.clone()),
             Err(e) => return Err(e),
         };
+        let mut manifest = manifest;
+        // Segment names are never reused, not even after a rebuild over a damaged
+        // manifest: a reader may still map a file of the old commit.
+        manifest.next_segment = manifest.next_segment.max(next_free_segment(dir));
         let segments = manifest
             .segments
             .iter()
@@ -94,7 +104,9 @@ impl IndexWriter {
             _lock: lock,
         };
         w.rebuild_paths();
-        w.remove_unreferenced();
+        if let Some(keep) = committed {
+            w.remove_unreferenced(&keep);
+        }
         Ok(w)
     }
 
@@ -110,27 +122,42 @@ impl IndexWriter {
         }
     }
 
-    /// Deletes files in the folder that the current manifest does not name.
-    fn remove_unreferenced(&self) {
-        let mut keep: HashSet<String> = [MANIFEST, LOCK].iter().map(|s| s.to_string()).collect();
-        for s in &self.manifest.segments {
-            keep.insert(s.vec.name.clone());
-            keep.insert(s.meta.name.clone());
-            keep.extend(s.hnsw.iter().map(|f| f.name.clone()));
-        }
+    /// Deletes plip's own files in the folder that `keep` does not name.
+    fn remove_unreferenced(&self, keep: &HashSet<String>) {
         let Ok(read) = fs::read_dir(&self.dir) else {
             return;
         };
         for entry in read.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = name.starts_with("seg-") || name.starts_with(&format!(".{MANIFEST}.tmp"));
-            if ours && !keep.contains(&name) {
+            if name != LOCK
+                && name != MANIFEST
+                && name != LAST_RUN
+                && !keep.contains(&name)
+                && is_own_file(&self.dir, &name)
+            {
                 let _ = fs::remove_file(entry.path());
             }
         }
     }
 
     /// The entry currently indexed for `path`, if any.
+    /// The folders indexed so far, relative to the index's root.
+    pub(crate) fn roots(&self) -> &[String] {
+        &self.manifest.roots
+    }
+
+    /// Records a folder (relative to the index's root) as indexed; a folder
+    /// under one already recorded adds nothing, one above replaces those under it.
+    pub(crate) fn add_root(&mut self, root: &str) {
+        let roots = &mut self.manifest.roots;
+        if roots.iter().any(|r| crate::source::walk::is_under(root, r)) {
+            return;
+        }
+        roots.retain(|r| !crate::source::walk::is_under(r, root));
+        roots.push(root.to_string());
+        roots.sort();
+    }
+
     /// The index folder.
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
@@ -217,10 +244,18 @@ impl IndexWriter {
             d.sort_unstable();
             rec.deleted = d;
         }
-        self.manifest.last_run = self.stats.clone();
+        self.manifest.last_run = RunStats {
+            skipped: Vec::new(),
+            skipped_count: self.stats.skipped.len(),
+            ..self.stats.clone()
+        };
         self.manifest.store(&self.dir)?;
+        // Not part of the commit point: a crash here loses only the list.
+        if let Ok(bytes) = serde_json::to_vec(&self.stats.skipped) {
+            let _ = write_atomic(&self.dir, LAST_RUN, &bytes);
+        }
         self.rebuild_paths();
-        self.remove_unreferenced();
+        self.remove_unreferenced(&self.manifest.file_names());
         Ok(())
     }
 
@@ -289,7 +324,11 @@ impl IndexWriter {
     /// any segment more than a quarter tombstoned are rewritten as one, with an
     /// HNSW graph when large enough. Commits.
     pub fn compact(&mut self) -> Result<()> {
-        self.flush_pending()?;
+        // Commit what is pending first: should the compaction fail (a full
+        // disk), the rows embedded since the last commit are kept.
+        if self.pending() > 0 {
+            self.commit()?;
+        }
         let dim = self.manifest.model.dim;
         let needs =
             |s: &Segment| s.record.hnsw_basename.is_none() || s.deleted.len() * 4 > s.record.rows;
@@ -342,4 +381,17 @@ impl IndexWriter {
         }
         self.commit_manifest()
     }
+}
+
+/// One more than the largest segment id of any file in `dir`.
+fn next_free_segment(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| segment_id(&e.file_name().to_string_lossy()))
+                .max()
+                .map_or(1, |m| m + 1)
+        })
+        .unwrap_or(1)
 }

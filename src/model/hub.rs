@@ -39,7 +39,10 @@ const SMALL_FILES: [&str; 3] = ["config.json", "tokenizer.json", "preprocessor_c
 pub fn resolve(spec: &str) -> Result<ModelFiles> {
     let path = Path::new(spec);
     if path.is_dir() {
-        return from_dir(path, spec);
+        // Recorded in the index as an absolute path, so that a search from
+        // another folder (or through --index) finds the same model.
+        let abs = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        return from_dir(&abs, &abs.display().to_string());
     }
     if looks_like_path(spec) {
         bail!("model folder {spec} does not exist");

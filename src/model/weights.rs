@@ -82,6 +82,7 @@ impl TensorReader {
     fn open(path: &Path) -> Option<TensorReader> {
         use std::io::Read;
         let mut file = std::fs::File::open(path).ok()?;
+        let file_len = file.metadata().ok()?.len();
         let mut len = [0u8; 8];
         file.read_exact(&mut len).ok()?;
         let len = u64::from_le_bytes(len);
@@ -99,6 +100,11 @@ impl TensorReader {
                 let offsets = info.get("data_offsets")?.as_array()?;
                 let begin = offsets.first()?.as_u64()?;
                 let end = offsets.get(1)?.as_u64()?;
+                // Untrusted numbers: an inverted or out-of-file range is a
+                // damaged header, left to the checked loader to report.
+                if begin > end || data_start.checked_add(end)? > file_len {
+                    return None;
+                }
                 let dtype = info.get("dtype")?.as_str()?.to_string();
                 Some((name.clone(), (data_start + begin, data_start + end, dtype)))
             })

@@ -49,7 +49,8 @@ fn href(path: &str) -> String {
 
 /// A JPEG thumbnail of `path` as a data URI, or None if it cannot be decoded.
 pub(crate) fn thumbnail(path: &Path) -> Option<String> {
-    let rgb = preprocess::load_rgb(path, &DecodeLimits::default()).ok()?;
+    // The guarded reader of indexing: a hostile file gives no preview, never a crash.
+    let (rgb, _) = crate::source::read_rgb(path, &DecodeLimits::default()).ok()?;
     let (w, h) = rgb.dimensions();
     let scale = (THUMB_SIZE as f64 / w.max(h) as f64).min(1.0);
     let (tw, th) = (
@@ -97,13 +98,14 @@ pub(crate) fn write_page<W: Write>(
         n = hits.len()
     )?;
     for h in hits {
-        let full = cwd.join(&h.path);
+        let full = crate::source::walk::resolve(cwd, &h.path);
         let link = crate::source::walk::relative(
             &std::path::absolute(&full).unwrap_or(full.clone()),
             &std::path::absolute(page_dir).unwrap_or(page_dir.to_path_buf()),
         );
+        let shown = crate::source::walk::display(&h.path);
         let img = match thumbnail(&full) {
-            Some(uri) => format!("<img src=\"{uri}\" alt=\"{}\">", escape(&h.path)),
+            Some(uri) => format!("<img src=\"{uri}\" alt=\"{}\">", escape(&shown)),
             None => "<div class=\"missing\">no preview</div>".to_string(),
         };
         writeln!(
@@ -115,7 +117,7 @@ pub(crate) fn write_page<W: Write>(
             rank = h.rank,
             href = escape(&href(&link)),
             score = h.score,
-            path = escape(&h.path),
+            path = escape(&shown),
         )?;
     }
     write!(

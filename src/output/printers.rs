@@ -19,8 +19,10 @@ pub(crate) enum OutputFormat {
     Table,
     /// One JSON object per line.
     JsonLines,
-    /// One path per line.
+    /// One path per line, byte for byte as on disk.
     PathsOnly,
+    /// Paths separated by NUL bytes (`find -print0`), for names with newlines.
+    PathsNull,
 }
 
 /// A hit ready to print.
@@ -30,8 +32,27 @@ pub(crate) struct PrintedHit {
     pub rank: usize,
     /// Cosine similarity, rounded to 6 decimals.
     pub score: f64,
-    /// Path usable from the current directory.
+    /// Path relative to the current directory, in the index's lossless
+    /// encoding (see `source::walk`); printed through [`walk::display`], or as
+    /// raw bytes by `--paths-only`.
+    #[serde(serialize_with = "serialize_display")]
     pub path: String,
+}
+
+fn serialize_display<S: serde::Serializer>(path: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&walk::display(path))
+}
+
+/// Writes the path's bytes as they are on disk.
+fn write_raw<W: Write>(w: &mut W, path: &str) -> io::Result<()> {
+    let p = walk::resolve(Path::new(""), path);
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        w.write_all(p.as_os_str().as_bytes())
+    }
+    #[cfg(not(unix))]
+    w.write_all(p.to_string_lossy().as_bytes())
 }
 
 /// Turns index hits into printable rows with paths relative to `cwd`.
@@ -59,7 +80,8 @@ pub(crate) fn print_hits<W: Write>(
             } else {
                 writeln!(w, "{:>4}  {:>7}  path", "rank", "score")?;
                 for h in hits {
-                    writeln!(w, "{:>4}  {:>7.4}  {}", h.rank, h.score, h.path)?;
+                    let path = walk::display(&h.path);
+                    writeln!(w, "{:>4}  {:>7.4}  {path}", h.rank, h.score)?;
                 }
             }
         }
@@ -69,9 +91,15 @@ pub(crate) fn print_hits<W: Write>(
                 writeln!(w)?;
             }
         }
-        OutputFormat::PathsOnly => {
+        OutputFormat::PathsOnly | OutputFormat::PathsNull => {
+            let end: &[u8] = if format == OutputFormat::PathsNull {
+                b"\0"
+            } else {
+                b"\n"
+            };
             for h in hits {
-                writeln!(w, "{}", h.path)?;
+                write_raw(&mut w, &h.path)?;
+                w.write_all(end)?;
             }
         }
     }

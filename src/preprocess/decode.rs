@@ -78,6 +78,7 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Image
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
+    check_jpeg_complete(bytes)?;
     decode_reader(Cursor::new(bytes), limits)
 }
 
@@ -92,10 +93,13 @@ pub(crate) fn load_rgb(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, I
     decode_reader(BufReader::new(file), limits)
 }
 
-fn decode_reader<R: BufRead + Seek>(
+/// The image crate's decoder for `reader`, after the header checks: a known
+/// format, some pixels, and not more than `limits` allow. Returns it with the
+/// limits the decode must keep and the bytes its output buffer takes.
+fn open_decoder<'a, R: BufRead + Seek + 'a>(
     reader: R,
     limits: &DecodeLimits,
-) -> Result<RgbImage, ImageError> {
+) -> Result<(Box<dyn ImageDecoder + 'a>, image::Limits, u64), ImageError> {
     let mut reader = ImageReader::new(reader).with_guessed_format()?;
     if reader.format().is_none() {
         return Err(ImageError::Unsupported(
@@ -108,7 +112,7 @@ fn decode_reader<R: BufRead + Seek>(
 
     // Building the decoder parses only the header, so the size check below happens before
     // any pixel buffer exists.
-    let mut decoder = reader
+    let decoder = reader
         .into_decoder()
         .map_err(|e| map_image_error(e, limits))?;
     let (width, height) = decoder.dimensions();
@@ -133,11 +137,48 @@ fn decode_reader<R: BufRead + Seek>(
             limit: limits.max_alloc_bytes,
         });
     }
+    Ok((Box::new(decoder), img_limits, total))
+}
+
+/// Reads only the header of the image in `reader` and checks it against
+/// `limits`. Returns the bytes that decoding it to RGB will hold at its peak
+/// (the decoded buffer plus the RGB copy), for the caller's memory budget.
+pub(crate) fn probe<R: BufRead + Seek>(
+    reader: R,
+    limits: &DecodeLimits,
+) -> Result<u64, ImageError> {
+    let (decoder, _, total) = open_decoder(reader, limits)?;
+    let (w, h) = decoder.dimensions();
+    Ok(total + 3 * u64::from(w) * u64::from(h))
+}
+
+fn decode_reader<R: BufRead + Seek>(
+    reader: R,
+    limits: &DecodeLimits,
+) -> Result<RgbImage, ImageError> {
+    let (mut decoder, img_limits, _) = open_decoder(reader, limits)?;
     decoder
         .set_limits(img_limits)
         .map_err(|e| map_image_error(e, limits))?;
     let decoded = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, limits))?;
     Ok(to_rgb_like_pillow(decoded))
+}
+
+/// Pillow refuses a JPEG whose data ends before the end-of-image marker ("image
+/// file is truncated"), where the image crate fills the missing part with grey.
+/// So a JPEG must have an EOI marker after its first scan.
+fn check_jpeg_complete(bytes: &[u8]) -> Result<(), ImageError> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Ok(());
+    }
+    let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]);
+    let eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    match (sos, eoi) {
+        (Some(s), Some(e)) if e > s => Ok(()),
+        _ => Err(ImageError::Decode(
+            "the JPEG file is truncated (no end-of-image marker after its data)".to_owned(),
+        )),
+    }
 }
 
 fn map_image_error(e: image::ImageError, limits: &DecodeLimits) -> ImageError {

@@ -31,6 +31,14 @@ pub struct QueryTerm {
 /// image; anything else is text. A prefix before the first `:` without spaces is
 /// a weight and must be a finite number (write `1:Ki-67:high` for a literal colon).
 pub(crate) fn parse_term(raw: &str, sign: f32) -> anyhow::Result<QueryTerm> {
+    // A file whose own name holds a colon (`12:30.png`) is that file, unweighted.
+    let whole = Path::new(raw);
+    if walk::is_image(whole) && whole.is_file() {
+        return Ok(QueryTerm {
+            weight: sign,
+            kind: TermKind::Image(whole.to_path_buf()),
+        });
+    }
     let (weight, rest) = match raw.split_once(':') {
         Some((w, rest))
             if !w.is_empty() && !w.contains(char::is_whitespace) && !looks_like_drive(w, rest) =>
