@@ -1,0 +1,477 @@
+//! Whole-slide images (WSI): a pure-Rust reader for tiled TIFF slides (Aperio `.svs`,
+//! generic pyramidal TIFF/BigTIFF, OME-TIFF), OpenSlide loaded at run time for every other
+//! format, tissue detection ([`tissue`]), the tiling grid ([`grid`]) and the tile plan the
+//! indexing job reads model inputs from ([`tiles`]). This is part 1 of issue 17; `plip index`
+//! does not use it yet (hence the `dead_code` allowance below, to drop once `job.rs` does).
+//!
+//! Guarantees:
+//!
+//! * [`Slide::read_region`] has OpenSlide's semantics and, for the TIFF formats, reproduces
+//!   OpenSlide 4.0.1's pixels: tile placement, clipping, the bilinear resampling cairo applies
+//!   when the level coordinates are fractional, and the un-premultiply + `convert("RGB")` of
+//!   openslide-python (pixels outside the image are black). The only expected differences
+//!   come from the JPEG decoder (zune-jpeg vs libjpeg-turbo); `tests.rs` states the bounds.
+//! * No call decodes a whole level: regions decode only the tiles they touch;
+//!   [`Slide::thumbnail`] and [`Slide::downsampled_view`] stream one tile at a time into a
+//!   small accumulator.
+//! * Decoded tiles live in a bounded LRU cache (bytes), shared by threads: [`Slide`] is
+//!   `Send + Sync`, each level's TIFF decoder sits behind its own mutex.
+//! * A corrupt or empty stored tile fails only the regions that touch it, with an error naming
+//!   the file and the tile ([`SlideError::CorruptTile`], [`SlideError::MissingTile`]);
+//!   decoder panics are caught.
+//!
+//! Differences from OpenSlide, on purpose: a zero-length tile is an error (OpenSlide paints it
+//! transparent, or for Aperio re-renders it from the level above); OME-TIFF SubIFD pyramids
+//! are levels (OpenSlide 4.0.1 sees one level); implausible TIFF resolutions (>= 100 µm/px,
+//! such as the 72 dpi default) are ignored.
+
+// Nothing outside this module calls it yet (the indexing job will; issue 17).
+#![cfg_attr(not(test), allow(dead_code, unused_imports))]
+
+mod cache;
+mod compose;
+mod error;
+pub(crate) mod grid;
+pub(crate) mod openslide;
+#[cfg(test)]
+mod tests;
+mod tiffslide;
+pub(crate) mod tiles;
+pub(crate) mod tissue;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub(crate) use cache::CacheStats;
+pub(crate) use error::SlideError;
+use image::RgbImage;
+pub(crate) use tiles::{TileOptions, TilePlan};
+
+use cache::Tile;
+use compose::{Geom, TileSource};
+use tiffslide::TiffSlide;
+
+/// Where the resolution came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MppSource {
+    /// `MPP = ...` in an Aperio ImageDescription.
+    Aperio,
+    /// TIFF XResolution with ResolutionUnit inch or centimetre.
+    TiffResolution,
+    /// `PhysicalSizeX` in OME-XML.
+    OmeXml,
+    /// OpenSlide's `openslide.mpp-x` property (OpenSlide-read formats).
+    OpenSlide,
+    /// [`OpenOptions::user_mpp`], used when the file has none.
+    User,
+}
+
+/// One pyramid level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Level {
+    pub(crate) width: u64,
+    pub(crate) height: u64,
+    /// OpenSlide's downsample: the mean of the two axis ratios to level 0.
+    pub(crate) downsample: f64,
+    pub(crate) tile_w: u32,
+    pub(crate) tile_h: u32,
+}
+
+/// How to open a slide.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenOptions {
+    /// Microns per pixel to use when the file records none.
+    pub(crate) user_mpp: Option<f64>,
+    /// Budget of the decoded-tile cache, in bytes of RGB pixels.
+    pub(crate) cache_bytes: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            user_mpp: None,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// File extensions always handed to OpenSlide.
+pub(crate) const OPENSLIDE_EXTENSIONS: &[&str] =
+    &["ndpi", "mrxs", "scn", "bif", "vms", "vmu", "svslide", "dcm"];
+
+/// Extensions of files that are always slides (TIFF-based `.svs` and the OpenSlide formats).
+const SLIDE_EXTENSIONS: &[&str] = &[
+    "svs", "ndpi", "mrxs", "scn", "bif", "vms", "vmu", "svslide", "dcm",
+];
+
+/// Whether `path` should be indexed as a whole slide rather than as one image.
+///
+/// By extension for `.svs` and the OpenSlide formats (a broken one is still a slide, so that
+/// the user gets the slide reader's error). A `.tif`/`.tiff` is a slide when its first page
+/// is tiled and it is pyramidal (more than one level), an Aperio or OME-TIFF file, or too big
+/// to decode as one image (over Pillow's decompression-bomb limit, which the image path
+/// applies); any other TIFF, and any TIFF this reader cannot parse, stays an ordinary image.
+pub(crate) fn is_slide(path: &Path) -> bool {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if SLIDE_EXTENSIONS.contains(&ext.as_str()) {
+        return true;
+    }
+    if ext != "tif" && ext != "tiff" {
+        return false;
+    }
+    match TiffSlide::open(path, 0) {
+        Ok(t) => {
+            let l0 = &t.levels[0];
+            t.levels.len() > 1
+                || t.vendor != "generic-tiff"
+                || l0.width * l0.height > crate::preprocess::DecodeLimits::default().max_pixels
+        }
+        Err(SlideError::Jpeg2000 { .. }) => true,
+        Err(_) => false,
+    }
+}
+
+enum Backend {
+    Tiff(TiffSlide),
+    OpenSlide(openslide::OpenSlide),
+}
+
+/// An open whole-slide image.
+pub(crate) struct Slide {
+    path: PathBuf,
+    vendor: String,
+    levels: Vec<Level>,
+    mpp: Option<(f64, MppSource)>,
+    backend: Backend,
+}
+
+impl TileSource for TiffSlide {
+    fn tile(&self, level: usize, col: u64, row: u64) -> Result<Arc<Tile>, SlideError> {
+        TiffSlide::tile(self, level, col, row)
+    }
+}
+
+/// OpenSlide's downsample of a level: mean of the height and width ratios
+/// (openslide.c, `openslide_open`).
+fn openslide_downsample(l0: (u64, u64), l: (u64, u64)) -> f64 {
+    ((l0.1 as f64 / l.1 as f64) + (l0.0 as f64 / l.0 as f64)) / 2.0
+}
+
+impl Slide {
+    /// Open a slide. TIFF-based files are read natively; the extensions in
+    /// [`OPENSLIDE_EXTENSIONS`] and JPEG 2000 Aperio files go to OpenSlide.
+    pub(crate) fn open(path: &Path, opts: &OpenOptions) -> Result<Slide, SlideError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        let mut slide = if OPENSLIDE_EXTENSIONS.contains(&ext.as_str()) {
+            Self::open_openslide(path, &format!(".{ext} files"))?
+        } else {
+            match TiffSlide::open(path, opts.cache_bytes) {
+                Ok(t) => Self::from_tiff(path, t),
+                Err(e @ SlideError::Jpeg2000 { .. }) => {
+                    if openslide::available() {
+                        Self::open_openslide(path, "JPEG 2000 Aperio slides")?
+                    } else {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if slide.mpp.is_none() {
+            slide.mpp = opts
+                .user_mpp
+                .filter(|m| m.is_finite() && *m > 0.0)
+                .map(|m| (m, MppSource::User));
+        }
+        Ok(slide)
+    }
+
+    /// Open with OpenSlide whatever the format (for tests and comparisons).
+    pub(crate) fn open_with_openslide(path: &Path) -> Result<Slide, SlideError> {
+        Self::open_openslide(path, "this slide")
+    }
+
+    fn open_openslide(path: &Path, what: &str) -> Result<Slide, SlideError> {
+        let os = openslide::OpenSlide::open(path, what)?;
+        let levels = os.levels().to_vec();
+        let mpp = os.mpp().map(|m| (m, MppSource::OpenSlide));
+        Ok(Slide {
+            path: path.to_path_buf(),
+            vendor: format!("openslide:{}", os.vendor()),
+            levels,
+            mpp,
+            backend: Backend::OpenSlide(os),
+        })
+    }
+
+    fn from_tiff(path: &Path, t: TiffSlide) -> Slide {
+        let l0 = (t.levels[0].width, t.levels[0].height);
+        let levels = t
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Level {
+                width: l.width,
+                height: l.height,
+                downsample: if i == 0 {
+                    1.0
+                } else {
+                    openslide_downsample(l0, (l.width, l.height))
+                },
+                tile_w: l.tile_w,
+                tile_h: l.tile_h,
+            })
+            .collect();
+        Slide {
+            path: path.to_path_buf(),
+            vendor: t.vendor.to_string(),
+            levels,
+            mpp: t.mpp,
+            backend: Backend::Tiff(t),
+        }
+    }
+
+    /// The file this slide was opened from.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `aperio`, `generic-tiff`, `ome-tiff`, or `openslide:<vendor>`.
+    pub(crate) fn vendor(&self) -> &str {
+        &self.vendor
+    }
+
+    /// Levels, level 0 (full resolution) first.
+    pub(crate) fn levels(&self) -> &[Level] {
+        &self.levels
+    }
+
+    /// Microns per pixel at level 0 and where the value came from.
+    pub(crate) fn mpp(&self) -> Option<(f64, MppSource)> {
+        self.mpp
+    }
+
+    /// Decoded-tile cache counters (zero for OpenSlide-read slides).
+    pub(crate) fn cache_stats(&self) -> CacheStats {
+        match &self.backend {
+            Backend::Tiff(t) => t.cache.stats(),
+            Backend::OpenSlide(_) => CacheStats::default(),
+        }
+    }
+
+    fn level(&self, level: usize) -> Result<&Level, SlideError> {
+        self.levels
+            .get(level)
+            .ok_or_else(|| SlideError::LevelOutOfRange {
+                path: self.path.clone(),
+                level,
+                count: self.levels.len(),
+            })
+    }
+
+    /// OpenSlide's `read_region`: `(x0, y0)` in level-0 pixels (may be
+    /// negative), `w x h` in pixels of `level`. Outside the image is black.
+    pub(crate) fn read_region(
+        &self,
+        x0: i64,
+        y0: i64,
+        level: usize,
+        w: u32,
+        h: u32,
+    ) -> Result<RgbImage, SlideError> {
+        let l = *self.level(level)?;
+        let n = u64::from(w) * u64::from(h);
+        if n > 1 << 30 {
+            return Err(SlideError::RegionTooLarge {
+                path: self.path.clone(),
+                w,
+                h,
+            });
+        }
+        let argb = match &self.backend {
+            Backend::Tiff(t) => {
+                let tl = &t.levels[level];
+                let g = Geom {
+                    tile_w: tl.tile_w,
+                    tile_h: tl.tile_h,
+                    across: tl.across,
+                    down: tl.down,
+                };
+                compose::read_region_premul(t, level, g, l.downsample, x0, y0, w, h)?
+            }
+            Backend::OpenSlide(os) => os.read_region_argb(x0, y0, level, w, h)?,
+        };
+        let rgb = compose::unpremultiply_to_rgb(&argb);
+        RgbImage::from_raw(w, h, rgb).ok_or_else(|| SlideError::RegionTooLarge {
+            path: self.path.clone(),
+            w,
+            h,
+        })
+    }
+
+    /// OpenSlide's `get_best_level_for_downsample`: the last level whose
+    /// downsample is <= `ds` (level 0 if `ds` is below every level).
+    pub(crate) fn best_level_for_downsample(&self, ds: f64) -> usize {
+        if self.levels.is_empty() || ds < self.levels[0].downsample {
+            return 0;
+        }
+        for i in 1..self.levels.len() {
+            if ds < self.levels[i].downsample {
+                return i - 1;
+            }
+        }
+        self.levels.len() - 1
+    }
+
+    /// `level` box-averaged by the integer factor `k` (output
+    /// `ceil(w/k) x ceil(h/k)`, edge cells averaged over the pixels they
+    /// have). Reads one stored tile (or, with OpenSlide, one 1024-px block)
+    /// at a time without caching it, so memory stays at the output size.
+    /// Tiles that fail to decode are counted in the second value and
+    /// contribute white (glass).
+    pub(crate) fn downsampled_view(
+        &self,
+        level: usize,
+        k: u32,
+    ) -> Result<(RgbImage, u64), SlideError> {
+        let l = *self.level(level)?;
+        let k = u64::from(k.max(1));
+        let ow = l.width.div_ceil(k);
+        let oh = l.height.div_ceil(k);
+        let (ow32, oh32) = match (u32::try_from(ow), u32::try_from(oh)) {
+            (Ok(a), Ok(b)) if ow * oh <= 1 << 28 => (a, b),
+            _ => {
+                return Err(SlideError::RegionTooLarge {
+                    path: self.path.clone(),
+                    w: ow.min(u64::from(u32::MAX)) as u32,
+                    h: oh.min(u64::from(u32::MAX)) as u32,
+                })
+            }
+        };
+        let mut acc = vec![0u32; (ow * oh * 3) as usize];
+        let mut skipped = 0u64;
+        let (bw, bh) = match &self.backend {
+            Backend::Tiff(_) => (u64::from(l.tile_w), u64::from(l.tile_h)),
+            Backend::OpenSlide(_) => (1024, 1024),
+        };
+        let mut add_block = |bx: u64, by: u64, w: u64, h: u64, rgb: Option<&[u8]>| {
+            for yy in 0..h {
+                let gy = by + yy;
+                let orow = (gy / k) * ow;
+                for xx in 0..w {
+                    let gx = bx + xx;
+                    let o = ((orow + gx / k) * 3) as usize;
+                    match rgb {
+                        Some(p) => {
+                            let i = ((yy * w + xx) * 3) as usize;
+                            acc[o] += u32::from(p[i]);
+                            acc[o + 1] += u32::from(p[i + 1]);
+                            acc[o + 2] += u32::from(p[i + 2]);
+                        }
+                        None => {
+                            acc[o] += 255;
+                            acc[o + 1] += 255;
+                            acc[o + 2] += 255;
+                        }
+                    }
+                }
+            }
+        };
+        let across = l.width.div_ceil(bw);
+        let down = l.height.div_ceil(bh);
+        for row in 0..down {
+            for col in 0..across {
+                let (bx, by) = (col * bw, row * bh);
+                let w = bw.min(l.width - bx);
+                let h = bh.min(l.height - by);
+                let block: Result<Vec<u8>, SlideError> = match &self.backend {
+                    Backend::Tiff(t) => t.tile_uncached(level, col, row).map(|tile| {
+                        if u64::from(tile.w) == w && u64::from(tile.h) == h {
+                            tile.rgb.clone()
+                        } else {
+                            // crop/pad a tile whose data size disagrees
+                            let mut out = vec![255u8; (w * h * 3) as usize];
+                            for yy in 0..h.min(u64::from(tile.h)) {
+                                let n = w.min(u64::from(tile.w)) as usize * 3;
+                                let s = (yy * u64::from(tile.w) * 3) as usize;
+                                let d = (yy * w * 3) as usize;
+                                out[d..d + n].copy_from_slice(&tile.rgb[s..s + n]);
+                            }
+                            out
+                        }
+                    }),
+                    Backend::OpenSlide(_) => {
+                        let x0 = (bx as f64 * l.downsample) as i64;
+                        let y0 = (by as f64 * l.downsample) as i64;
+                        self.read_region(x0, y0, level, w as u32, h as u32)
+                            .map(|im| im.into_raw())
+                    }
+                };
+                match block {
+                    Ok(rgb) => add_block(bx, by, w, h, Some(&rgb)),
+                    Err(SlideError::CorruptTile { .. } | SlideError::MissingTile { .. }) => {
+                        skipped += 1;
+                        add_block(bx, by, w, h, None);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let mut out = vec![0u8; (ow * oh * 3) as usize];
+        for oy in 0..oh {
+            let ch = k.min(l.height - oy * k);
+            for ox in 0..ow {
+                let cw = k.min(l.width - ox * k);
+                let n = (cw * ch) as u32;
+                let o = ((oy * ow + ox) * 3) as usize;
+                for c in 0..3 {
+                    out[o + c] = ((acc[o + c] + n / 2) / n) as u8;
+                }
+            }
+        }
+        let img =
+            RgbImage::from_raw(ow32, oh32, out).ok_or_else(|| SlideError::RegionTooLarge {
+                path: self.path.clone(),
+                w: ow32,
+                h: oh32,
+            })?;
+        Ok((img, skipped))
+    }
+
+    /// A thumbnail whose longer side is `max_side` (or the slide's, if
+    /// smaller), made from the lowest level that is still large enough,
+    /// box-averaged tile by tile and then resized (triangle filter).
+    pub(crate) fn thumbnail(&self, max_side: u32) -> Result<RgbImage, SlideError> {
+        let max_side = max_side.max(1);
+        let l0 = *self.level(0)?;
+        let long0 = l0.width.max(l0.height) as f64;
+        let ds = (long0 / f64::from(max_side)).max(1.0);
+        let level = self.best_level_for_downsample(ds);
+        let l = self.levels[level];
+        let k = ((l.width.max(l.height) as f64 / f64::from(max_side)).floor() as u32).max(1);
+        let (view, _) = self.downsampled_view(level, k)?;
+        let scale = f64::from(max_side) / long0;
+        if scale >= 1.0 {
+            return Ok(view);
+        }
+        let tw = ((l0.width as f64 * scale).round() as u32).max(1);
+        let th = ((l0.height as f64 * scale).round() as u32).max(1);
+        if (tw, th) == view.dimensions() {
+            return Ok(view);
+        }
+        Ok(image::imageops::resize(
+            &view,
+            tw,
+            th,
+            image::imageops::FilterType::Triangle,
+        ))
+    }
+}

@@ -1,0 +1,198 @@
+//! The tile plan of one slide: which level-0 squares become model inputs, and their pixels.
+//!
+//! This is what the indexing job calls (issue 17, "Tiling"): [`TilePlan::new`] opens the
+//! slide, takes its resolution (from the file, else [`TileOptions::user_mpp`], else an error
+//! that says to pass `--slide-mpp`), detects tissue when `min_tissue > 0`, and keeps the grid
+//! tiles with enough of it ([`super::grid`] documents the grid). [`TilePlan::read_tile`]
+//! reads one kept tile at the chosen level and resizes it to `tile x tile` with the crate's
+//! Pillow-exact bicubic, so that it equals
+//! `OpenSlide.read_region((x, y), level, (read_px, read_px)).convert("RGB")
+//! .resize((tile, tile), Image.BICUBIC)` up to the JPEG decoder's noise
+//! (`tests.rs::tiles_match_openslide_plus_pillow` measures it). The result then goes through
+//! the usual CLIP preprocessing like any image.
+//!
+//! Guarantees: planning never decodes a whole level (tissue detection streams one stored tile
+//! at a time); a plan is `Send + Sync`, so tiles can be read from several threads, sharing
+//! the slide's decoded-tile cache; every error names the file.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use super::grid::{self, GridParams};
+use super::{tissue, MppSource, OpenOptions, Slide, SlideError};
+
+/// How a slide is cut into model inputs (the `--mpp`, `--tile`, `--min-tissue` and
+/// `--slide-mpp` flags of issue 17).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct TileOptions {
+    /// Target resolution of a model input, µm per pixel (PLIP: about 0.5, i.e. 20x).
+    pub(crate) mpp: f64,
+    /// Side of a model input in pixels at that resolution.
+    pub(crate) tile: u32,
+    /// Least tissue fraction of a kept tile, in 0..=1; 0 keeps every tile without running
+    /// tissue detection.
+    pub(crate) min_tissue: f64,
+    /// Level-0 resolution to use when the file records none.
+    pub(crate) user_mpp: Option<f64>,
+}
+
+impl Default for TileOptions {
+    fn default() -> Self {
+        Self {
+            mpp: 0.5,
+            tile: 224,
+            min_tissue: 0.5,
+            user_mpp: None,
+        }
+    }
+}
+
+/// One kept tile, in level-0 pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct TileRect {
+    pub(crate) x: u64,
+    pub(crate) y: u64,
+    pub(crate) w: u64,
+    pub(crate) h: u64,
+    /// Share of the tile the tissue mask covers (1.0 when detection did not run).
+    pub(crate) tissue: f64,
+}
+
+/// The kept tiles of one slide and how to read them.
+pub(crate) struct TilePlan {
+    slide: Slide,
+    /// The options the plan was made with.
+    pub(crate) options: TileOptions,
+    /// Level-0 resolution, µm per pixel, and where it came from.
+    pub(crate) slide_mpp: f64,
+    pub(crate) mpp_source: MppSource,
+    /// Level read for every tile, its resolution (µm/px) and the pixels read per side there.
+    pub(crate) level: usize,
+    pub(crate) level_mpp: f64,
+    pub(crate) read_px: u32,
+    /// Grid size (all whole tiles, kept or not).
+    pub(crate) cols: u32,
+    pub(crate) rows: u32,
+    /// Kept tiles, row-major.
+    pub(crate) tiles: Vec<TileRect>,
+    /// Stored tiles that failed to decode while detecting tissue (counted as glass).
+    pub(crate) skipped_stored_tiles: u64,
+}
+
+impl TilePlan {
+    /// Open `path` and plan its tiles.
+    pub(crate) fn new(path: &Path, opts: &TileOptions) -> Result<TilePlan, SlideError> {
+        let bad = |msg: String| SlideError::BadTileOptions {
+            path: path.to_path_buf(),
+            msg,
+        };
+        if !(opts.mpp.is_finite() && opts.mpp > 0.0) {
+            return Err(bad(format!(
+                "--mpp must be a positive number, not {}",
+                opts.mpp
+            )));
+        }
+        if opts.tile == 0 {
+            return Err(bad("--tile must be at least 1 pixel".into()));
+        }
+        if !(0.0..=1.0).contains(&opts.min_tissue) {
+            return Err(bad(format!(
+                "--min-tissue must lie in 0..=1, not {}",
+                opts.min_tissue
+            )));
+        }
+        let slide = Slide::open(
+            path,
+            &OpenOptions {
+                user_mpp: opts.user_mpp,
+                ..OpenOptions::default()
+            },
+        )?;
+        Self::from_slide(slide, opts)
+    }
+
+    /// Plan the tiles of an already open slide.
+    pub(crate) fn from_slide(slide: Slide, opts: &TileOptions) -> Result<TilePlan, SlideError> {
+        let path: PathBuf = slide.path().to_path_buf();
+        let (slide_mpp, mpp_source) = slide
+            .mpp()
+            .ok_or(SlideError::NoMpp { path: path.clone() })?;
+        let (mask, skipped) = if opts.min_tissue > 0.0 {
+            let m = tissue::detect(&slide)?;
+            let skipped = m.skipped_tiles;
+            (Some(m), skipped)
+        } else {
+            (None, 0)
+        };
+        let params = GridParams {
+            target_mpp: opts.mpp,
+            tile_px: opts.tile,
+            min_tissue: opts.min_tissue,
+        };
+        let g = grid::plan(&slide, slide_mpp, &params, mask.as_ref()).ok_or_else(|| {
+            SlideError::BadTileOptions {
+                path: path.clone(),
+                msg: format!(
+                    "a {} px tile at {} µm/px is not a whole number of level-0 pixels at {} µm/px",
+                    opts.tile, opts.mpp, slide_mpp
+                ),
+            }
+        })?;
+        let level_mpp = slide_mpp * slide.levels()[g.level].downsample;
+        let tiles = g
+            .tiles
+            .iter()
+            .map(|t| TileRect {
+                x: t.x0 as u64,
+                y: t.y0 as u64,
+                w: g.s0,
+                h: g.s0,
+                tissue: t.tissue,
+            })
+            .collect();
+        Ok(TilePlan {
+            slide,
+            options: *opts,
+            slide_mpp,
+            mpp_source,
+            level: g.level,
+            level_mpp,
+            read_px: g.read_px,
+            cols: g.cols,
+            rows: g.rows,
+            tiles,
+            skipped_stored_tiles: skipped,
+        })
+    }
+
+    /// The open slide (levels, vendor, thumbnail).
+    pub(crate) fn slide(&self) -> &Slide {
+        &self.slide
+    }
+
+    /// Kept tile `i` as a `tile x tile` RGB image: `read_px` square at [`Self::level`], then
+    /// Pillow's bicubic resize. A corrupt stored tile under it is an error for this tile only.
+    pub(crate) fn read_tile(&self, i: usize) -> Result<RgbImage, SlideError> {
+        let t = self
+            .tiles
+            .get(i)
+            .ok_or_else(|| SlideError::BadTileOptions {
+                path: self.slide.path().to_path_buf(),
+                msg: format!("tile {i} of a plan with {} tiles", self.tiles.len()),
+            })?;
+        let region = self.slide.read_region(
+            t.x as i64,
+            t.y as i64,
+            self.level,
+            self.read_px,
+            self.read_px,
+        )?;
+        let side = self.options.tile;
+        Ok(if region.dimensions() == (side, side) {
+            region
+        } else {
+            crate::preprocess::resize_bicubic(&region, side, side)
+        })
+    }
+}
