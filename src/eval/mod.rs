@@ -71,6 +71,7 @@ use crate::backend::cpu::dot;
 use serde::Serialize;
 
 pub(crate) mod run;
+pub(crate) mod probe;
 mod metrics;
 mod report;
 #[cfg(test)]
