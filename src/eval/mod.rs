@@ -72,6 +72,7 @@ use serde::Serialize;
 
 pub(crate) mod run;
 pub(crate) mod probe;
+pub(crate) mod prompts;
 mod metrics;
 mod report;
 #[cfg(test)]
