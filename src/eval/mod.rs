@@ -73,6 +73,8 @@ use serde::Serialize;
 pub(crate) mod run;
 pub(crate) mod probe;
 pub(crate) mod prompts;
+pub(crate) mod provenance;
+pub(crate) mod html;
 mod metrics;
 mod report;
 #[cfg(test)]

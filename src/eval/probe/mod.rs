@@ -40,6 +40,7 @@
 
 pub(crate) mod solver;
 pub(crate) mod split;
+pub(crate) mod command;
 #[cfg(test)]
 mod tests;
 
