@@ -111,10 +111,11 @@ pub(crate) const LABEL_TABLES: [&str; 1] = ["kather"];
 /// Class folder → its prompt names (one or more synonyms).
 pub(crate) type LabelTable = HashMap<String, Vec<String>>;
 
-/// `--labels`: the built-in `kather` table, or a CSV file `class,name1|name2|…` (an optional
+/// `--labels`: the built-in `kather` table (unless a file of that name exists), or a CSV file
+/// `class,name1|name2|…` (an optional
 /// header row whose first cell is `class` or `folder` is skipped).
 pub(crate) fn load_labels(arg: &Path) -> Result<LabelTable> {
-    if arg.as_os_str().eq_ignore_ascii_case("kather") && !arg.exists() {
+    if arg.as_os_str().eq_ignore_ascii_case("kather") && !arg.is_file() {
         return Ok(KATHER
             .iter()
             .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
