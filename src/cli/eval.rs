@@ -30,7 +30,8 @@ pub(super) fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
         EvalCommand::ZeroShot(a) => {
             let e = load_embedder(&source, Towers::BOTH)?;
             let mut images = run::CachedImages::new(&e, cache_dir(&a.cache, a.no_cache));
-            let templates = crate::eval::prompts::resolve_templates(&a.template_sets, &a.templates)?;
+            let templates =
+                crate::eval::prompts::resolve_templates(&a.template_sets, &a.templates)?;
             run::zero_shot(
                 &e,
                 &mut images,
@@ -66,7 +67,14 @@ pub(super) fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
         }
         EvalCommand::Ann(a) => {
             let index = open_index(config)?;
-            run::ann(&index, a.queries, a.k.max(1), a.json, a.html.as_deref(), &mut out)?;
+            run::ann(
+                &index,
+                a.queries,
+                a.k.max(1),
+                a.json,
+                a.html.as_deref(),
+                &mut out,
+            )?;
         }
     }
     Ok(0)

@@ -205,7 +205,9 @@ pub(crate) fn retrieval(
             image_paths: &kept_paths,
             caption_texts: &kept_cap,
         };
-        eval::html::write_page(page, |w| eval::html::write_retrieval_report(w, &report, &run, &items))?;
+        eval::html::write_page(page, |w| {
+            eval::html::write_retrieval_report(w, &report, &run, &items)
+        })?;
     }
     if json {
         let mut v = eval::provenance::attach(serde_json::to_value(&report)?, &run);
@@ -302,7 +304,8 @@ pub(crate) fn zero_shot(
         serde_json::json!({"test": report.n}),
     );
     if let Some(page) = html {
-        let mistakes = eval::html::zero_shot_mistakes(&kept, &labels_kept, &class_embs, &kept_paths);
+        let mistakes =
+            eval::html::zero_shot_mistakes(&kept, &labels_kept, &class_embs, &kept_paths);
         eval::html::write_page(page, |w| {
             eval::html::write_classification(w, "plip eval zero-shot", &report, &run, "", &mistakes)
         })?;
@@ -386,14 +389,19 @@ pub(crate) fn ann(
         serde_json::json!({"vectors": n, "queries": q}),
     );
     if let Some(page) = html {
-        let table: Vec<(usize, f64, f64, f64)> =
-            rows.iter().map(|r| (r.ef, r.recall, r.p50_ms, r.p99_ms)).collect();
+        let table: Vec<(usize, f64, f64, f64)> = rows
+            .iter()
+            .map(|r| (r.ef, r.recall, r.p50_ms, r.p99_ms))
+            .collect();
         eval::html::write_page(page, |w| eval::html::write_ann(w, k, &table, &run))?;
     }
     if json {
         serde_json::to_writer_pretty(
             &mut *out,
-            &eval::provenance::attach(serde_json::json!({"n": n, "queries": q, "k": k, "build_seconds": build_s, "default_ef": ann::DEFAULT_EF_SEARCH, "rows": rows}), &run),
+            &eval::provenance::attach(
+                serde_json::json!({"n": n, "queries": q, "k": k, "build_seconds": build_s, "default_ef": ann::DEFAULT_EF_SEARCH, "rows": rows}),
+                &run,
+            ),
         )?;
         writeln!(out)?;
     } else {

@@ -97,6 +97,11 @@ fn meta_table(w: &mut impl Write, meta: &serde_json::Value) -> io::Result<()> {
         let text = match v {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Null => "–".into(),
+            serde_json::Value::Object(o) => o
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(" · "),
             serde_json::Value::Array(a) => a
                 .iter()
                 .map(|x| {
@@ -132,8 +137,15 @@ pub(crate) fn confusion_svg(r: &ClassificationReport) -> String {
     let c = r.classes.len();
     let cell = (560 / c.max(1)).clamp(16, 56);
     let label_w = 190;
-    let top = 150;
-    let (w, h) = (label_w + cell * c + 20, top + cell * c + 40);
+    // room for the longest (truncated) column label, written at -50°
+    let longest = r
+        .classes
+        .iter()
+        .map(|n| n.chars().count().min(26))
+        .max()
+        .unwrap_or(1);
+    let top = 16 + (longest as f64 * 6.2 * 0.77) as usize;
+    let (w, h) = ((label_w + cell * c + 20).max(560), top + cell * c + 40);
     let mut s = String::new();
     let _ = write!(
         s,
@@ -193,8 +205,8 @@ pub(crate) fn confusion_svg(r: &ClassificationReport) -> String {
     }
     let _ = write!(
         s,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#666\">predicted class →  (rows: true class; colour: share of the row)</text></svg>",
-        label_w + cell * c / 2,
+        "<text x=\"{}\" y=\"{}\" fill=\"#666\">columns: predicted class · rows: true class · colour: share of the row</text></svg>",
+        label_w.min(w.saturating_sub(400)),
         top + cell * c + 24
     );
     s
@@ -307,6 +319,9 @@ pub(crate) fn recall_curve_svg(r: &RetrievalReport) -> String {
     }
     let mut ks: Vec<usize> = vec![1, 5, 10, 20, 50, 100];
     ks.retain(|&k| k <= kmax);
+    if !ks.contains(&kmax) && ks.last().is_some_and(|&l| kmax - l >= 3) {
+        ks.push(kmax);
+    }
     for k in ks {
         let x = x_of(k);
         let _ = write!(
@@ -350,7 +365,8 @@ pub(crate) fn recall_curve_svg(r: &RetrievalReport) -> String {
                 );
             }
         }
-        let ly = top + 14.0 + i as f64 * 16.0;
+        // bottom right: recall curves rise to the top right, so this corner stays clear
+        let ly = top + ph - 28.0 + i as f64 * 16.0;
         let _ = write!(
             s,
             "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{col}\"/><text x=\"{}\" y=\"{}\">{name}</text>",
@@ -414,7 +430,7 @@ pub(crate) fn write_classification(
         }
         write!(w, "</div>")?;
     }
-    write!(w, "</body></html>\n")
+    writeln!(w, "</body></html>")
 }
 
 /// A retrieval page.
@@ -489,7 +505,7 @@ pub(crate) fn write_retrieval(
         }
         write!(w, "</div></div>")?;
     }
-    write!(w, "</body></html>\n")
+    writeln!(w, "</body></html>")
 }
 
 /// What a retrieval page needs besides the report: the embeddings and what they are of.
@@ -531,10 +547,13 @@ fn top_hits(
         .collect()
 }
 
-/// Indices of the `WORST` largest ranks (ties: earlier pair first), rank > 1 only.
-fn worst(ranks: &[usize]) -> Vec<usize> {
+/// Indices of the `WORST` largest ranks (ties: earlier pair first), rank > 1 only, one per
+/// query group (identical queries have identical results).
+fn worst(ranks: &[usize], groups: &[u64]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..ranks.len()).filter(|&i| ranks[i] > 1).collect();
     idx.sort_by(|&a, &b| ranks[b].cmp(&ranks[a]).then(a.cmp(&b)));
+    let mut seen = std::collections::HashSet::new();
+    idx.retain(|&i| seen.insert(groups[i]));
     idx.truncate(WORST);
     idx
 }
@@ -551,7 +570,7 @@ pub(crate) fn write_retrieval_report(
             || items.image_groups[i] == items.image_groups[j]
             || items.caption_groups[i] == items.caption_groups[j]
     };
-    let t2i: Vec<WorstQuery> = worst(&r.text_to_image.ranks)
+    let t2i: Vec<WorstQuery> = worst(&r.text_to_image.ranks, items.caption_groups)
         .into_iter()
         .map(|i| WorstQuery {
             query: items.caption_texts[i].to_string(),
@@ -564,7 +583,7 @@ pub(crate) fn write_retrieval_report(
             ),
         })
         .collect();
-    let i2t: Vec<WorstQuery> = worst(&r.image_to_text.ranks)
+    let i2t: Vec<WorstQuery> = worst(&r.image_to_text.ranks, items.image_groups)
         .into_iter()
         .map(|i| WorstQuery {
             query: items.image_paths[i].display().to_string(),
@@ -635,5 +654,5 @@ pub(crate) fn write_ann(
             "<tr><td>{ef}</td><td>{recall:.4}</td><td>{p50:.3}</td><td>{p99:.3}</td></tr>"
         )?;
     }
-    write!(w, "</table></body></html>\n")
+    writeln!(w, "</table></body></html>")
 }

@@ -45,7 +45,10 @@ fn assert_self_contained(page: &str) {
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(page.trim_end().ends_with("</html>"));
     assert!(!page.contains("<script"), "no scripts");
-    assert!(!page.contains("https://") && !page.contains("url("), "no external reference");
+    assert!(
+        !page.contains("https://") && !page.contains("url("),
+        "no external reference"
+    );
     // the only http:// is the SVG namespace name, which loads nothing
     assert_eq!(
         page.matches("http://").count(),

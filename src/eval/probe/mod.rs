@@ -38,9 +38,9 @@
 //! (PLIP reports linear probing in macro F1). The best α (ties: the larger, more regularised
 //! one) is refitted on the whole training set. The test set is never looked at before that.
 
+pub(crate) mod command;
 pub(crate) mod solver;
 pub(crate) mod split;
-pub(crate) mod command;
 #[cfg(test)]
 mod tests;
 
@@ -193,6 +193,9 @@ fn solver_sigmoid(m: f64) -> f64 {
     }
 }
 
+/// Fit rows and labels, validation rows and labels.
+type SweepData<'a> = (Vec<&'a [f32]>, Vec<usize>, Vec<&'a [f32]>, Vec<usize>);
+
 /// One α of the validation sweep.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct SweepRow {
@@ -253,12 +256,7 @@ pub(crate) fn run<R: AsRef<[f32]> + Sync>(
     let alpha = if alphas.len() == 1 {
         alphas[0]
     } else {
-        let (fit_rows, fit_labels, val_rows, val_labels): (
-            Vec<&[f32]>,
-            Vec<usize>,
-            Vec<&[f32]>,
-            Vec<usize>,
-        ) = match validation {
+        let (fit_rows, fit_labels, val_rows, val_labels): SweepData<'_> = match validation {
             Some((rows, labels)) => (
                 train.iter().map(|r| r.as_ref()).collect(),
                 train_labels.to_vec(),
