@@ -26,7 +26,7 @@ use rayon::prelude::*;
 /// Stop when every gradient component is below this (the loss is an average, so gradients are
 /// O(1) at the start).
 pub(crate) const GRAD_TOL: f64 = 1e-9;
-/// Iteration cap; a well-posed problem stops far earlier (hundreds at α = 1e-4).
+/// Iteration cap; a well-posed problem stops far earlier.
 const MAX_ITER: usize = 20_000;
 /// L-BFGS history length.
 const MEMORY: usize = 10;

@@ -257,3 +257,62 @@ fn a_class_without_training_rows_is_never_predicted() {
     assert_eq!(p.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 2]);
     assert!(p.iter().all(|x| x.1 > 0.5 && x.1 <= 1.0));
 }
+
+/// Timing at a realistic size (not a pass/fail check; run with
+/// `cargo test --release --lib probe_speed -- --ignored --nocapture`): 9 classes, 512-d
+/// CLIP-like rows (a shared mean direction plus class centres plus noise), 10k rows split
+/// 70/30, the full 4-α sweep plus the final fit.
+#[test]
+#[ignore]
+fn probe_speed_at_kather_scale() {
+    let (n, d, c) = (10_000usize, 512usize, 9usize);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        // xorshift64*, mapped to roughly N(0, 1) by summing uniforms
+        let mut s = 0.0;
+        for _ in 0..4 {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            s += (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+        }
+        (s - 2.0) * 1.73
+    };
+    let mean: Vec<f64> = (0..d).map(|_| next() * 3.0).collect();
+    let centres: Vec<Vec<f64>> = (0..c).map(|_| (0..d).map(|_| next()).collect()).collect();
+    let mut rows = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = i % c;
+        let v: Vec<f64> = (0..d)
+            .map(|j| mean[j] + centres[k][j] + 9.0 * next())
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        rows.push(v.iter().map(|x| (x / norm) as f32).collect::<Vec<f32>>());
+        labels.push(k);
+    }
+    let (train, test) = split::stratified_split(&labels, 1, TRAIN_RATIO);
+    let names: Vec<String> = (0..c).map(|k| format!("c{k}")).collect();
+    let t = std::time::Instant::now();
+    let out = run(
+        &pick(&rows, &train),
+        &train.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
+        None,
+        &pick(&rows, &test),
+        &test.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
+        &names,
+        &DEFAULT_ALPHAS,
+        1,
+    )
+    .unwrap();
+    println!(
+        "n={n} d={d} C={c}: sweep + final fit in {:.2}s on {} threads; α {}, macro F1 {:.4}, \
+         final fit {} iterations, grad norm {:.1e}",
+        t.elapsed().as_secs_f64(),
+        rayon::current_num_threads(),
+        out.alpha,
+        out.test.macro_f1,
+        out.model.iterations,
+        out.model.grad_norm
+    );
+}
