@@ -1,4 +1,4 @@
-//! `plip eval`: retrieval recall, zero-shot classification, HNSW quality.
+//! `plip eval`: retrieval recall, zero-shot classification, linear probe, HNSW quality.
 
 use super::*;
 
@@ -23,25 +23,58 @@ pub(super) fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
                 &a.pairs,
                 &crate::eval::DEFAULT_KS,
                 a.json,
+                a.html.as_deref(),
                 &mut out,
             )?;
         }
         EvalCommand::ZeroShot(a) => {
             let e = load_embedder(&source, Towers::BOTH)?;
             let mut images = run::CachedImages::new(&e, cache_dir(&a.cache, a.no_cache));
+            let templates =
+                crate::eval::prompts::resolve_templates(&a.template_sets, &a.templates)?;
             run::zero_shot(
                 &e,
                 &mut images,
                 &a.dir,
                 a.labels.as_deref(),
-                &a.templates,
+                &templates,
                 a.json,
+                a.html.as_deref(),
+                &mut out,
+            )?;
+        }
+        EvalCommand::LinearProbe(a) => {
+            let e = load_embedder(&source, Towers::VISION)?;
+            let mut images = run::CachedImages::new(&e, cache_dir(&a.cache, a.no_cache));
+            let alphas = if a.alphas.is_empty() {
+                crate::eval::probe::DEFAULT_ALPHAS.to_vec()
+            } else {
+                a.alphas.clone()
+            };
+            crate::eval::probe::command::linear_probe(
+                &e,
+                &mut images,
+                &crate::eval::probe::command::Options {
+                    data: &a.data,
+                    test: a.test.as_deref(),
+                    alphas: &alphas,
+                    seed: a.seed,
+                    json: a.json,
+                    html: a.html.as_deref(),
+                },
                 &mut out,
             )?;
         }
         EvalCommand::Ann(a) => {
             let index = open_index(config)?;
-            run::ann(&index, a.queries, a.k.max(1), a.json, &mut out)?;
+            run::ann(
+                &index,
+                a.queries,
+                a.k.max(1),
+                a.json,
+                a.html.as_deref(),
+                &mut out,
+            )?;
         }
     }
     Ok(0)

@@ -93,7 +93,7 @@ enum Command {
     Embed(EmbedArgs),
     /// Show what an index holds.
     Info(InfoArgs),
-    /// Measure retrieval recall, zero-shot accuracy, or HNSW quality.
+    /// Measure retrieval recall, zero-shot or linear-probe accuracy, or HNSW quality.
     #[command(subcommand)]
     Eval(EvalCommand),
 }
@@ -116,6 +116,26 @@ enum EvalCommand {
     /// normalized embeddings of the filled templates are averaged per class, then
     /// renormalized.
     ZeroShot(EvalZeroShotArgs),
+    /// PLIP's linear probe: logistic regression on frozen image embeddings.
+    ///
+    /// DATA is a folder with one subfolder of images per class (with --test DIR2
+    /// holding the test images in the same class folders), or a CSV with a header and
+    /// columns image,label and optionally split (train, val or test; paths relative to
+    /// the CSV). Without a test set, each class is split 70/30 with --seed as PLIP's
+    /// scripts split (numpy's RandomState permutation).
+    ///
+    /// The classifier is PLIP's: scikit-learn's SGDClassifier(loss="log_loss",
+    /// penalty="l2", class_weight="balanced") on L2-normalized embeddings, one-vs-rest.
+    /// plip solves the same objective exactly (L-BFGS) instead of by SGD, so results do
+    /// not depend on a random seed. The penalty alpha is chosen from 1e-4, 1e-3, 1e-2,
+    /// 1e-1 by macro F1 on a validation split cut 70/30 from the training set (or the
+    /// CSV's val rows), never on the test set, then the model is refitted on all
+    /// training images. Reports accuracy, macro and weighted F1, per-class metrics and
+    /// the confusion matrix on the test set. Embeddings come from the eval cache, so a
+    /// rerun with other settings does not embed again.
+    ///
+    /// Research use only: a probe's score on one data set says little about another.
+    LinearProbe(EvalLinearProbeArgs),
     /// HNSW recall@K against exact search, and query latency, at several ef values.
     ///
     /// Builds a graph with the index's parameters over the index's vectors and uses
@@ -138,22 +158,69 @@ struct EvalRetrievalArgs {
     /// Do not read or write the embedding cache.
     #[arg(long)]
     no_cache: bool,
+    /// Also write a self-contained HTML report: the Recall@K curve and the worst
+    /// queries with their top hits.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 struct EvalZeroShotArgs {
     /// Folder with one subfolder of images per class.
     dir: PathBuf,
-    /// CSV `folder,name` giving each class folder a prompt name.
-    #[arg(long)]
+    /// Class names for the prompts: a CSV `class,name1|name2|...` (one row per class
+    /// folder; synonyms separated by |, all of them ensembled), or `kather` for the
+    /// names PLIP used for the Kather colon folders (ADI = adipose tissue, BACK =
+    /// background, DEB = debris, LYM = lymphocytes, MUC = mucus, MUS = smooth muscle,
+    /// NORM = normal colon mucosa, STR = cancer-associated stroma, TUM = colorectal
+    /// adenocarcinoma epithelium). Folders without a row use their own name.
+    #[arg(long, value_name = "CSV|kather")]
     labels: Option<PathBuf>,
-    /// Prompt template with `{}` for the class name (repeatable; ensembled).
-    /// [default: "An H&E image patch of {}."]
+    /// A named template set (repeatable): `plip` = "An H&E image patch of {}." (the
+    /// prompt PLIP's zero-shot code uses), `plip-short` = "An H&E image of {}.",
+    /// `pathology` = 20 histopathology templates in the style of CONCH's ensembles.
+    #[arg(long = "templates", value_name = "NAME")]
+    template_sets: Vec<String>,
+    /// Prompt template with `{}` for the class name (repeatable; ensembled with
+    /// --templates). [default: "An H&E image patch of {}."]
     #[arg(long = "template")]
     templates: Vec<String>,
+    /// Also write a self-contained HTML report: confusion-matrix heatmap, per-class
+    /// bars, and the most confident mistakes as thumbnails.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
+    /// Embedding cache folder [default: $XDG_CACHE_HOME/plip or ~/.cache/plip].
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+struct EvalLinearProbeArgs {
+    /// Class folders, or a CSV `image,label[,split]`.
+    data: PathBuf,
+    /// Class folders of the test images (DATA then holds only training images).
+    #[arg(long, value_name = "DIR2")]
+    test: Option<PathBuf>,
+    /// Penalty to try (repeatable). With one value no validation split is made.
+    /// [default: 1e-4, 1e-3, 1e-2, 1e-1]
+    #[arg(long = "alpha", value_name = "A")]
+    alphas: Vec<f64>,
+    /// Seed of the stratified 70/30 splits.
+    #[arg(long, default_value_t = 1)]
+    seed: u32,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+    /// Also write a self-contained HTML report: confusion-matrix heatmap, per-class
+    /// bars, the choice of alpha, and the most confident mistakes as thumbnails.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Embedding cache folder [default: $XDG_CACHE_HOME/plip or ~/.cache/plip].
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -173,6 +240,9 @@ struct EvalAnnArgs {
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
+    /// Also write a self-contained HTML page of the table and the run record.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@
 use super::*;
 
 /// Checks all rows have dimension `dim` and only finite values.
-fn check_rows<R: AsRef<[f32]>>(
+pub(crate) fn check_rows<R: AsRef<[f32]>>(
     what: &'static str,
     rows: &[R],
     dim: usize,
@@ -27,7 +27,7 @@ fn check_rows<R: AsRef<[f32]>>(
     Ok(())
 }
 
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), EvalError> {
+pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), EvalError> {
     if expected == got {
         Ok(())
     } else {

@@ -70,7 +70,11 @@ use rayon::prelude::*;
 use crate::backend::cpu::dot;
 use serde::Serialize;
 
+pub(crate) mod html;
 mod metrics;
+pub(crate) mod probe;
+pub(crate) mod prompts;
+pub(crate) mod provenance;
 mod report;
 pub(crate) mod run;
 #[cfg(test)]

@@ -133,6 +133,7 @@ pub(crate) fn retrieval(
     pairs: &Path,
     ks: &[usize],
     json: bool,
+    html: Option<&Path>,
     out: &mut impl Write,
 ) -> Result<()> {
     let base = pairs.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -169,12 +170,14 @@ pub(crate) fn retrieval(
     let vecs = images.embed(&paths, 16)?;
     let mut kept_img = Vec::new();
     let mut kept_cap = Vec::new();
+    let mut kept_paths = Vec::new();
     let mut skipped = 0;
     for ((line, path, cap), v) in rows.iter().zip(vecs) {
         match v {
             Ok(v) => {
                 kept_img.push((v, crate::source::file_crc(path).unwrap_or(0) as u64));
                 kept_cap.push(cap.as_str());
+                kept_paths.push(path.clone());
             }
             Err(e) => {
                 eprintln!(
@@ -196,8 +199,28 @@ pub(crate) fn retrieval(
         .collect();
     let (img_vecs, img_groups): (Vec<Vec<f32>>, Vec<u64>) = kept_img.into_iter().unzip();
     let report = eval::retrieval(&img_vecs, &cap_vecs, &img_groups, &cap_groups, ks)?;
+    let run = eval::provenance::record(
+        "retrieval",
+        embedder.info(),
+        None,
+        None,
+        serde_json::json!({"pairs": report.n}),
+    );
+    if let Some(page) = html {
+        let items = eval::html::RetrievalItems {
+            images: &img_vecs,
+            captions: &cap_vecs,
+            image_groups: &img_groups,
+            caption_groups: &cap_groups,
+            image_paths: &kept_paths,
+            caption_texts: &kept_cap,
+        };
+        eval::html::write_page(page, |w| {
+            eval::html::write_retrieval_report(w, &report, &run, &items)
+        })?;
+    }
     if json {
-        let mut v = serde_json::to_value(&report)?;
+        let mut v = eval::provenance::attach(serde_json::to_value(&report)?, &run);
         v["skipped"] = serde_json::json!(skipped);
         serde_json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
@@ -219,6 +242,7 @@ pub(crate) fn zero_shot(
     labels: Option<&Path>,
     templates: &[String],
     json: bool,
+    html: Option<&Path>,
     out: &mut impl Write,
 ) -> Result<()> {
     if !dir.is_dir() {
@@ -236,43 +260,13 @@ pub(crate) fn zero_shot(
     if folders.is_empty() {
         bail!("{} has no class subfolders", dir.display());
     }
-    let mut names: HashMap<String, String> = HashMap::new();
-    if let Some(l) = labels {
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_path(l)
-            .with_context(|| format!("reading {}", l.display()))?;
-        for (n, rec) in rdr.records().enumerate() {
-            let rec = rec.with_context(|| format!("{} row {}", l.display(), n + 1))?;
-            match (rec.get(0), rec.get(1)) {
-                (Some(f), Some(name)) if !(n == 0 && f.trim() == "folder") => {
-                    if name.trim().is_empty() {
-                        bail!(
-                            "{} row {}: the class name for folder {:?} is empty",
-                            l.display(),
-                            n + 1,
-                            f.trim()
-                        );
-                    }
-                    names.insert(f.trim().to_string(), name.trim().to_string());
-                }
-                (Some(_), Some(_)) => {}
-                _ => bail!("{} row {}: expected `folder,name`", l.display(), n + 1),
-            }
-        }
+    // Class names (with synonyms) and templates: eval::prompts.
+    let table = labels.map(eval::prompts::load_labels).transpose()?;
+    let (synonyms, unused) = eval::prompts::class_names(&folders, table.as_ref());
+    for w in unused {
+        eprintln!("plip: warning: {w}");
     }
-    let mut unknown: Vec<&String> = names.keys().filter(|f| !folders.contains(f)).collect();
-    unknown.sort();
-    for f in unknown {
-        eprintln!(
-            "plip: warning: the labels name folder {f:?}, which {} does not have; ignored",
-            dir.display()
-        );
-    }
-    let class_names: Vec<String> = folders
-        .iter()
-        .map(|f| names.get(f).cloned().unwrap_or_else(|| f.clone()))
-        .collect();
+    let class_names: Vec<String> = synonyms.iter().map(|s| s.join(" | ")).collect();
     let mut seen: HashMap<&str, &str> = HashMap::new();
     for (f, name) in folders.iter().zip(&class_names) {
         if let Some(other) = seen.insert(name.as_str(), f.as_str()) {
@@ -287,10 +281,9 @@ pub(crate) fn zero_shot(
     } else {
         templates.to_vec()
     };
-    // The same ensembling as `plip search --template`.
-    let class_embs = class_names
+    let class_embs = synonyms
         .iter()
-        .map(|name| crate::query::text_embedding(embedder, name, &templates))
+        .map(|names| eval::prompts::class_embedding(embedder, names, &templates))
         .collect::<Result<Vec<_>>>()?;
     let mut paths = Vec::new();
     let mut truth = Vec::new();
@@ -308,11 +301,13 @@ pub(crate) fn zero_shot(
     }
     let vecs = images.embed(&paths, 16)?;
     let (mut kept, mut labels_kept, mut skipped) = (Vec::new(), Vec::new(), 0);
+    let mut kept_paths = Vec::new();
     for ((v, c), p) in vecs.into_iter().zip(truth).zip(&paths) {
         match v {
             Ok(v) => {
                 kept.push(v);
                 labels_kept.push(c);
+                kept_paths.push(p.clone());
             }
             Err(e) => {
                 eprintln!("plip: warning: skipping {}: {e}", p.display());
@@ -324,8 +319,22 @@ pub(crate) fn zero_shot(
         bail!("no readable images under {}", dir.display());
     }
     let report = eval::zero_shot(&kept, &labels_kept, &class_embs, &class_names)?;
+    let run = eval::provenance::record(
+        "zero-shot",
+        embedder.info(),
+        Some(&templates),
+        None,
+        serde_json::json!({"test": report.n}),
+    );
+    if let Some(page) = html {
+        let mistakes =
+            eval::html::zero_shot_mistakes(&kept, &labels_kept, &class_embs, &kept_paths);
+        eval::html::write_page(page, |w| {
+            eval::html::write_classification(w, "plip eval zero-shot", &report, &run, "", &mistakes)
+        })?;
+    }
     if json {
-        let mut v = serde_json::to_value(&report)?;
+        let mut v = eval::provenance::attach(serde_json::to_value(&report)?, &run);
         v["templates"] = serde_json::json!(templates);
         v["skipped"] = serde_json::json!(skipped);
         serde_json::to_writer_pretty(&mut *out, &v)?;
@@ -354,6 +363,7 @@ pub(crate) fn ann(
     queries: usize,
     k: usize,
     json: bool,
+    html: Option<&Path>,
     out: &mut impl Write,
 ) -> Result<()> {
     let dim = index.model().dim;
@@ -398,10 +408,27 @@ pub(crate) fn ann(
             p99_ms: eval::percentile(&lat, 99.0).unwrap_or(0.0),
         });
     }
+    let run = eval::provenance::record(
+        "ann",
+        index.model(),
+        None,
+        None,
+        serde_json::json!({"vectors": n, "queries": q}),
+    );
+    if let Some(page) = html {
+        let table: Vec<(usize, f64, f64, f64)> = rows
+            .iter()
+            .map(|r| (r.ef, r.recall, r.p50_ms, r.p99_ms))
+            .collect();
+        eval::html::write_page(page, |w| eval::html::write_ann(w, k, &table, &run))?;
+    }
     if json {
         serde_json::to_writer_pretty(
             &mut *out,
-            &serde_json::json!({"n": n, "queries": q, "k": k, "build_seconds": build_s, "default_ef": ann::DEFAULT_EF_SEARCH, "rows": rows}),
+            &eval::provenance::attach(
+                serde_json::json!({"n": n, "queries": q, "k": k, "build_seconds": build_s, "default_ef": ann::DEFAULT_EF_SEARCH, "rows": rows}),
+                &run,
+            ),
         )?;
         writeln!(out)?;
     } else {

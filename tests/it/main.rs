@@ -12,6 +12,7 @@ mod mid_model;
 mod cli;
 mod eval_cli;
 mod eval_golden;
+mod eval_probe;
 mod lifecycle;
 mod parity;
 mod preprocess_parity;
