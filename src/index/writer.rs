@@ -69,8 +69,10 @@ impl IndexWriter {
         // is removed before the first commit.
         let committed = on_disk.as_ref().ok().map(Manifest::file_names);
         let manifest = match on_disk {
+            // Generations and segment ids keep growing across a rebuild.
             Ok(m) if rebuild => Manifest {
                 next_segment: m.next_segment,
+                generation: m.generation,
                 ..Manifest::new(model.clone())
             },
             Ok(m) => {

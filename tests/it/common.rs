@@ -237,3 +237,68 @@ pub fn read_npy_f32(bytes: &[u8]) -> Option<(Vec<f32>, usize, usize)> {
         .collect();
     Some((v, n, d))
 }
+
+/// A run of `plip index s` that stops at the failpoint `spec` (see `src/job.rs`)
+/// until it is cancelled, with its stderr collected in the background.
+pub struct PausedRun {
+    pub child: std::process::Child,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl PausedRun {
+    /// Starts the run and returns once it has reached the failpoint.
+    pub fn start(env: &TestEnv, spec: &str) -> PausedRun {
+        let mut cmd = env.plip();
+        cmd.args(["index", "s", "--batch-size", "2", "--commit-every", "4"])
+            .env("PLIP_FAILPOINT", spec);
+        Self::start_command(cmd)
+    }
+
+    /// Starts `cmd` (a `plip index` with `PLIP_FAILPOINT` set) and returns once
+    /// it has reached the failpoint.
+    pub fn start_command(mut cmd: Command) -> PausedRun {
+        use std::io::BufRead;
+        let spec = format!("{:?}", cmd.get_envs().find(|(k, _)| *k == "PLIP_FAILPOINT"));
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("run ended before failpoint {spec}: {seen}"))
+                .unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("failpoint") {
+                break;
+            }
+        }
+        let stderr = std::thread::spawn(move || {
+            lines.map_while(Result::ok).fold(seen, |s, l| s + &l + "\n")
+        });
+        PausedRun { child, stderr }
+    }
+
+    /// Sends SIGINT (Ctrl-C) and returns the exit code and stderr.
+    #[cfg(unix)]
+    pub fn interrupt(mut self) -> (Option<i32>, String) {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let code = self.child.wait().unwrap().code();
+        (code, self.stderr.join().unwrap())
+    }
+
+    /// SIGKILL.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let _ = self.stderr.join();
+    }
+}

@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::common::{fixture_images, fixtures, TestEnv};
+use crate::common::{fixture_images, fixtures, PausedRun, TestEnv};
 
 /// Every indexed path with its score for a fixed query: the index's full content
 /// as search sees it.
@@ -80,64 +79,6 @@ fn generation(env: &TestEnv) -> u64 {
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v["generation"].as_u64())
         .unwrap_or(0)
-}
-
-/// A run of `plip index s` that stops at the failpoint `spec` (see `src/job.rs`)
-/// until it is cancelled, with its stderr collected in the background.
-struct PausedRun {
-    child: Child,
-    stderr: std::thread::JoinHandle<String>,
-}
-
-impl PausedRun {
-    /// Starts the run and returns once it has reached the failpoint.
-    fn start(env: &TestEnv, spec: &str) -> PausedRun {
-        use std::io::BufRead;
-        let mut child = env
-            .plip()
-            .args(["index", "s", "--batch-size", "2", "--commit-every", "4"])
-            .env("PLIP_FAILPOINT", spec)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut seen = String::new();
-        loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("run ended before failpoint {spec}: {seen}"))
-                .unwrap();
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains("failpoint") {
-                break;
-            }
-        }
-        let stderr = std::thread::spawn(move || {
-            lines.map_while(Result::ok).fold(seen, |s, l| s + &l + "\n")
-        });
-        PausedRun { child, stderr }
-    }
-
-    /// Sends SIGINT (Ctrl-C) and returns the exit code and stderr.
-    #[cfg(unix)]
-    fn interrupt(mut self) -> (Option<i32>, String) {
-        let status = std::process::Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let code = self.child.wait().unwrap().code();
-        (code, self.stderr.join().unwrap())
-    }
-
-    /// SIGKILL.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        let _ = self.stderr.join();
-    }
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod common;
 mod mid_model;
 
 mod cli;
+mod data_loss;
 mod eval_cli;
 mod eval_golden;
 mod eval_probe;
