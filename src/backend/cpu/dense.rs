@@ -56,6 +56,7 @@ pub(crate) const PANEL_ROWS: usize = 6;
 /// How far ahead, in input features, [`panel_avx512`] prefetches the panel it
 /// streams (8 KiB): the hardware prefetcher alone left a 4-row product at
 /// 6–9 GB/s per core, against 14 for a plain read of the same memory.
+#[cfg(target_arch = "x86_64")]
 const PANEL_PREFETCH: usize = 32;
 
 /// Packs an `[out, in]` weight into panels: panel `p` holds, for each input
