@@ -21,6 +21,7 @@ mod backend;
 mod cli;
 mod embed;
 mod eval;
+mod host;
 mod index;
 mod job;
 pub(crate) mod model;
@@ -31,9 +32,13 @@ mod source;
 
 pub use backend::cpu::{threads, tune_allocator};
 pub use cli::{run, Cli};
-pub use embed::Embedder;
+pub use embed::{embed_image_files, embed_rgb_images, Embedder, Interrupted};
+pub use host::{
+    check_model, find_index, index_folders, load_model, main_with_args, model_source, parse_term,
+    query_term, query_vector, search, IndexReport, IndexRequest, SearchHit, SearchOptions,
+};
 pub use index::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
-pub use index::{FileEntry, Index, IndexWriter};
+pub use index::{FileEntry, Index, IndexWriter, ModelInfo, Skipped, StoreError};
 pub use model::hub::{resolve as resolve_model, ModelFiles, DEFAULT_MODEL};
 pub use model::{Towers, WeightsFile};
 pub use output::npy::write_f32 as write_npy;

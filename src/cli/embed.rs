@@ -21,18 +21,10 @@ pub(super) fn cmd_embed(config: &Config, args: EmbedArgs) -> Result<i32> {
             }
         }
         let e = load_embedder(&source, Towers::VISION)?;
-        let mut rows = vec![Vec::new(); args.images.len()];
+        let dim = e.dim();
         let cancel = AtomicBool::new(false);
-        crate::embed::embed_files(&e, &args.images, args.batch_size, &cancel, |r| {
-            match r.outcome {
-                Ok((v, _)) => {
-                    rows[r.index] = v;
-                    Ok(())
-                }
-                // Rows must line up with inputs, so a bad image fails the whole run.
-                Err(reason) => bail!("cannot embed {}: {reason}", r.path.display()),
-            }
-        })?;
+        let flat = crate::embed::embed_image_files(&e, &args.images, args.batch_size, &cancel)?;
+        let rows = flat.chunks_exact(dim).map(<[f32]>::to_vec).collect();
         let labels = args
             .images
             .iter()

@@ -182,5 +182,7 @@ fn fingerprint(files: &ModelFiles, pre: &ImageProcessorConfig) -> Result<String>
     Ok(format!("{:08x}-{len}", h.finalize()))
 }
 
+mod images;
 mod pipeline;
+pub use images::{embed_image_files, embed_rgb_images, Interrupted};
 pub(crate) use pipeline::*;

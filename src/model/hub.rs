@@ -45,7 +45,12 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
         return from_dir(&abs, &abs.display().to_string());
     }
     if looks_like_path(spec) {
-        bail!("model folder {spec} does not exist");
+        // Typed, so that a host can tell a missing folder from other failures.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("model folder {spec} does not exist"),
+        )
+        .into());
     }
     from_hub(spec)
 }

@@ -1,0 +1,332 @@
+//! Entry points for programs that host plip's engine in their own process: the
+//! `plip` binary's `main`, the Python package (`python/`), a future server.
+//!
+//! Each is one call over the same types the command line uses, so a host gets
+//! the CLI's behaviour without its terminal: the model is resolved as `--model`
+//! is ([`crate::cli::Config::model_source`]), indexing is the same
+//! [`IndexJob`] with the same commits and Ctrl-C semantics (the host owns the
+//! cancel flag instead of a signal handler), and a search filters and ranks as
+//! `plip search` does. Nothing here prints: warnings come back in the report.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::cli::{Cli, Config};
+use crate::embed::Embedder;
+use crate::index::{Index, IndexHit, IndexWriter, Skipped, StoreError};
+use crate::job::{IndexJob, IndexOptions, Progress};
+use crate::model::{hub, Towers};
+use crate::query::{QueryTerm, TermKind};
+use crate::source::walk;
+
+/// Runs the command line on `args` (the first is the program name) as the
+/// `plip` binary does, and returns its exit code: 0, 2 for an error (printed
+/// once on stderr), 130 for an interrupted index, clap's codes for bad flags
+/// and `--help`. A closed stdout (`plip search … | head`) is success.
+pub fn main_with_args<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    // candle's errors capture a backtrace when RUST_BACKTRACE is set, and print
+    // it in their message; a user sees one line. Panics keep their backtraces.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    crate::tune_allocator();
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code() as u8;
+        }
+    };
+    match crate::run(cli) {
+        Ok(code) => code as u8,
+        Err(err) => {
+            if let Some(io) = err.root_cause().downcast_ref::<io::Error>() {
+                if io.kind() == io::ErrorKind::BrokenPipe {
+                    return 0;
+                }
+            }
+            eprintln!("plip: error: {err:#}");
+            2
+        }
+    }
+}
+
+/// The resolved model source for `model` (a Hub id or a folder): `model` when
+/// given, else the model that built the index at `index_dir`, else
+/// [`hub::DEFAULT_MODEL`], as every command resolves `--model`.
+pub fn model_source(model: Option<&str>, index_dir: Option<&Path>) -> String {
+    config(model.map(str::to_string), None).model_source(index_dir)
+}
+
+/// Loads the requested towers of the model `source` (a Hub id or a folder).
+pub fn load_model(source: &str, towers: Towers) -> Result<Embedder> {
+    let files = hub::resolve(source)?;
+    Embedder::load(&files, towers).with_context(|| format!("loading model `{source}`"))
+}
+
+fn config(model: Option<String>, index: Option<PathBuf>) -> Config {
+    Config {
+        model: model.filter(|m| !m.trim().is_empty()),
+        index,
+        cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        progress: false,
+        quiet: true,
+    }
+}
+
+/// What to index: `plip index [--index I] [--model M] [--rebuild] DIRS`.
+#[derive(Clone, Debug)]
+pub struct IndexRequest {
+    /// Folders or image files; empty re-scans every folder indexed before.
+    pub dirs: Vec<PathBuf>,
+    /// Index folder; `None` is the nearest `.plip` upward, else `./.plip`.
+    pub index: Option<PathBuf>,
+    /// Model; `None` is the index's own model, else [`hub::DEFAULT_MODEL`].
+    pub model: Option<String>,
+    /// Discard the existing index first.
+    pub rebuild: bool,
+    /// Images per model batch.
+    pub batch_size: usize,
+    /// Commit at least every this many newly embedded images.
+    pub commit_every: usize,
+}
+
+impl Default for IndexRequest {
+    fn default() -> Self {
+        let o = IndexOptions::default();
+        IndexRequest {
+            dirs: Vec::new(),
+            index: None,
+            model: None,
+            rebuild: false,
+            batch_size: o.batch_size,
+            commit_every: o.commit_every,
+        }
+    }
+}
+
+/// What an indexing run did: the numbers of `plip index`'s summary line.
+#[derive(Clone, Debug)]
+pub struct IndexReport {
+    /// The index folder, absolute.
+    pub index: PathBuf,
+    /// Files embedded for the first time.
+    pub added: usize,
+    /// Files re-embedded because they changed.
+    pub updated: usize,
+    /// Entries dropped because their files are gone (or now unreadable).
+    pub removed: usize,
+    /// Files left as they were.
+    pub unchanged: usize,
+    /// Files that could not be read or decoded, with the reason.
+    pub skipped: Vec<Skipped>,
+    /// Vectors computed in this run.
+    pub embedded: usize,
+    /// The run was cancelled; what was embedded is committed.
+    pub interrupted: bool,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Every warning the run would have printed, in order.
+    pub warnings: Vec<String>,
+}
+
+/// Collects the job's warnings instead of printing them.
+#[derive(Default)]
+struct Collect(Mutex<Vec<String>>);
+
+impl Progress for Collect {
+    fn warn(&self, message: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message.to_string());
+    }
+}
+
+/// Runs `plip index` for `req` without a terminal: the same checks, model
+/// resolution, lock and [`IndexJob`]. Setting `cancel` stops the run after the
+/// current batch; what was embedded is committed (as Ctrl-C does) and the
+/// report says `interrupted`. A folder that does not exist is an
+/// [`io::ErrorKind::NotFound`] error.
+pub fn index_folders(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexReport> {
+    for d in &req.dirs {
+        if !d.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} does not exist", d.display()),
+            )
+            .into());
+        }
+    }
+    let config = config(req.model.clone(), req.index.clone());
+    let index_dir = config.index_for_writing();
+    let source = config.model_source(if req.rebuild { None } else { Some(&index_dir) });
+    let embedder = load_model(&source, Towers::VISION)?;
+    let writer = IndexWriter::open(&index_dir, embedder.info(), req.rebuild)?;
+    let options = IndexOptions {
+        batch_size: req.batch_size,
+        commit_every: req.commit_every,
+        ..IndexOptions::default()
+    };
+    let progress = Collect::default();
+    let summary =
+        IndexJob::new(writer, req.dirs.clone(), options).run(embedder, &progress, cancel)?;
+    let stats = summary.stats;
+    Ok(IndexReport {
+        index: std::path::absolute(&index_dir).unwrap_or(index_dir),
+        added: stats.added,
+        updated: stats.updated,
+        removed: stats.removed,
+        unchanged: stats.unchanged,
+        skipped: stats.skipped,
+        embedded: summary.embedded,
+        interrupted: summary.interrupted,
+        elapsed: summary.elapsed,
+        warnings: progress.0.into_inner().unwrap_or_else(|e| e.into_inner()),
+    })
+}
+
+/// Fails when `embedder` is not the model that built `index`, with the advice
+/// `plip search` gives.
+pub fn check_model(index: &Index, embedder: &Embedder) -> std::result::Result<(), StoreError> {
+    let (a, b) = (index.model(), embedder.info());
+    // Fingerprints hash both towers' files; dimension is the hard requirement.
+    if a.dim != b.dim || a.fingerprint != b.fingerprint {
+        return Err(crate::index::model_mismatch(index.dir(), a, b));
+    }
+    Ok(())
+}
+
+/// The filters of `plip search`.
+#[derive(Clone, Debug)]
+pub struct SearchOptions {
+    /// Number of hits (at least 1).
+    pub top: usize,
+    /// HNSW breadth, for segments whose graph was loaded
+    /// ([`Index::open_with_graphs`]); `None` is the default breadth.
+    pub ef: Option<usize>,
+    /// Keep only hits with at least this cosine score.
+    pub threshold: Option<f32>,
+    /// Keep only images under this folder (absolute, or relative to the
+    /// current directory).
+    pub under: Option<PathBuf>,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            top: 10,
+            ef: None,
+            threshold: None,
+            under: None,
+        }
+    }
+}
+
+/// One search result, as `plip search --json` prints it, with the image's
+/// absolute path instead of a path relative to the current directory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchHit {
+    /// 1-based rank.
+    pub rank: usize,
+    /// Cosine similarity, rounded to 6 decimals as `--json` prints it.
+    pub score: f64,
+    /// The image file (its bytes as on disk, whatever the encoding).
+    pub path: PathBuf,
+}
+
+/// The `top` indexed images nearest to the unit vector `query`, best first,
+/// filtered as `plip search` filters them.
+pub fn search(index: &Index, query: &[f32], opts: &SearchOptions) -> Vec<SearchHit> {
+    let root = index.root();
+    let prefix = opts.under.as_ref().map(|u| {
+        let abs = std::path::absolute(u).unwrap_or_else(|_| u.clone());
+        let abs = abs.canonicalize().unwrap_or(abs);
+        walk::relative(&abs, &root)
+    });
+    let allow = |p: &str| match &prefix {
+        Some(pre) if pre != "." => {
+            p == pre || (p.starts_with(pre.as_str()) && p[pre.len()..].starts_with('/'))
+        }
+        _ => true,
+    };
+    let ef = opts.ef.unwrap_or(crate::index::ann::DEFAULT_EF_SEARCH);
+    let mut hits: Vec<IndexHit> = index.search(query, opts.top.max(1), ef, Some(&allow));
+    if let Some(t) = opts.threshold {
+        hits.retain(|h| h.score >= t);
+    }
+    hits.iter()
+        .enumerate()
+        .map(|(i, h)| SearchHit {
+            rank: i + 1,
+            score: (h.score as f64 * 1e6).round() / 1e6,
+            path: walk::resolve(&root, &h.path),
+        })
+        .collect()
+}
+
+/// The index folder to read, as `--index` resolves: `index` (relative to the
+/// current directory), else the nearest `.plip` in the current directory or
+/// above it. No index there is a [`StoreError::NoIndex`].
+pub fn find_index(index: Option<&Path>) -> Result<PathBuf> {
+    config(None, index.map(Path::to_path_buf)).find_index()
+}
+
+/// `plip search`'s positional query: an existing image file is an image term,
+/// anything else is text. An empty query is an error with the CLI's advice.
+pub fn query_term(query: &str) -> Result<QueryTerm> {
+    if query.trim().is_empty() {
+        anyhow::bail!("the query is empty; give some words, e.g. plip search \"tumor tissue\"");
+    }
+    let p = Path::new(query);
+    let kind = if walk::is_image(p) && p.is_file() {
+        TermKind::Image(p.to_path_buf())
+    } else {
+        TermKind::Text(query.to_string())
+    };
+    Ok(QueryTerm { weight: 1.0, kind })
+}
+
+/// Parses `[W:]TERM` as `--add` (`sign` 1) or `--subtract` (`sign` -1) do.
+pub fn parse_term(raw: &str, sign: f32) -> Result<QueryTerm> {
+    crate::query::parse_term(raw, sign)
+}
+
+/// The query vector of `terms` (with `templates`, as `plip search` builds it)
+/// plus weighted `vectors` given directly, each normalized, summed with its
+/// weight and renormalized. Without `vectors` this is exactly
+/// [`crate::build_query`].
+pub fn query_vector(
+    embedder: Option<&Embedder>,
+    terms: &[QueryTerm],
+    templates: &[String],
+    vectors: &[(f32, Vec<f32>)],
+) -> Result<Vec<f32>> {
+    if vectors.is_empty() || !terms.is_empty() {
+        let embedder = embedder.context("internal error: no model to embed the query terms")?;
+        if vectors.is_empty() {
+            return crate::build_query(embedder, terms, templates);
+        }
+        let mut parts = vectors.to_vec();
+        for t in terms {
+            let unit = QueryTerm {
+                weight: 1.0,
+                kind: t.kind.clone(),
+            };
+            parts.push((t.weight, crate::build_query(embedder, &[unit], templates)?));
+        }
+        return crate::query::combine(&parts);
+    }
+    crate::query::combine(vectors)
+}
