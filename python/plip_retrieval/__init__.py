@@ -49,9 +49,10 @@ def _path(x):
 
 def _to_rgb(x):
     """The pixels of an in-memory image as a C-contiguous (H, W, 3) uint8 array,
-    as transformers' CLIPProcessor sees them: a PIL image through
-    ``convert("RGB")``, an array through ``Image.fromarray`` (an (H, W, 3)
-    uint8 array is taken as RGB as it is)."""
+    as transformers' CLIPProcessor sees them (its ``convert_to_rgb``): a PIL
+    image through ``convert("RGB")``, composited onto white first when it has
+    transparency; an array as ``Image.fromarray`` reads it (an (H, W, 3) uint8
+    array is RGB as it is)."""
     import numpy as np
 
     if isinstance(x, np.ndarray):
@@ -66,7 +67,12 @@ def _to_rgb(x):
                 "or give an (H, W, 3) uint8 RGB array"
             ) from None
         x = Image.fromarray(x)
-    if hasattr(x, "convert") and hasattr(x, "mode"):
+    if hasattr(x, "convert") and hasattr(x, "getbands"):
+        if "A" in x.getbands() or x.info.get("transparency") is not None:
+            from PIL import Image
+
+            rgba = x.convert("RGBA")
+            x = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
         return np.asarray(x.convert("RGB"))
     raise TypeError(
         f"cannot embed a {type(x).__name__}: give a file path, a PIL image "

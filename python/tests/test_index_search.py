@@ -1,0 +1,101 @@
+"""pr.index and Index.search against `plip index` / `plip search --json`."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import plip_retrieval as pr
+from conftest import IMAGES, MODEL, plip_json_lines
+
+
+@pytest.fixture()
+def indexed(tmp_path):
+    slides = tmp_path / "slides"
+    shutil.copytree(IMAGES, slides)
+    summary = pr.index(slides, index=tmp_path / ".plip", model=MODEL)
+    return tmp_path, summary
+
+
+def test_index_returns_the_cli_summary(indexed):
+    tmp, s = indexed
+    n = len(list(IMAGES.iterdir()))
+    assert s["added"] == n and s["embedded"] == n and s["skipped"] == 0
+    assert s["updated"] == s["removed"] == s["unchanged"] == 0
+    assert s["interrupted"] is False and s["skipped_files"] == []
+    assert Path(s["index"]) == (tmp / ".plip")
+    again = pr.index(tmp / "slides", index=tmp / ".plip")
+    assert again["unchanged"] == n and again["added"] == 0
+
+
+def test_text_search_equals_plip_search_json(indexed):
+    tmp, _ = indexed
+    ix = pr.Index(tmp / ".plip")
+    assert len(ix) == len(list(IMAGES.iterdir())) and ix.dim == 16
+    hits = ix.search("tumor tissue", top=5)
+    cli = plip_json_lines("search", "tumor tissue", "--top", "5", "--json", cwd=tmp)
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    assert [h["score"] for h in hits] == [c["score"] for c in cli]
+    assert [h["path"] for h in hits] == [str(tmp / c["path"]) for c in cli]
+    assert all(os.path.isabs(h["path"]) for h in hits)
+
+
+def test_search_flags_match_the_cli(indexed):
+    tmp, _ = indexed
+    ix = pr.Index(tmp / ".plip")
+    got = ix.search("tumor", add=["2:lymphocytes"], subtract=["necrosis"], top=4,
+                    templates=["An H&E image patch of {}."], threshold=-1.0)
+    cli = plip_json_lines("search", "tumor", "--add", "2:lymphocytes", "--subtract", "necrosis",
+                          "--template", "An H&E image patch of {}.", "--top", "4", "--json",
+                          cwd=tmp)
+    assert [(h["score"], h["path"]) for h in got] == [(c["score"], str(tmp / c["path"])) for c in cli]
+    assert ix.search("tumor", under=tmp / "slides" / "nope", top=3) == []
+
+
+def test_image_and_vector_queries(indexed, model):
+    tmp, _ = indexed
+    ix = pr.Index(tmp / ".plip", model=model)
+    target = str(tmp / "slides" / "png_rgb_224x224.png")
+    by_path = ix.search(image=target, top=3)
+    assert by_path[0]["path"] == target and by_path[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    cli = plip_json_lines("search", "--image", target, "--top", "3", "--json", cwd=tmp)
+    assert [h["score"] for h in by_path] == [c["score"] for c in cli]
+    from PIL import Image
+
+    in_memory = ix.search(image=Image.open(target), top=1)
+    assert in_memory[0]["path"] == target
+    T = model.embed_text(["tumor tissue"])
+    assert ix.search(vector=T[0], top=5) == ix.search("tumor tissue", top=5)
+    with pytest.raises(ValueError, match="holds 16-d vectors"):
+        ix.search(vector=np.ones(7, np.float32))
+
+
+def test_search_errors(indexed, tmp_path_factory):
+    tmp, _ = indexed
+    ix = pr.Index(tmp / ".plip")
+    with pytest.raises(NotImplementedError, match="by_slide"):
+        ix.search("tumor", by_slide=True)
+    with pytest.raises(ValueError):
+        ix.search()
+    with pytest.raises(pr.Error, match="query is empty"):
+        ix.search("   ")
+    with pytest.raises(FileNotFoundError, match="query image .* does not exist"):
+        ix.search(image=str(tmp / "nope.png"))
+    with pytest.raises(FileNotFoundError, match="no plip index"):
+        pr.Index(tmp_path_factory.mktemp("empty") / ".plip")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pr.index(tmp / "missing", index=tmp / ".plip")
+
+
+def test_reload_sees_new_commits(indexed):
+    tmp, _ = indexed
+    ix = pr.Index(tmp / ".plip")
+    n = len(ix)
+    (tmp / "more").mkdir()
+    shutil.copy(IMAGES / "png_rgb_224x224.png", tmp / "more" / "x.png")
+    pr.index(tmp / "more", index=tmp / ".plip")
+    assert len(ix) == n
+    ix.reload()
+    assert len(ix) == n + 1
