@@ -54,7 +54,7 @@ pub(super) fn cmd_embed(config: &Config, args: EmbedArgs) -> Result<i32> {
 
 /// Embeds images and whole slides (one row per kept tile), in input order.
 fn embed_with_slides(config: &Config, args: &EmbedArgs, e: &Embedder) -> Result<i32> {
-    let flags = crate::job::SlideFlags::default();
+    let flags = args.tiling.flags();
     let recorded = config
         .find_index()
         .ok()

@@ -389,7 +389,8 @@ struct SearchArgs {
 struct EmbedArgs {
     /// Images to embed, one row each in this order. A whole slide gives one row per
     /// tissue tile (with --jsonl: "input","x","y","w","h","level","embedding"), tiled
-    /// as `plip index` would (the index's tiling, else 0.5 µm/px, 224 px, 0.5 tissue).
+    /// with the flags below (default: the index's tiling, else 0.5 µm/px, 224 px, 0.5
+    /// tissue).
     images: Vec<PathBuf>,
     /// A prompt to embed (repeatable), one row each in order.
     #[arg(long = "text", short = 't')]
@@ -404,6 +405,8 @@ struct EmbedArgs {
     /// Images per model batch.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    #[command(flatten)]
+    tiling: TilingArgs,
 }
 
 /// Tiling flags of the single-slide commands (as `plip index` has them).

@@ -17,3 +17,4 @@ mod lifecycle;
 mod parity;
 mod preprocess_parity;
 mod queries;
+mod slides;
