@@ -137,7 +137,7 @@ fn write_rows(
             .expect("clap requires --output without --jsonl");
         let mut buf = Vec::new();
         crate::output::npy::write_f32(&mut buf, rows, dim)?;
-        std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, buf).with_context(|| format!("writing {}", path.display()))?;
         if !config.quiet {
             eprintln!(
                 "plip: wrote {} x {dim} embeddings to {}",

@@ -25,13 +25,17 @@ pub(crate) fn tile_region(plan: &TilePlan, i: usize) -> Region {
     }
 }
 
+/// Embedded tiles (region and unit vector, in plan order) and the errors of the tiles
+/// that could not be read.
+pub(crate) type EmbeddedTiles = (Vec<(Region, Vec<f32>)>, Vec<String>);
+
 /// Unit embeddings of every kept tile of `plan`, in plan order; a tile that cannot be
 /// read is left out and its error returned beside.
 pub(crate) fn embed_tiles(
     embedder: &Embedder,
     plan: &TilePlan,
     batch_size: usize,
-) -> Result<(Vec<(Region, Vec<f32>)>, Vec<String>)> {
+) -> Result<EmbeddedTiles> {
     let cancel = AtomicBool::new(false);
     let mut rows = Vec::with_capacity(plan.tiles.len());
     let mut failed = Vec::new();

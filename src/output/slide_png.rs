@@ -91,9 +91,8 @@ pub(crate) fn fill(img: &mut RgbImage, x: i64, y: i64, w: i64, h: i64, color: [u
     for yy in y.max(0)..(y + h).min(ih) {
         for xx in x.max(0)..(x + w).min(iw) {
             let p = img.get_pixel_mut(xx as u32, yy as u32);
-            for c in 0..3 {
-                p.0[c] =
-                    (f32::from(p.0[c]) * (1.0 - alpha) + f32::from(color[c]) * alpha).round() as u8;
+            for (v, &c) in p.0.iter_mut().zip(&color) {
+                *v = (f32::from(*v) * (1.0 - alpha) + f32::from(c) * alpha).round() as u8;
             }
         }
     }

@@ -432,12 +432,13 @@ fn tile_embeddings_match_openslide_pillow_and_transformers() {
         let golden: Vec<serde_json::Value> =
             serde_json::from_slice(&fs::read(&golden).unwrap()).unwrap();
         let path = slide_fixture(slide);
-        let mut runs: Vec<(String, String)> = golden
+        let mut runs: Vec<(serde_json::Value, serde_json::Value)> = golden
             .iter()
-            .map(|g| (g["mpp"].to_string(), g["tile"].to_string()))
+            .map(|g| (g["mpp"].clone(), g["tile"].clone()))
             .collect();
         runs.dedup();
-        for (mpp, tile) in runs {
+        for (mpp_v, tile_v) in runs {
+            let (mpp, tile) = (mpp_v.to_string(), tile_v.to_string());
             let out = env.ok(&[
                 "embed",
                 path.to_str().unwrap(),
@@ -452,7 +453,7 @@ fn tile_embeddings_match_openslide_pillow_and_transformers() {
             let rows = json_lines(&out);
             for g in golden
                 .iter()
-                .filter(|g| g["mpp"].to_string() == mpp && g["tile"].to_string() == tile)
+                .filter(|g| g["mpp"] == mpp_v && g["tile"] == tile_v)
             {
                 let row = rows
                     .iter()
