@@ -4,7 +4,7 @@ memory stays small whatever the size.
 
     python benches/make_slide.py OUT.svs --side 8192 [--pyramid] [--mpp 0.5]
 
-A tiled JPEG (YCbCr 4:2:0, quality 80) TIFF with an Aperio description (`MPP = 0.5`, so
+A tiled JPEG (quality 80, as tifffile + imagecodecs write RGB data) TIFF with an Aperio description (`MPP = 0.5`, so
 20x: plip's 224-px tiles at 0.5 µm/px are read at level 0 without resampling): level 0 of
 side x side pixels, and with --pyramid reduced levels at 4x and 16x. Tissue is an ellipse
 covering ~40% of the slide, drawn from 8 pre-rendered 256-px H&E-like tiles (nuclei on
@@ -57,7 +57,7 @@ def main():
     w, h = a.side, a.height or a.side
     bank, glass = tiles_bank()
     desc = f"Aperio Image Library v12.0.0\r\n{w}x{h} [0,0 {w}x{h}] ({T}x{T}) JPEG/RGB Q=80|MPP = {a.mpp}"
-    opts = dict(tile=(T, T), photometric="ycbcr", compression="jpeg", compressionargs={"level": 80}, subsampling=(2, 2))
+    opts = dict(tile=(T, T), photometric="rgb", compression="jpeg", compressionargs={"level": 80})
     with tifffile.TiffWriter(a.out, bigtiff=True) as tw:
         tw.write(level_tiles(w, h, bank, glass), shape=(h, w, 3), dtype=np.uint8,
                  description=desc, metadata=None, **opts)
