@@ -12,6 +12,7 @@ mod eval;
 mod index;
 mod info;
 mod search;
+mod serve;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -92,6 +93,8 @@ enum Command {
     /// Measure retrieval recall, zero-shot accuracy, or HNSW quality.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Search in a web browser: a local web app and JSON API over the index.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,6 +351,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Embed(a) => embed::cmd_embed(&config, a),
         Command::Info(a) => info::cmd_info(&config, a),
         Command::Eval(e) => eval::cmd_eval(&config, e),
+        Command::Serve(a) => serve::cmd_serve(&config, a),
     }
 }
 

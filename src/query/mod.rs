@@ -9,6 +9,9 @@ use std::path::Path;
 
 use crate::source::walk;
 
+mod filter;
+pub(crate) use filter::search_filtered;
+
 
 /// What a query term is made of.
 #[derive(Clone, Debug, PartialEq)]
