@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -73,8 +72,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .method_not_allowed_fallback(|m: Method| async move {
             error(StatusCode::METHOD_NOT_ALLOWED, format!("{m} is not allowed here"))
         })
-        // Axum's own limit, so a chunked body is cut off at the limit too.
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // The upload handler applies its own limit (with a JSON 413).
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
 }
@@ -281,7 +280,7 @@ async fn search_post(
     AxState(app): AxState<App>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     // Refused before reading when the client says how much is coming.
     let declared = headers
@@ -291,18 +290,19 @@ async fn search_post(
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return too_large();
     }
-    let body = match body {
-        Ok(b) => b,
-        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
-        Err(r) => return error(StatusCode::BAD_REQUEST, format!("reading the upload: {}", r.body_text())),
-    };
-    if body.is_empty() {
-        return bad("the request body is empty: POST the image file itself as the body").into_response();
-    }
     let params = match params::parse(query.as_deref().unwrap_or(""), 10) {
         Ok(p) => p,
         Err(m) => return bad(m).into_response(),
     };
+    // A chunked body is cut off at the limit.
+    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY)).await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) => return bad(format!("reading the upload: {e}")).into_response(),
+    };
+    if body.is_empty() {
+        return bad("the request body is empty: POST the image file itself as the body").into_response();
+    }
     run_search(app, params, Some(body)).await
 }
 

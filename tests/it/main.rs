@@ -16,3 +16,4 @@ mod lifecycle;
 mod parity;
 mod preprocess_parity;
 mod queries;
+mod serve;
