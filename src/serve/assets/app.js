@@ -233,6 +233,11 @@ function render(r) {
     li.append(more, meta);
     ol.append(li);
   }
+  // Chips of items that came from the address bar get their names now.
+  if (state.likes.some((l) => !l.label && labels.has(l.id))) {
+    for (const l of state.likes) l.label = l.label || labels.get(l.id) || "";
+    renderTerms();
+  }
 }
 
 function moreLike(h) {
