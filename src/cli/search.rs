@@ -76,7 +76,14 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
         walk::relative(&abs, &root)
     });
     let ef = args.ef.unwrap_or(crate::index::ann::DEFAULT_EF_SEARCH);
-    let hits = query::search_filtered(&index, &query, args.top, ef, prefix.as_deref(), args.threshold);
+    let hits = query::search_filtered(
+        &index,
+        &query,
+        args.top,
+        ef,
+        prefix.as_deref(),
+        args.threshold,
+    );
     let rows = printers::printable(&hits, &root, &config.cwd);
     if let Some(page) = &args.html {
         let page = absolute(&config.cwd, page);

@@ -62,18 +62,33 @@ pub(super) struct ServeArgs {
 
 pub(super) fn cmd_serve(config: &Config, args: ServeArgs) -> Result<i32> {
     if let Some(t) = &args.token {
-        if t.len() < 8 || !t.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',') {
-            bail!("--token must be at least 8 printable ASCII characters without spaces, `;` or `,`");
+        if t.len() < 8
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        {
+            bail!(
+                "--token must be at least 8 printable ASCII characters without spaces, `;` or `,`"
+            );
         }
     }
     let index_dir = config.find_index()?;
     crate::index::recorded_model(&index_dir)?;
     let source = config.model_source(Some(&index_dir));
-    let embedder = load_embedder(&source, Towers { text: true, vision: true })?;
+    let embedder = load_embedder(
+        &source,
+        Towers {
+            text: true,
+            vision: true,
+        },
+    )?;
     let thumb_cache = if args.no_thumb_cache {
         None
     } else {
-        let dir = args.thumb_cache.map(|d| absolute(&config.cwd, &d)).or_else(default_thumb_cache);
+        let dir = args
+            .thumb_cache
+            .map(|d| absolute(&config.cwd, &d))
+            .or_else(default_thumb_cache);
         dir.map(|d| (d, args.thumb_cache_mb.saturating_mul(1 << 20)))
     };
     let settings = crate::serve::Settings {

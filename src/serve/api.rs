@@ -36,7 +36,8 @@ const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
 
 /// The page allows only its own script and style files: even a name that got
 /// past escaping could not run.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
+const CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 #[derive(Clone)]
@@ -63,14 +64,28 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .route("/", get(page))
-        .route("/app.js", get(|| asset("text/javascript; charset=utf-8", APP_JS)))
-        .route("/style.css", get(|| asset("text/css; charset=utf-8", STYLE_CSS)))
+        .route(
+            "/app.js",
+            get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/style.css",
+            get(|| asset("text/css; charset=utf-8", STYLE_CSS)),
+        )
         .route("/favicon.svg", get(|| asset("image/svg+xml", FAVICON_SVG)))
         .route("/api/login", post(login))
         .merge(api)
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such page or API route; the API is /api/search, /api/info and /api/thumb/ID") })
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such page or API route; the API is /api/search, /api/info and /api/thumb/ID",
+            )
+        })
         .method_not_allowed_fallback(|m: Method| async move {
-            error(StatusCode::METHOD_NOT_ALLOWED, format!("{m} is not allowed here"))
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{m} is not allowed here"),
+            )
         })
         // The upload handler applies its own limit (with a JSON 413).
         .layer(DefaultBodyLimit::disable())
@@ -89,7 +104,12 @@ impl IntoResponse for ApiError {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = json!({"error": message.into(), "status": status.as_u16()});
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -118,8 +138,14 @@ async fn guard(AxState(app): AxState<App>, req: Request, next: Next) -> Response
     }
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     res
 }
@@ -133,7 +159,9 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
     let name = name.to_ascii_lowercase();
     name == "localhost"
         || name.ends_with(".localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// With `--token`, `/api/` wants `Authorization: Bearer TOKEN` or the cookie
@@ -206,7 +234,14 @@ async fn page() -> Response {
 }
 
 async fn asset(kind: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn info(AxState(app): AxState<App>) -> Response {
@@ -271,7 +306,8 @@ async fn search_get(AxState(app): AxState<App>, RawQuery(query): RawQuery) -> Re
         Err(m) => return bad(m).into_response(),
     };
     if params.terms.is_empty() {
-        return bad("the query is empty: give q=WORDS, like=ID or add=WORDS (or POST an image)").into_response();
+        return bad("the query is empty: give q=WORDS, like=ID or add=WORDS (or POST an image)")
+            .into_response();
     }
     run_search(app, params, None).await
 }
@@ -295,13 +331,16 @@ async fn search_post(
         Err(m) => return bad(m).into_response(),
     };
     // A chunked body is cut off at the limit.
-    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY)).await {
+    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY))
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => return bad(format!("reading the upload: {e}")).into_response(),
     };
     if body.is_empty() {
-        return bad("the request body is empty: POST the image file itself as the body").into_response();
+        return bad("the request body is empty: POST the image file itself as the body")
+            .into_response();
     }
     run_search(app, params, Some(body)).await
 }
@@ -315,18 +354,28 @@ fn too_large() -> Response {
 
 async fn run_search(app: App, params: SearchParams, image: Option<Bytes>) -> Response {
     let Ok(_permit) = app.search_gate.clone().acquire_owned().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        );
     };
     let state = app.state.clone();
     let done = tokio::task::spawn_blocking(move || search_blocking(&state, params, image)).await;
     match done {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => e.into_response(),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error while searching (a bug; please report it)"),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error while searching (a bug; please report it)",
+        ),
     }
 }
 
-fn search_blocking(state: &State, p: SearchParams, image: Option<Bytes>) -> Result<Response, ApiError> {
+fn search_blocking(
+    state: &State,
+    p: SearchParams,
+    image: Option<Bytes>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let snap = state.snapshot();
     let mut parts: Vec<(f32, Vec<f32>)> = Vec::with_capacity(p.terms.len() + 1);
@@ -336,14 +385,18 @@ fn search_blocking(state: &State, p: SearchParams, image: Option<Bytes>) -> Resu
     for t in &p.terms {
         match t {
             Term::Text(w, text) => {
-                let v = state.text_embedding(text, &p.templates).map_err(|e| bad(format!("{e:#}")))?;
+                let v = state
+                    .text_embedding(text, &p.templates)
+                    .map_err(|e| bad(format!("{e:#}")))?;
                 parts.push((*w, v.to_vec()));
             }
             Term::Item(w, id) => {
                 let (_, v) = snap.item(*id).ok_or_else(|| {
                     ApiError(
                         StatusCode::NOT_FOUND,
-                        format!("no item {id} in the index (it may have been removed; search again)"),
+                        format!(
+                            "no item {id} in the index (it may have been removed; search again)"
+                        ),
                     )
                 })?;
                 parts.push((*w, v.to_vec()));
@@ -390,7 +443,8 @@ fn embed_upload(state: &State, bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
     let e = &state.embedder;
     // Nothing shared is written while decoding, so a panic leaves no broken state.
     let pixels = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::preprocess::decode_rgb(bytes, e.limits()).map(|rgb| crate::preprocess::preprocess(&rgb, e.preprocess_config()))
+        crate::preprocess::decode_rgb(bytes, e.limits())
+            .map(|rgb| crate::preprocess::preprocess(&rgb, e.preprocess_config()))
     }));
     let pixels = match pixels {
         Ok(Ok(p)) => p,
@@ -403,15 +457,25 @@ fn embed_upload(state: &State, bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
         Ok(Err(err)) => return Err(bad(format!("the uploaded image: {err}"))),
         Err(_) => return Err(bad("the image decoder crashed on the upload")),
     };
-    let mut v = e
-        .embed_pixels(pixels, 1)
-        .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("embedding the upload: {err:#}")))?;
+    let mut v = e.embed_pixels(pixels, 1).map_err(|err| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("embedding the upload: {err:#}"),
+        )
+    })?;
     Ok(v.remove(0))
 }
 
-async fn thumb(AxState(app): AxState<App>, id: Result<Path<String>, axum::extract::rejection::PathRejection>, headers: HeaderMap) -> Response {
+async fn thumb(
+    AxState(app): AxState<App>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Response {
     let Some(id) = id.ok().and_then(|Path(s)| ItemId::parse(&s)) else {
-        return error(StatusCode::NOT_FOUND, "a thumbnail URL ends in an item id (16 hex digits), as `thumb` in a hit gives it");
+        return error(
+            StatusCode::NOT_FOUND,
+            "a thumbnail URL ends in an item id (16 hex digits), as `thumb` in a hit gives it",
+        );
     };
     let snap = app.state.snapshot();
     let Some((path, _)) = snap.item(id) else {
@@ -420,7 +484,10 @@ async fn thumb(AxState(app): AxState<App>, id: Result<Path<String>, axum::extrac
     // The index names the file; nothing from the request goes into the path.
     let file = crate::source::walk::resolve(&snap.root, path);
     let Ok(_permit) = app.thumb_gate.clone().acquire_owned().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        );
     };
     let state = app.state.clone();
     let made = tokio::task::spawn_blocking(move || state.thumbs.get(&file)).await;
@@ -445,6 +512,9 @@ async fn thumb(AxState(app): AxState<App>, id: Result<Path<String>, axum::extrac
                 .into_response()
         }
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, format!("no thumbnail: {e}")),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error making a thumbnail (a bug; please report it)"),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error making a thumbnail (a bug; please report it)",
+        ),
     }
 }

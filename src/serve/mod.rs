@@ -19,9 +19,9 @@
 mod api;
 mod params;
 mod state;
-mod thumbs;
 #[cfg(test)]
 mod tests;
+mod thumbs;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -121,7 +121,9 @@ pub(crate) fn run(s: Settings, embedder: Embedder) -> Result<()> {
         stop.clone(),
         s.quiet,
     );
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .max_blocking_threads(api::MAX_BLOCKING)
@@ -132,10 +134,17 @@ pub(crate) fn run(s: Settings, embedder: Embedder) -> Result<()> {
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(s.addr)
             .await
-            .with_context(|| format!("cannot listen on {}; is another server using the port? (try --port 0)", s.addr))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}; is another server using the port? (try --port 0)",
+                    s.addr
+                )
+            })?;
         let local = listener.local_addr()?;
         let shown = match local.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], local.port())),
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], local.port()))
+            }
             _ => local,
         };
         // The first line on stdout is the address, for scripts and tests.

@@ -74,14 +74,18 @@ pub(crate) fn parse(query: &str, default_top: usize) -> Result<SearchParams, Str
                 let (w, rest) = split_weight(&key, &value)?;
                 let text = check_text(&key, rest)?;
                 if text.trim().is_empty() {
-                    return Err(format!("`{key}` is empty; give some words, e.g. {key}=2:lymphocytes"));
+                    return Err(format!(
+                        "`{key}` is empty; give some words, e.g. {key}=2:lymphocytes"
+                    ));
                 }
                 p.terms.push(Term::Text(sign * w, text));
             }
             "like" => {
                 let (w, rest) = split_weight("like", &value)?;
                 let id = ItemId::parse(rest).ok_or_else(|| {
-                    format!("`like` takes an item id (16 hex digits, from a hit's `id`), not {rest:?}")
+                    format!(
+                        "`like` takes an item id (16 hex digits, from a hit's `id`), not {rest:?}"
+                    )
                 })?;
                 p.terms.push(Term::Item(w, id));
             }
@@ -92,7 +96,9 @@ pub(crate) fn parse(query: &str, default_top: usize) -> Result<SearchParams, Str
                     .parse::<usize>()
                     .ok()
                     .filter(|n| (1..=MAX_TOP).contains(n))
-                    .ok_or_else(|| format!("`{key}` must be a whole number from 1 to {MAX_TOP}, not {value:?}"))?;
+                    .ok_or_else(|| {
+                        format!("`{key}` must be a whole number from 1 to {MAX_TOP}, not {value:?}")
+                    })?;
             }
             "under" => p.under = normalize_under(&value)?,
             "threshold" => {
@@ -101,7 +107,9 @@ pub(crate) fn parse(query: &str, default_top: usize) -> Result<SearchParams, Str
                     .parse::<f32>()
                     .ok()
                     .filter(|t| (-1.0..=1.0).contains(t))
-                    .ok_or_else(|| format!("`threshold` must be a cosine score from -1 to 1, not {value:?}"))?;
+                    .ok_or_else(|| {
+                        format!("`threshold` must be a cosine score from -1 to 1, not {value:?}")
+                    })?;
                 p.threshold = Some(t);
             }
             // Cache busters and the like are harmless; anything else is a typo
@@ -109,13 +117,15 @@ pub(crate) fn parse(query: &str, default_top: usize) -> Result<SearchParams, Str
             "_" => {}
             other => {
                 return Err(format!(
-                    "unknown parameter `{}`; known: q, add, sub, like, template, top, under, threshold",
-                    truncate(other, 40)
-                ))
+                "unknown parameter `{}`; known: q, add, sub, like, template, top, under, threshold",
+                truncate(other, 40)
+            ))
             }
         }
         if p.terms.len() > MAX_TERMS || p.templates.len() > MAX_TERMS {
-            return Err(format!("too many terms or templates (at most {MAX_TERMS} each)"));
+            return Err(format!(
+                "too many terms or templates (at most {MAX_TERMS} each)"
+            ));
         }
     }
     Ok(p)
@@ -135,7 +145,9 @@ pub(crate) fn split_weight<'a>(key: &str, raw: &'a str) -> Result<(f32, &'a str)
                 )
             })?;
             if !parsed.is_finite() || parsed.abs() > 100.0 {
-                return Err(format!("the weight in `{key}` must be a number from -100 to 100"));
+                return Err(format!(
+                    "the weight in `{key}` must be a number from -100 to 100"
+                ));
             }
             Ok((parsed, rest))
         }
@@ -158,7 +170,10 @@ fn check_text(key: &str, value: &str) -> Result<String, String> {
 fn normalize_under(value: &str) -> Result<Option<String>, String> {
     let v = check_text("under", value)?;
     let v = v.trim().replace('\\', "/");
-    let parts: Vec<&str> = v.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let parts: Vec<&str> = v
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     if parts.is_empty() {
         Ok(None)
     } else {

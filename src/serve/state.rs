@@ -136,7 +136,11 @@ impl State {
         if let Some(v) = self.cache().get(&key) {
             return Ok(v.clone());
         }
-        let v = Arc::new(crate::query::text_embedding(&self.embedder, text, templates)?);
+        let v = Arc::new(crate::query::text_embedding(
+            &self.embedder,
+            text,
+            templates,
+        )?);
         let mut cache = self.cache();
         if cache.len() >= TEXT_CACHE_ENTRIES {
             cache.clear();

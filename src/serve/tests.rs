@@ -25,7 +25,10 @@ fn query_string_terms_weights_and_filters() {
     assert_eq!(p.under.as_deref(), Some("slides"));
     assert_eq!(p.threshold, Some(0.25));
     assert_eq!(parse("q=a", 7).unwrap().top, 7);
-    assert_eq!(parse("q=H%26E+image:+tumor", 10).unwrap().terms, vec![Term::Text(1.0, "H&E image: tumor".into())]);
+    assert_eq!(
+        parse("q=H%26E+image:+tumor", 10).unwrap().terms,
+        vec![Term::Text(1.0, "H&E image: tumor".into())]
+    );
 }
 
 #[test]
@@ -58,9 +61,18 @@ fn bad_query_strings_are_errors_that_name_the_parameter() {
 
 #[test]
 fn weights_split_as_plip_search_reads_them() {
-    assert_eq!(split_weight("add", "2:lymphocytes").unwrap(), (2.0, "lymphocytes"));
-    assert_eq!(split_weight("add", "H&E image: tumor").unwrap(), (1.0, "H&E image: tumor"));
-    assert_eq!(split_weight("add", "1:Ki-67:high").unwrap(), (1.0, "Ki-67:high"));
+    assert_eq!(
+        split_weight("add", "2:lymphocytes").unwrap(),
+        (2.0, "lymphocytes")
+    );
+    assert_eq!(
+        split_weight("add", "H&E image: tumor").unwrap(),
+        (1.0, "H&E image: tumor")
+    );
+    assert_eq!(
+        split_weight("add", "1:Ki-67:high").unwrap(),
+        (1.0, "Ki-67:high")
+    );
 }
 
 #[test]
@@ -68,7 +80,14 @@ fn item_ids_round_trip_and_reject_anything_else() {
     let id = ItemId::of_path("a/b.png");
     assert_eq!(ItemId::parse(&id.to_string()), Some(id));
     assert_ne!(ItemId::of_path("a/c.png"), id);
-    for s in ["", "..", "0123", "0123456789abcdefg", "../../../etc/pas", "0x23456789abcdef"] {
+    for s in [
+        "",
+        "..",
+        "0123",
+        "0123456789abcdefg",
+        "../../../etc/pas",
+        "0x23456789abcdef",
+    ] {
         assert_eq!(ItemId::parse(s), None, "{s}");
     }
 }
@@ -76,10 +95,24 @@ fn item_ids_round_trip_and_reject_anything_else() {
 #[test]
 fn only_loopback_host_names_pass_the_rebinding_guard() {
     use super::api::is_loopback_host;
-    for ok in ["127.0.0.1:8080", "localhost", "LOCALHOST:1", "[::1]:80", "127.1.2.3", "app.localhost:9"] {
+    for ok in [
+        "127.0.0.1:8080",
+        "localhost",
+        "LOCALHOST:1",
+        "[::1]:80",
+        "127.1.2.3",
+        "app.localhost:9",
+    ] {
         assert!(is_loopback_host(ok), "{ok}");
     }
-    for no in ["evil.com", "evil.com:8080", "10.0.0.1:80", "127.0.0.1.evil.com", "localhost.evil.com", ""] {
+    for no in [
+        "evil.com",
+        "evil.com:8080",
+        "10.0.0.1:80",
+        "127.0.0.1.evil.com",
+        "localhost.evil.com",
+        "",
+    ] {
         assert!(!is_loopback_host(no), "{no}");
     }
 }

@@ -66,7 +66,11 @@ pub(crate) struct Thumbs {
 
 impl Thumbs {
     /// `mem_bytes` bounds the memory cache; `disk` is a folder and its byte budget.
-    pub(crate) fn new(mem_bytes: usize, disk: Option<(PathBuf, u64)>, limits: DecodeLimits) -> Self {
+    pub(crate) fn new(
+        mem_bytes: usize,
+        disk: Option<(PathBuf, u64)>,
+        limits: DecodeLimits,
+    ) -> Self {
         Thumbs {
             mem: Mutex::new(MemCache::new(mem_bytes)),
             disk: disk.and_then(|(dir, budget)| match DiskCache::open(dir.clone(), budget) {
@@ -106,7 +110,10 @@ impl Thumbs {
             &THUMB_SIDE.to_le_bytes(),
         ]);
         if let Some(jpeg) = self.mem.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
-            return Ok(Thumb { jpeg, key: hex(key) });
+            return Ok(Thumb {
+                jpeg,
+                key: hex(key),
+            });
         }
         let jpeg: Arc<[u8]> = match self.disk.as_ref().and_then(|d| d.get(key)) {
             Some(bytes) => bytes.into(),
@@ -122,7 +129,10 @@ impl Thumbs {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .put(key, jpeg.clone());
-        Ok(Thumb { jpeg, key: hex(key) })
+        Ok(Thumb {
+            jpeg,
+            key: hex(key),
+        })
     }
 }
 
@@ -195,7 +205,9 @@ impl MemCache {
         self.map.insert(key, value);
         self.order.push_back(key);
         while self.bytes > self.budget {
-            let Some(old) = self.order.pop_front() else { break };
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
             if let Some(v) = self.map.remove(&old) {
                 self.bytes -= v.len();
             }
@@ -248,7 +260,8 @@ impl DiskCache {
             let _ = fs::remove_file(&tmp);
             return;
         }
-        let total = self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
+        let total =
+            self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
         if total > self.budget {
             // Down to 90%, so a full cache is not rescanned on every miss.
             self.trim_to(self.budget / 10 * 9);
@@ -317,7 +330,10 @@ mod tests {
         }
         assert!(c.get(9).is_some() && c.get(0).is_none());
         c.put(99, vec![0u8; 101].into());
-        assert!(c.get(99).is_none(), "an entry larger than the budget is not kept");
+        assert!(
+            c.get(99).is_none(),
+            "an entry larger than the budget is not kept"
+        );
     }
 
     #[test]
@@ -343,14 +359,25 @@ mod tests {
         let img = image::RgbImage::from_pixel(640, 200, image::Rgb([200, 40, 90]));
         let png = dir.path().join("a.png");
         img.save(&png).unwrap();
-        let thumbs = Thumbs::new(1 << 20, Some((dir.path().join("c"), 1 << 20)), DecodeLimits::default());
+        let thumbs = Thumbs::new(
+            1 << 20,
+            Some((dir.path().join("c"), 1 << 20)),
+            DecodeLimits::default(),
+        );
         let t = thumbs.get(&png).unwrap();
         let back = image::load_from_memory(&t.jpeg).unwrap();
         assert_eq!((back.width(), back.height()), (THUMB_SIDE, 100));
-        assert_eq!(thumbs.get(&png).unwrap().key, t.key, "cached under the same key");
+        assert_eq!(
+            thumbs.get(&png).unwrap().key,
+            t.key,
+            "cached under the same key"
+        );
         let bad = dir.path().join("bad.png");
         fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
         assert!(matches!(thumbs.get(&bad), Err(ThumbError::Decode { .. })));
-        assert!(matches!(thumbs.get(&dir.path().join("gone.png")), Err(ThumbError::Read { .. })));
+        assert!(matches!(
+            thumbs.get(&dir.path().join("gone.png")),
+            Err(ThumbError::Read { .. })
+        ));
     }
 }

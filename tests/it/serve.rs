@@ -25,7 +25,13 @@ impl Server {
         let cache = env.path().join(".thumbs-test");
         let mut child = env
             .plip()
-            .args(["serve", "--port", "0", "--thumb-cache", cache.to_str().unwrap()])
+            .args([
+                "serve",
+                "--port",
+                "0",
+                "--thumb-cache",
+                cache.to_str().unwrap(),
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -40,7 +46,9 @@ impl Server {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let mut line = String::new();
@@ -53,10 +61,17 @@ impl Server {
             .and_then(|s| s.strip_suffix('/'))
             .unwrap_or_else(|| {
                 std::thread::sleep(Duration::from_millis(200));
-                panic!("no address on stdout: {line:?}; stderr: {}", stderr.lock().unwrap())
+                panic!(
+                    "no address on stdout: {line:?}; stderr: {}",
+                    stderr.lock().unwrap()
+                )
             })
             .to_string();
-        Server { child, addr, stderr }
+        Server {
+            child,
+            addr,
+            stderr,
+        }
     }
 
     fn get(&self, path: &str) -> Resp {
@@ -109,7 +124,10 @@ fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body:
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     for (k, v) in headers {
@@ -161,7 +179,11 @@ fn read_response(s: TcpStream) -> Resp {
     } else {
         let _ = r.read_to_end(&mut body);
     }
-    Resp { status, headers, body }
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn indexed_env(names: &[String]) -> TestEnv {
@@ -199,7 +221,9 @@ fn triples(hits: &[Value]) -> Vec<(u64, f64, String)> {
 }
 
 fn cli_hits(out: &str) -> Vec<Value> {
-    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn assert_json_error(r: &Resp, status: u16, needle: &str) {
@@ -216,17 +240,48 @@ fn api_search_gives_what_plip_search_json_prints() {
     let env = all_indexed();
     let server = Server::start(&env, &[]);
     let cases: &[(&str, &[&str])] = &[
-        ("q=tumor+tissue&top=5", &["search", "tumor tissue", "--json", "--top", "5"]),
-        ("q=lymphocytes&top=14", &["search", "lymphocytes", "--json", "--top", "14"]),
+        (
+            "q=tumor+tissue&top=5",
+            &["search", "tumor tissue", "--json", "--top", "5"],
+        ),
+        (
+            "q=lymphocytes&top=14",
+            &["search", "lymphocytes", "--json", "--top", "14"],
+        ),
         (
             "q=tumor&add=2:lymphocytes&sub=0.5:necrosis&top=8",
-            &["search", "tumor", "--add", "2:lymphocytes", "--subtract", "0.5:necrosis", "--json", "--top", "8"],
+            &[
+                "search",
+                "tumor",
+                "--add",
+                "2:lymphocytes",
+                "--subtract",
+                "0.5:necrosis",
+                "--json",
+                "--top",
+                "8",
+            ],
         ),
         (
             "q=mucus&template=An+H%26E+image+of+%7B%7D.&threshold=-0.05&top=20",
-            &["search", "mucus", "--template", "An H&E image of {}.", "--threshold", "-0.05", "--json", "--top", "20"],
+            &[
+                "search",
+                "mucus",
+                "--template",
+                "An H&E image of {}.",
+                "--threshold",
+                "-0.05",
+                "--json",
+                "--top",
+                "20",
+            ],
         ),
-        ("q=tumor&under=slides&top=3", &["search", "tumor", "--under", "slides", "--json", "--top", "3"]),
+        (
+            "q=tumor&under=slides&top=3",
+            &[
+                "search", "tumor", "--under", "slides", "--json", "--top", "3",
+            ],
+        ),
     ];
     for (query, args) in cases {
         let api = server.json(&format!("/api/search?{query}"));
@@ -247,7 +302,10 @@ fn api_search_gives_what_plip_search_json_prints() {
     assert_eq!(none["hits"].as_array().unwrap().len(), 0);
     // "More like this": an item's stored vector finds the item first.
     let first = &server.json("/api/search?q=tumor&top=1")["hits"][0];
-    let like = server.json(&format!("/api/search?like={}&top=2", first["id"].as_str().unwrap()));
+    let like = server.json(&format!(
+        "/api/search?like={}&top=2",
+        first["id"].as_str().unwrap()
+    ));
     assert_eq!(like["hits"][0]["path"], first["path"]);
     assert!((like["hits"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4);
 }
@@ -256,20 +314,49 @@ fn api_search_gives_what_plip_search_json_prints() {
 fn an_uploaded_image_finds_itself_and_non_images_are_refused() {
     let env = all_indexed();
     let server = Server::start(&env, &[]);
-    for name in ["png_rgb_224x224.png", "jpeg_rgb_640x480_q90.jpg", "tiff_rgb_260x300_raw.tif"] {
+    for name in [
+        "png_rgb_224x224.png",
+        "jpeg_rgb_640x480_q90.jpg",
+        "tiff_rgb_260x300_raw.tif",
+    ] {
         let bytes = std::fs::read(fixtures().join("images").join(name)).unwrap();
-        let r = request(&server.addr, "POST", "/api/search?top=3", &[("Content-Type", "application/octet-stream")], &bytes);
+        let r = request(
+            &server.addr,
+            "POST",
+            "/api/search?top=3",
+            &[("Content-Type", "application/octet-stream")],
+            &bytes,
+        );
         assert_eq!(r.status, 200, "{name}: {}", r.text());
         let v = r.json();
         assert_eq!(v["hits"][0]["path"], format!("slides/{name}"));
         assert!((v["hits"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4);
         // The same as `plip search --image`.
-        let cli = cli_hits(&env.ok(&["search", "--image", &format!("slides/{name}"), "--json", "--top", "3"]));
+        let cli = cli_hits(&env.ok(&[
+            "search",
+            "--image",
+            &format!("slides/{name}"),
+            "--json",
+            "--top",
+            "3",
+        ]));
         assert_eq!(triples(v["hits"].as_array().unwrap()), triples(&cli));
     }
-    let r = request(&server.addr, "POST", "/api/search", &[], b"this is not an image");
+    let r = request(
+        &server.addr,
+        "POST",
+        "/api/search",
+        &[],
+        b"this is not an image",
+    );
     assert_json_error(&r, 415, "not an image");
-    let r = request(&server.addr, "POST", "/api/search", &[], b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\xff\xff\0\0\xff\xff\x08\x02");
+    let r = request(
+        &server.addr,
+        "POST",
+        "/api/search",
+        &[],
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\xff\xff\0\0\xff\xff\x08\x02",
+    );
     assert!((400..500).contains(&r.status), "{}", r.text());
     let r = request(&server.addr, "POST", "/api/search", &[], b"");
     assert_json_error(&r, 400, "empty");
@@ -289,7 +376,12 @@ fn thumbnails_are_small_jpegs_cached_and_revalidated() {
         assert_eq!(r.status, 200, "{url}: {}", r.text());
         assert_eq!(r.header("content-type"), Some("image/jpeg"));
         let img = plip::decode_rgb(&r.body, &plip::DecodeLimits::default()).unwrap();
-        assert!(img.width().max(img.height()) <= 320, "{}x{}", img.width(), img.height());
+        assert!(
+            img.width().max(img.height()) <= 320,
+            "{}x{}",
+            img.width(),
+            img.height()
+        );
         let again = server.get(url);
         assert_eq!(again.body, r.body);
         let etag = r.header("etag").unwrap().to_string();
@@ -298,7 +390,9 @@ fn thumbnails_are_small_jpegs_cached_and_revalidated() {
         let _ = cold;
     }
     // The on-disk cache holds them.
-    let cached = std::fs::read_dir(env.path().join(".thumbs-test")).unwrap().count();
+    let cached = std::fs::read_dir(env.path().join(".thumbs-test"))
+        .unwrap()
+        .count();
     assert!(cached >= 14, "{cached} files in the thumbnail cache");
 }
 
@@ -322,13 +416,29 @@ fn paths_in_requests_never_reach_the_file_system() {
         "//etc/passwd",
     ] {
         let r = server.get(path);
-        assert!(r.status == 404 || r.status == 400, "{path}: {} {}", r.status, r.text());
+        assert!(
+            r.status == 404 || r.status == 400,
+            "{path}: {} {}",
+            r.status,
+            r.text()
+        );
         let text = r.text();
-        assert!(!text.contains("TOP SECRET") && !text.contains("root:"), "{path}: {text}");
+        assert!(
+            !text.contains("TOP SECRET") && !text.contains("root:"),
+            "{path}: {text}"
+        );
     }
     // `like` and `under` take ids and prefixes, not paths.
-    assert_json_error(&server.get("/api/search?like=..%2F..%2Fsecret.txt"), 400, "item id");
-    assert_json_error(&server.get("/api/search?like=0000000000000000"), 404, "no item");
+    assert_json_error(
+        &server.get("/api/search?like=..%2F..%2Fsecret.txt"),
+        400,
+        "item id",
+    );
+    assert_json_error(
+        &server.get("/api/search?like=0000000000000000"),
+        404,
+        "no item",
+    );
     let r = server.json("/api/search?q=a&under=..%2F..%2F");
     assert_eq!(r["hits"].as_array().unwrap().len(), 0);
     // A text term that names a file is still text.
@@ -360,9 +470,19 @@ fn bad_requests_get_json_errors_and_the_server_keeps_going() {
     }
     let long = format!("/api/search?q={}", "a".repeat(3000));
     assert_json_error(&server.get(&long), 400, "longer");
-    assert_json_error(&request(&server.addr, "DELETE", "/api/search?q=a", &[], b""), 405, "not allowed");
+    assert_json_error(
+        &request(&server.addr, "DELETE", "/api/search?q=a", &[], b""),
+        405,
+        "not allowed",
+    );
     // Odd but valid text is searched.
-    for q in ["%F0%9F%94%AC+%E2%80%94+%3Cscript%3E", "%ff%fe", "a%2", "tumor%0Atissue", "..."] {
+    for q in [
+        "%F0%9F%94%AC+%E2%80%94+%3Cscript%3E",
+        "%ff%fe",
+        "a%2",
+        "tumor%0Atissue",
+        "...",
+    ] {
         let r = server.get(&format!("/api/search?q={q}"));
         assert_eq!(r.status, 200, "{q}: {}", r.text());
     }
@@ -374,14 +494,20 @@ fn bad_requests_get_json_errors_and_the_server_keeps_going() {
         b"GET /api/search?q=a HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
     ] {
         let mut s = TcpStream::connect(&server.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         s.write_all(raw).unwrap();
         let _ = s.shutdown(std::net::Shutdown::Write);
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink);
     }
     let r = server.get("/api/search?q=tumor");
-    assert_eq!(r.status, 200, "still serving after broken requests: {}", server.stderr());
+    assert_eq!(
+        r.status,
+        200,
+        "still serving after broken requests: {}",
+        server.stderr()
+    );
 }
 
 #[test]
@@ -408,7 +534,10 @@ fn uploads_over_64_mb_get_413() {
     .unwrap();
     let chunk = vec![0x42u8; 1 << 20];
     for _ in 0..70 {
-        if write!(s, "{:x}\r\n", chunk.len()).is_err() || s.write_all(&chunk).is_err() || s.write_all(b"\r\n").is_err() {
+        if write!(s, "{:x}\r\n", chunk.len()).is_err()
+            || s.write_all(&chunk).is_err()
+            || s.write_all(b"\r\n").is_err()
+        {
             break;
         }
     }
@@ -476,13 +605,30 @@ fn a_commit_made_while_serving_is_searched_without_a_restart() {
             assert!(info["generation"].as_u64() > before["generation"].as_u64());
             break;
         }
-        assert!(Instant::now() < deadline, "the new commit was not picked up: {info}");
+        assert!(
+            Instant::now() < deadline,
+            "the new commit was not picked up: {info}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let all = server.json(&format!("/api/search?q=tumor&top={}", names.len()));
-    let paths: Vec<&str> = all["hits"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap()).collect();
-    assert!(paths.contains(&format!("more/{}", later[0]).as_str()), "{paths:?}");
-    let cli = cli_hits(&env.ok(&["search", "tumor", "--json", "--top", &names.len().to_string()]));
+    let paths: Vec<&str> = all["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&format!("more/{}", later[0]).as_str()),
+        "{paths:?}"
+    );
+    let cli = cli_hits(&env.ok(&[
+        "search",
+        "tumor",
+        "--json",
+        "--top",
+        &names.len().to_string(),
+    ]));
     assert_eq!(triples(all["hits"].as_array().unwrap()), triples(&cli));
 }
 
@@ -493,18 +639,30 @@ fn a_token_guards_the_api_and_a_foreign_host_is_refused() {
     assert_json_error(&server.get("/api/search?q=tumor"), 401, "token");
     assert_json_error(&server.get("/api/thumb/0000000000000000"), 401, "token");
     let bearer = [("Authorization", "Bearer s3cret-token")];
-    assert_eq!(request(&server.addr, "GET", "/api/search?q=tumor", &bearer, b"").status, 200);
+    assert_eq!(
+        request(&server.addr, "GET", "/api/search?q=tumor", &bearer, b"").status,
+        200
+    );
     let wrong = [("Authorization", "Bearer s3cret-tokeN")];
-    assert_eq!(request(&server.addr, "GET", "/api/search?q=tumor", &wrong, b"").status, 401);
+    assert_eq!(
+        request(&server.addr, "GET", "/api/search?q=tumor", &wrong, b"").status,
+        401
+    );
     // The page itself holds no data and loads without the token.
     assert_eq!(server.get("/").status, 200);
     // Login sets the cookie that images use.
     let login = request(&server.addr, "POST", "/api/login", &bearer, b"");
     assert_eq!(login.status, 200);
     let cookie = login.header("set-cookie").unwrap();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap();
-    assert_eq!(request(&server.addr, "GET", "/api/info", &[("Cookie", pair)], b"").status, 200);
+    assert_eq!(
+        request(&server.addr, "GET", "/api/info", &[("Cookie", pair)], b"").status,
+        200
+    );
     // DNS rebinding: a page on another name that resolves to 127.0.0.1.
     let mut s = TcpStream::connect(&server.addr).unwrap();
     write!(s, "GET /api/info HTTP/1.1\r\nHost: evil.example:80\r\nAuthorization: Bearer s3cret-token\r\nConnection: close\r\n\r\n").unwrap();
@@ -518,16 +676,31 @@ fn the_page_is_one_self_contained_document() {
     let page = server.get("/?q=%3Cimg+src%3Dx+onerror%3Dalert(1)%3E");
     assert_eq!(page.status, 200);
     let csp = page.header("content-security-policy").unwrap();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     let html = page.text();
-    assert!(!html.contains("onerror"), "the query is not echoed into the HTML");
-    assert!(!html.contains("http://") && !html.contains("https://"), "no external resources");
+    assert!(
+        !html.contains("onerror"),
+        "the query is not echoed into the HTML"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external resources"
+    );
     for asset in ["/app.js", "/style.css", "/favicon.svg"] {
         let r = server.get(asset);
         assert_eq!(r.status, 200, "{asset}");
-        assert!(!r.text().contains("https://"), "{asset} loads nothing from the network");
+        assert!(
+            !r.text().contains("https://"),
+            "{asset} loads nothing from the network"
+        );
     }
-    assert!(!server.get("/app.js").text().contains("innerHTML"), "names are set as text");
+    assert!(
+        !server.get("/app.js").text().contains("innerHTML"),
+        "names are set as text"
+    );
 }
 
 #[test]
