@@ -181,7 +181,8 @@ fn main() {
         .collect();
     let ok = burst
         .into_iter()
-        .filter(|t| t.join().ok() == Some(200))
+        .map(|t| t.join().ok())
+        .filter(|s| *s == Some(200))
         .count();
     let rss_end = rss_kib(pid);
     let _ = child.kill();

@@ -79,7 +79,7 @@ pub(crate) struct State {
     snapshot: RwLock<Arc<Snapshot>>,
     /// Thumbnail caches.
     pub thumbs: Thumbs,
-    text_cache: Mutex<HashMap<(String, Vec<String>), Arc<Vec<f32>>>>,
+    text_cache: Mutex<TextCache>,
     /// HNSW breadth (when graphs are loaded).
     pub ef: usize,
     /// The current directory, which printed paths are relative to (as
@@ -91,6 +91,9 @@ pub(crate) struct State {
     /// name a loopback host too).
     pub loopback: bool,
 }
+
+/// (text, templates) -> unit embedding.
+type TextCache = HashMap<(String, Vec<String>), Arc<Vec<f32>>>;
 
 /// Text embeddings kept for search-as-you-type (each keystroke re-sends the
 /// same prefix terms).
@@ -149,7 +152,7 @@ impl State {
         Ok(v)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Vec<String>), Arc<Vec<f32>>>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, TextCache> {
         self.text_cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

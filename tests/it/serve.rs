@@ -591,7 +591,7 @@ fn parallel_requests_are_all_answered_alike() {
 fn a_commit_made_while_serving_is_searched_without_a_restart() {
     let names = fixture_images();
     let (first, later) = names.split_at(5);
-    let env = indexed_env(&first.to_vec());
+    let env = indexed_env(first);
     let server = Server::start(&env, &[]);
     let before = server.json("/api/info");
     assert_eq!(before["images"], 5);
