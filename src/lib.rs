@@ -27,6 +27,7 @@ pub(crate) mod model;
 mod output;
 mod preprocess;
 mod query;
+mod serve;
 mod source;
 
 pub use backend::cpu::{threads, tune_allocator};

@@ -12,6 +12,7 @@ mod eval;
 mod index;
 mod info;
 mod search;
+mod serve;
 mod slides;
 
 use std::io::{IsTerminal, Write};
@@ -122,6 +123,8 @@ enum Command {
     /// Measure retrieval recall, zero-shot or linear-probe accuracy, or HNSW quality.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Search in a web browser: a local web app and JSON API over the index.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -578,6 +581,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Heatmap(a) => slides::cmd_heatmap(&config, a),
         Command::Tiles(a) => slides::cmd_tiles(&config, a),
         Command::Eval(e) => eval::cmd_eval(&config, e),
+        Command::Serve(a) => serve::cmd_serve(&config, a),
     }
 }
 

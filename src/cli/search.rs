@@ -82,12 +82,7 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
         let abs = abs.canonicalize().unwrap_or(abs);
         walk::relative(&abs, &root)
     });
-    let allow = |p: &str| match &prefix {
-        Some(pre) if pre != "." => {
-            p == pre || (p.starts_with(pre.as_str()) && p[pre.len()..].starts_with('/'))
-        }
-        _ => true,
-    };
+    let allow = |p: &str| crate::query::filter::under(prefix.as_deref(), p);
     let format = if args.json {
         OutputFormat::JsonLines
     } else if args.null {
@@ -109,10 +104,14 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
         );
     }
     let ef = args.ef.unwrap_or(crate::index::ann::DEFAULT_EF_SEARCH);
-    let mut hits = index.search(&query, args.top, ef, Some(&allow));
-    if let Some(t) = args.threshold {
-        hits.retain(|h| h.score >= t);
-    }
+    let hits = query::search_filtered(
+        &index,
+        &query,
+        args.top,
+        ef,
+        prefix.as_deref(),
+        args.threshold,
+    );
     let rows = printers::printable(&hits, &root, &config.cwd);
     if let Some(page) = &args.html {
         let page = absolute(&config.cwd, page);

@@ -9,7 +9,9 @@ use std::path::Path;
 
 use crate::source::walk;
 
+pub(crate) mod filter;
 pub(crate) mod slides;
+pub(crate) use filter::search_filtered;
 
 /// What a query term is made of.
 #[derive(Clone, Debug, PartialEq)]
