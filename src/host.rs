@@ -20,8 +20,9 @@ use clap::Parser;
 
 use crate::cli::{Cli, Config};
 use crate::embed::Embedder;
-use crate::index::{Index, IndexHit, IndexWriter, Skipped, StoreError};
-use crate::job::{IndexJob, IndexOptions, Progress};
+use crate::index::Region;
+use crate::index::{Index, IndexWriter, Skipped, StoreError};
+use crate::job::{IndexJob, IndexOptions, Progress, SlideFlags};
 use crate::model::{hub, Towers};
 use crate::query::{QueryTerm, TermKind};
 use crate::source::walk;
@@ -100,6 +101,15 @@ pub struct IndexRequest {
     pub batch_size: usize,
     /// Commit at least every this many newly embedded images.
     pub commit_every: usize,
+    /// Whole slides: microns per pixel of a tile (`--mpp`); `None` keeps the
+    /// index's tiling, else the default.
+    pub mpp: Option<f64>,
+    /// Whole slides: tile side in pixels at that resolution (`--tile`).
+    pub tile: Option<u32>,
+    /// Whole slides: least tissue fraction of a kept tile (`--min-tissue`).
+    pub min_tissue: Option<f64>,
+    /// Whole slides: level-0 mpp for slides that do not record it (`--slide-mpp`).
+    pub slide_mpp: Option<f64>,
 }
 
 impl Default for IndexRequest {
@@ -112,6 +122,10 @@ impl Default for IndexRequest {
             rebuild: false,
             batch_size: o.batch_size,
             commit_every: o.commit_every,
+            mpp: None,
+            tile: None,
+            min_tissue: None,
+            slide_mpp: None,
         }
     }
 }
@@ -177,6 +191,12 @@ pub fn index_folders(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexRep
     let options = IndexOptions {
         batch_size: req.batch_size,
         commit_every: req.commit_every,
+        slides: SlideFlags {
+            mpp: req.mpp,
+            tile: req.tile,
+            min_tissue: req.min_tissue,
+            slide_mpp: req.slide_mpp,
+        },
         ..IndexOptions::default()
     };
     let progress = Collect::default();
@@ -242,36 +262,87 @@ pub struct SearchHit {
     pub rank: usize,
     /// Cosine similarity, rounded to 6 decimals as `--json` prints it.
     pub score: f64,
-    /// The image file (its bytes as on disk, whatever the encoding).
+    /// The image or slide file (its bytes as on disk, whatever the encoding).
     pub path: PathBuf,
+    /// For a tile of a whole slide: where it is (level-0 pixels), its level and mpp.
+    pub region: Option<Region>,
 }
 
-/// The `top` indexed images nearest to the unit vector `query`, best first,
-/// filtered as `plip search` filters them.
+/// The stored-path prefix of `--under`, relative to the index root.
+fn under_prefix(index: &Index, under: Option<&Path>) -> Option<String> {
+    under.map(|u| {
+        let abs = std::path::absolute(u).unwrap_or_else(|_| u.to_path_buf());
+        let abs = abs.canonicalize().unwrap_or(abs);
+        walk::relative(&abs, &index.root())
+    })
+}
+
+/// The `top` indexed images (and slide tiles) nearest to the unit vector
+/// `query`, best first, filtered as `plip search` filters them.
 pub fn search(index: &Index, query: &[f32], opts: &SearchOptions) -> Vec<SearchHit> {
     let root = index.root();
-    let prefix = opts.under.as_ref().map(|u| {
-        let abs = std::path::absolute(u).unwrap_or_else(|_| u.clone());
-        let abs = abs.canonicalize().unwrap_or(abs);
-        walk::relative(&abs, &root)
-    });
-    let allow = |p: &str| match &prefix {
-        Some(pre) if pre != "." => {
-            p == pre || (p.starts_with(pre.as_str()) && p[pre.len()..].starts_with('/'))
-        }
-        _ => true,
-    };
+    let prefix = under_prefix(index, opts.under.as_deref());
     let ef = opts.ef.unwrap_or(crate::index::ann::DEFAULT_EF_SEARCH);
-    let mut hits: Vec<IndexHit> = index.search(query, opts.top.max(1), ef, Some(&allow));
-    if let Some(t) = opts.threshold {
-        hits.retain(|h| h.score >= t);
-    }
+    let hits = crate::query::filter::search_filtered(
+        index,
+        query,
+        opts.top.max(1),
+        ef,
+        prefix.as_deref(),
+        opts.threshold,
+    );
     hits.iter()
         .enumerate()
         .map(|(i, h)| SearchHit {
             rank: i + 1,
-            score: (h.score as f64 * 1e6).round() / 1e6,
+            score: round6(h.score),
             path: walk::resolve(&root, &h.path),
+            region: h.region,
+        })
+        .collect()
+}
+
+fn round6(x: f32) -> f64 {
+    (f64::from(x) * 1e6).round() / 1e6
+}
+
+/// One whole slide, as `plip search --by-slide --json` prints it, with an
+/// absolute path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlideSearchHit {
+    /// 1-based rank.
+    pub rank: usize,
+    /// The slide's score: the mean of its best tile scores, rounded to 6 decimals.
+    pub score: f64,
+    /// The slide file.
+    pub path: PathBuf,
+    /// Tiles of the slide that were scored.
+    pub tiles: usize,
+    /// Its best tiles with their scores (rounded), best first.
+    pub best: Vec<(Region, f64)>,
+}
+
+/// `plip search --by-slide`: every tile is scored exactly and the `top` slides
+/// are ranked by their pooled tile scores. Plain images are left out.
+pub fn search_slides(index: &Index, query: &[f32], opts: &SearchOptions) -> Vec<SlideSearchHit> {
+    let root = index.root();
+    let prefix = under_prefix(index, opts.under.as_deref());
+    let allow = |p: &str| crate::query::filter::under(prefix.as_deref(), p);
+    let all = index.search(query, index.len().max(1), 0, Some(&allow));
+    let mut slides = crate::query::slides::rank_slides(&all);
+    if let Some(t) = opts.threshold {
+        slides.retain(|s| s.score >= t);
+    }
+    slides.truncate(opts.top.max(1));
+    slides
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| SlideSearchHit {
+            rank: i + 1,
+            score: round6(s.score),
+            path: walk::resolve(&root, &s.path),
+            tiles: s.tiles,
+            best: s.best.into_iter().map(|(r, sc)| (r, round6(sc))).collect(),
         })
         .collect()
 }

@@ -28,6 +28,7 @@ pub(crate) mod model;
 mod output;
 mod preprocess;
 mod query;
+mod serve;
 mod source;
 
 pub use backend::cpu::{threads, tune_allocator};
@@ -35,10 +36,11 @@ pub use cli::{run, Cli};
 pub use embed::{embed_image_files, embed_rgb_images, Embedder, Interrupted};
 pub use host::{
     check_model, find_index, index_folders, load_model, main_with_args, model_source, parse_term,
-    query_term, query_vector, search, IndexReport, IndexRequest, SearchHit, SearchOptions,
+    query_term, query_vector, search, search_slides, IndexReport, IndexRequest, SearchHit,
+    SearchOptions, SlideSearchHit,
 };
 pub use index::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
-pub use index::{FileEntry, Index, IndexWriter, ModelInfo, Skipped, StoreError};
+pub use index::{FileEntry, Index, IndexWriter, ModelInfo, Region, Skipped, StoreError};
 pub use model::hub::{resolve as resolve_model, ModelFiles, DEFAULT_MODEL};
 pub use model::{Towers, WeightsFile};
 pub use output::npy::write_f32 as write_npy;

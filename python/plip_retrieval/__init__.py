@@ -141,7 +141,19 @@ class Model:
         return self._native.embed_text(list(texts))
 
 
-def index(dirs=None, *, index=None, model=None, rebuild=False, batch_size=16, commit_every=256):
+def index(
+    dirs=None,
+    *,
+    index=None,
+    model=None,
+    rebuild=False,
+    batch_size=16,
+    commit_every=256,
+    mpp=None,
+    tile=None,
+    min_tissue=None,
+    slide_mpp=None,
+):
     """Indexes image folders (or files) as ``plip index`` does, and returns the
     summary it prints, as a dict: ``added``, ``updated``, ``removed``,
     ``unchanged``, ``skipped`` (counts), ``embedded``, ``seconds``,
@@ -153,6 +165,8 @@ def index(dirs=None, *, index=None, model=None, rebuild=False, batch_size=16, co
     else ``./.plip``). ``model``: as for :class:`Model` (default: the index's
     own model, else ``vinid/plip``). Work is committed every ``commit_every``
     images or 30 s; Ctrl-C commits what is done and raises KeyboardInterrupt.
+    Whole slides are tiled with ``mpp``, ``tile``, ``min_tissue`` and
+    ``slide_mpp`` (the flags of the same names; ``None`` keeps the index's).
     """
     if dirs is None:
         dirs = []
@@ -167,6 +181,10 @@ def index(dirs=None, *, index=None, model=None, rebuild=False, batch_size=16, co
         bool(rebuild),
         int(batch_size),
         int(commit_every),
+        None if mpp is None else float(mpp),
+        None if tile is None else int(tile),
+        None if min_tissue is None else float(min_tissue),
+        None if slide_mpp is None else float(slide_mpp),
     )
     shown = summary["warnings"][:_SHOWN_WARNINGS]
     for w in shown:
@@ -249,15 +267,16 @@ class Index:
         ``--subtract`` take them (``"2:lymphocytes"``, ``"./ref.png"``).
         Every term is normalized, weighted, summed and normalized again.
         ``templates``, ``threshold``, ``under`` and ``ef`` are the flags of the
-        same names.
+        same names. A tile of a whole slide also has ``x``, ``y``, ``w``, ``h``
+        (level-0 pixels), ``level`` and ``mpp``.
+
+        ``by_slide=True`` ranks whole slides as ``--by-slide`` does: dicts with
+        ``rank``, ``score`` (the mean of the slide's best tile scores), ``path``,
+        ``tiles`` (how many were scored), ``best`` (the best tile: ``x``, ``y``,
+        ``w``, ``h``, ``level``, ``mpp``, ``score``) and ``top_tiles``.
         """
         import numpy as np
 
-        if by_slide:
-            raise NotImplementedError(
-                "by_slide=True (one hit per whole-slide region) is not in this "
-                "build; search tiles with by_slide=False"
-            )
         if isinstance(add, str) or isinstance(subtract, str) or isinstance(templates, str):
             raise TypeError("add, subtract and templates take lists of strings")
         vectors = []
@@ -279,7 +298,7 @@ class Index:
             vectors.append((1.0, np.ascontiguousarray(v)))
         if query is None and image is None and not vectors and not add:
             raise ValueError("give a query: text, image=..., vector=... or add=[...]")
-        hits = self._ix.search(
+        return self._ix.search(
             None if query is None else _path(query),
             None if image is None else _path(image),
             [str(a) for a in add],
@@ -290,5 +309,5 @@ class Index:
             None if threshold is None else float(threshold),
             None if under is None else _path(under),
             None if ef is None else int(ef),
+            bool(by_slide),
         )
-        return [{"rank": r, "score": s, "path": os.fspath(p)} for r, s, p in hits]

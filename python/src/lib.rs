@@ -281,7 +281,9 @@ fn rgb_image(
 
 /// Indexes folders as `plip index` does; returns the summary as a dict.
 #[pyfunction]
-#[pyo3(signature = (dirs, index=None, model=None, rebuild=false, batch_size=16, commit_every=256))]
+#[pyo3(signature = (dirs, index=None, model=None, rebuild=false, batch_size=16,
+    commit_every=256, mpp=None, tile=None, min_tissue=None, slide_mpp=None))]
+#[allow(clippy::too_many_arguments)]
 fn index<'py>(
     py: Python<'py>,
     dirs: Vec<PathBuf>,
@@ -290,6 +292,10 @@ fn index<'py>(
     rebuild: bool,
     batch_size: usize,
     commit_every: usize,
+    mpp: Option<f64>,
+    tile: Option<u32>,
+    min_tissue: Option<f64>,
+    slide_mpp: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let req = plip::IndexRequest {
         dirs,
@@ -298,6 +304,10 @@ fn index<'py>(
         rebuild,
         batch_size,
         commit_every,
+        mpp,
+        tile,
+        min_tissue,
+        slide_mpp,
     };
     let cancel_seen = Arc::new(Mutex::new(None));
     let report = {
@@ -451,8 +461,9 @@ impl NativeIndex {
     }
 
     /// Searches as `plip search` does. `query`: text or an image file;
-    /// `vectors`: (weight, vector) pairs; returns (rank, score, path) tuples.
-    #[pyo3(signature = (query, image, add, subtract, templates, vectors, top, threshold, under, ef))]
+    /// `vectors`: (weight, vector) pairs. Returns dicts with the fields of
+    /// `plip search --json` (or `--by-slide --json`), paths absolute.
+    #[pyo3(signature = (query, image, add, subtract, templates, vectors, top, threshold, under, ef, by_slide))]
     #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
@@ -467,7 +478,8 @@ impl NativeIndex {
         threshold: Option<f32>,
         under: Option<PathBuf>,
         ef: Option<usize>,
-    ) -> PyResult<Vec<(usize, f64, PathBuf)>> {
+        by_slide: bool,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
         if top == 0 {
             return Err(PyValueError::new_err("top must be at least 1"));
         }
@@ -562,7 +574,11 @@ impl NativeIndex {
                 threshold,
                 under,
             };
-            let hits = plip::search(&index, &q, &opts);
+            let hits = if by_slide {
+                Hits::Slides(plip::search_slides(&index, &q, &opts))
+            } else {
+                Hits::Items(plip::search(&index, &q, &opts))
+            };
             Ok((hits, graphs.then_some(index), embedder))
         })?;
         if let Some(g) = loaded_graphs {
@@ -571,10 +587,66 @@ impl NativeIndex {
         if let Some(m) = loaded_model {
             *self.embedder.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
         }
-        Ok(hits
-            .into_iter()
-            .map(|h| (h.rank, h.score, h.path))
-            .collect())
+        hits.into_dicts(py)
+    }
+}
+
+/// Search results of either kind.
+enum Hits {
+    Items(Vec<plip::SearchHit>),
+    Slides(Vec<plip::SlideSearchHit>),
+}
+
+fn set_region(d: &Bound<'_, PyDict>, r: &plip::Region) -> PyResult<()> {
+    d.set_item("x", r.x)?;
+    d.set_item("y", r.y)?;
+    d.set_item("w", r.w)?;
+    d.set_item("h", r.h)?;
+    d.set_item("level", r.level)?;
+    d.set_item("mpp", r.mpp)
+}
+
+impl Hits {
+    /// The dicts of `plip search --json`: rank, score, path, and a tile's
+    /// region; or for slides rank, score, path, tiles and the best tiles.
+    fn into_dicts(self, py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+        let mut out = Vec::new();
+        match self {
+            Hits::Items(hits) => {
+                for h in hits {
+                    let d = PyDict::new(py);
+                    d.set_item("rank", h.rank)?;
+                    d.set_item("score", h.score)?;
+                    d.set_item("path", h.path.as_os_str())?;
+                    if let Some(r) = &h.region {
+                        set_region(&d, r)?;
+                    }
+                    out.push(d);
+                }
+            }
+            Hits::Slides(slides) => {
+                for s in slides {
+                    let d = PyDict::new(py);
+                    d.set_item("rank", s.rank)?;
+                    d.set_item("score", s.score)?;
+                    d.set_item("path", s.path.as_os_str())?;
+                    d.set_item("tiles", s.tiles)?;
+                    let mut tiles = Vec::new();
+                    for (r, score) in &s.best {
+                        let t = PyDict::new(py);
+                        set_region(&t, r)?;
+                        t.set_item("score", score)?;
+                        tiles.push(t);
+                    }
+                    if let Some(first) = tiles.first() {
+                        d.set_item("best", first)?;
+                    }
+                    d.set_item("top_tiles", tiles)?;
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import plip_retrieval as pr
-from conftest import IMAGES, MODEL, plip_json_lines
+from conftest import IMAGES, MODEL, ROOT, plip_json_lines
 
 
 @pytest.fixture()
@@ -75,8 +75,7 @@ def test_image_and_vector_queries(indexed, model):
 def test_search_errors(indexed, tmp_path_factory):
     tmp, _ = indexed
     ix = pr.Index(tmp / ".plip")
-    with pytest.raises(NotImplementedError, match="by_slide"):
-        ix.search("tumor", by_slide=True)
+    assert ix.search("tumor", by_slide=True) == []  # no slides here, as --by-slide
     with pytest.raises(ValueError):
         ix.search()
     with pytest.raises(pr.Error, match="query is empty"):
@@ -99,3 +98,25 @@ def test_reload_sees_new_commits(indexed):
     assert len(ix) == n
     ix.reload()
     assert len(ix) == n + 1
+
+
+def test_slide_tiles_and_by_slide_match_the_cli(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(ROOT / "fixtures" / "slides" / "aperio_rgb.svs", data / "a.svs")
+    shutil.copy(ROOT / "fixtures" / "slides" / "generic.tiff", data / "b.tiff")
+    shutil.copy(IMAGES / "png_rgb_224x224.png", data / "c.png")
+    s = pr.index(data, index=tmp_path / ".plip", model=MODEL)
+    assert s["added"] == 3 and s["skipped"] == 0, s  # two slides (their tiles) and an image
+    ix = pr.Index(tmp_path / ".plip")
+    hits = ix.search("tumor", top=8)
+    cli = plip_json_lines("search", "tumor", "--top", "8", "--json", cwd=tmp_path)
+    assert hits == [dict(c, path=str(tmp_path / c["path"])) for c in cli]
+    tiles = [h for h in hits if "x" in h]
+    assert tiles and all({"y", "w", "h", "level", "mpp"} <= h.keys() for h in tiles)
+    slides = ix.search("tumor", by_slide=True, top=5)
+    cli = plip_json_lines("search", "tumor", "--by-slide", "--top", "5", "--json", cwd=tmp_path)
+    assert [s["path"] for s in slides] == [str(tmp_path / c["path"]) for c in cli]
+    for got, want in zip(slides, cli):
+        assert (got["rank"], got["score"], got["tiles"]) == (want["rank"], want["score"], want["tiles"])
+        assert {k: got["best"][k] for k in want["best"]} == want["best"]

@@ -120,7 +120,15 @@ pub(crate) fn write_page<W: Write>(
             &std::path::absolute(page_dir).unwrap_or(page_dir.to_path_buf()),
         );
         let shown = crate::source::walk::display(&h.path);
-        let img = match thumbnail(&full) {
+        let preview = match &h.region {
+            Some(r) => crate::output::by_slide::tile_uri(&full, r),
+            None => thumbnail(&full),
+        };
+        let shown = match &h.region {
+            Some(r) => format!("{shown} @ {},{} ({}x{})", r.x, r.y, r.w, r.h),
+            None => shown,
+        };
+        let img = match preview {
             Some(uri) => format!("<img src=\"{uri}\" alt=\"{}\">", escape(&shown)),
             None => "<div class=\"missing\">no preview</div>".to_string(),
         };

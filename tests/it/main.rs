@@ -18,3 +18,5 @@ mod lifecycle;
 mod parity;
 mod preprocess_parity;
 mod queries;
+mod serve;
+mod slides;

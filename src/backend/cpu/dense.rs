@@ -316,7 +316,7 @@ unsafe fn panel_avx512<const MX: usize>(
     acc: &mut [[f32; PANEL]],
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(x.len() >= MX * k && panel.len() >= k * PANEL && acc.len() >= MX);
+    assert!(x.len() >= MX * k && panel.len() >= k * PANEL && acc.len() >= MX);
     let (xp, wp) = (x.as_ptr(), panel.as_ptr());
     let mut sums = [[_mm512_setzero_ps(); 4]; MX];
     for kk in 0..k {

@@ -1,0 +1,520 @@
+//! Routes and handlers: the page and its assets, `/api/search` (GET for text
+//! and items, POST for an image body), `/api/info`, `/api/thumb/{id}` and
+//! `/api/login`.
+//!
+//! Every error is JSON, `{"error": MESSAGE, "status": CODE}`, with a 4xx code
+//! for anything the client can fix. Model and disk work runs on the blocking
+//! pool behind a semaphore; a panic there (a bug) becomes a 500 for that
+//! request only.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State as AxState};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use super::params::{self, SearchParams, Term};
+use super::state::State;
+use super::{ItemId, MAX_BODY};
+use crate::output::printers;
+
+/// Blocking threads (model, decoding, disk) at most.
+pub(crate) const MAX_BLOCKING: usize = 64;
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
+
+/// The page allows only its own script and style files: even a name that got
+/// past escaping could not run.
+const CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+#[derive(Clone)]
+struct App {
+    state: Arc<State>,
+    /// Searches and uploads in flight; more wait their turn.
+    search_gate: Arc<Semaphore>,
+    /// Thumbnails being made; more wait their turn.
+    thumb_gate: Arc<Semaphore>,
+}
+
+/// The whole application.
+pub(crate) fn router(state: Arc<State>) -> Router {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let app = App {
+        state,
+        search_gate: Arc::new(Semaphore::new(cores.clamp(2, 16))),
+        thumb_gate: Arc::new(Semaphore::new((2 * cores).clamp(2, 32))),
+    };
+    let api = Router::new()
+        .route("/api/search", get(search_get).post(search_post))
+        .route("/api/info", get(info))
+        .route("/api/thumb/{id}", get(thumb))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    Router::new()
+        .route("/", get(page))
+        .route(
+            "/app.js",
+            get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/style.css",
+            get(|| asset("text/css; charset=utf-8", STYLE_CSS)),
+        )
+        .route("/favicon.svg", get(|| asset("image/svg+xml", FAVICON_SVG)))
+        .route("/api/login", post(login))
+        .merge(api)
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such page or API route; the API is /api/search, /api/info and /api/thumb/ID",
+            )
+        })
+        .method_not_allowed_fallback(|m: Method| async move {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{m} is not allowed here"),
+            )
+        })
+        // The upload handler applies its own limit (with a JSON 413).
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// An error response: JSON with the status repeated inside.
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = json!({"error": message.into(), "status": status.as_u16()});
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn json_ok<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_string(value) {
+        Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Security headers on every response, and the Host check on loopback.
+async fn guard(AxState(app): AxState<App>, req: Request, next: Next) -> Response {
+    if app.state.loopback {
+        if let Some(host) = req.headers().get(header::HOST) {
+            if !is_loopback_host(host.to_str().unwrap_or("")) {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "this server answers only to localhost names (a guard against DNS \
+                     rebinding); open it as http://127.0.0.1:PORT/ or start it with --host",
+                );
+            }
+        }
+    }
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    res
+}
+
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// With `--token`, `/api/` wants `Authorization: Bearer TOKEN` or the cookie
+/// that `/api/login` sets (the page's images cannot send a header).
+async fn require_token(AxState(app): AxState<App>, req: Request, next: Next) -> Response {
+    if let Some(token) = &app.state.token {
+        if !presented(req.headers(), token, true) {
+            let mut res = error(
+                StatusCode::UNAUTHORIZED,
+                "this server needs a token: send `Authorization: Bearer TOKEN` (the page asks for it)",
+            );
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return res;
+        }
+    }
+    next.run(req).await
+}
+
+fn presented(headers: &HeaderMap, token: &str, cookie_ok: bool) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.trim(), token));
+    let cookie = cookie_ok
+        && headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().strip_prefix("plip_token="))
+            .any(|t| same(t, token));
+    bearer || cookie
+}
+
+/// Compares without an early exit, so timing does not reveal a prefix.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn login(AxState(app): AxState<App>, headers: HeaderMap) -> Response {
+    match &app.state.token {
+        None => json_ok(&json!({"ok": true, "token_required": false})),
+        Some(token) if presented(&headers, token, false) => {
+            let mut res = json_ok(&json!({"ok": true, "token_required": true}));
+            // The token is checked to be a header-safe string at startup.
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "plip_token={token}; Path=/; HttpOnly; SameSite=Strict"
+            )) {
+                res.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            res
+        }
+        Some(_) => error(StatusCode::UNAUTHORIZED, "wrong token"),
+    }
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn info(AxState(app): AxState<App>) -> Response {
+    let snap = app.state.snapshot();
+    let stats = snap.index.stats();
+    // The first two folder levels, for the page's `under` suggestions.
+    let mut folders = std::collections::BTreeMap::<String, usize>::new();
+    for (e, _) in snap.index.iter() {
+        let parts: Vec<&str> = e.path.split('/').collect();
+        for depth in 1..parts.len().min(3) {
+            *folders.entry(parts[..depth].join("/")).or_default() += 1;
+        }
+        if folders.len() > 500 {
+            break;
+        }
+    }
+    json_ok(&json!({
+        "images": stats.images,
+        "generation": stats.generation,
+        "segments": stats.segments,
+        "model": stats.model.source,
+        "dim": stats.model.dim,
+        "updated_unix": stats.updated_unix,
+        "folders": folders.into_iter().map(|(f, n)| json!({"path": f, "images": n})).collect::<Vec<_>>(),
+        "max_top": params::MAX_TOP,
+        "max_upload_bytes": MAX_BODY,
+    }))
+}
+
+/// One hit as the API returns it: `plip search --json`'s fields, then the
+/// server's own.
+#[derive(Serialize)]
+struct ApiHit {
+    rank: usize,
+    score: f64,
+    path: String,
+    /// Item id: for `like=` and `/api/thumb/`.
+    id: String,
+    /// URL of a thumbnail.
+    thumb: String,
+    /// `image` today; `slide` once whole slides are indexed.
+    kind: &'static str,
+    /// The slide region a slide hit covers (always null for images).
+    region: Option<()>,
+}
+
+/// The answer of `/api/search`.
+#[derive(Serialize)]
+struct SearchAnswer {
+    hits: Vec<ApiHit>,
+    /// The commit that answered.
+    generation: u64,
+    /// Live images in that commit.
+    images: usize,
+    /// Time spent embedding and searching, in milliseconds.
+    took_ms: f64,
+}
+
+async fn search_get(AxState(app): AxState<App>, RawQuery(query): RawQuery) -> Response {
+    let params = match params::parse(query.as_deref().unwrap_or(""), 10) {
+        Ok(p) => p,
+        Err(m) => return bad(m).into_response(),
+    };
+    if params.terms.is_empty() {
+        return bad("the query is empty: give q=WORDS, like=ID or add=WORDS (or POST an image)")
+            .into_response();
+    }
+    run_search(app, params, None).await
+}
+
+async fn search_post(
+    AxState(app): AxState<App>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    // Refused before reading when the client says how much is coming.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    let params = match params::parse(query.as_deref().unwrap_or(""), 10) {
+        Ok(p) => p,
+        Err(m) => return bad(m).into_response(),
+    };
+    // A chunked body is cut off at the limit.
+    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY))
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) => return bad(format!("reading the upload: {e}")).into_response(),
+    };
+    if body.is_empty() {
+        return bad("the request body is empty: POST the image file itself as the body")
+            .into_response();
+    }
+    run_search(app, params, Some(body)).await
+}
+
+fn too_large() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the upload is over the {} MB limit", MAX_BODY >> 20),
+    )
+}
+
+async fn run_search(app: App, params: SearchParams, image: Option<Bytes>) -> Response {
+    let Ok(_permit) = app.search_gate.clone().acquire_owned().await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        );
+    };
+    let state = app.state.clone();
+    let done = tokio::task::spawn_blocking(move || search_blocking(&state, params, image)).await;
+    match done {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error while searching (a bug; please report it)",
+        ),
+    }
+}
+
+fn search_blocking(
+    state: &State,
+    p: SearchParams,
+    image: Option<Bytes>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let snap = state.snapshot();
+    let mut parts: Vec<(f32, Vec<f32>)> = Vec::with_capacity(p.terms.len() + 1);
+    if let Some(bytes) = image {
+        parts.push((1.0, embed_upload(state, &bytes)?));
+    }
+    for t in &p.terms {
+        match t {
+            Term::Text(w, text) => {
+                let v = state
+                    .text_embedding(text, &p.templates)
+                    .map_err(|e| bad(format!("{e:#}")))?;
+                parts.push((*w, v.to_vec()));
+            }
+            Term::Item(w, id) => {
+                let (_, v) = snap.item(*id).ok_or_else(|| {
+                    ApiError(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "no item {id} in the index (it may have been removed; search again)"
+                        ),
+                    )
+                })?;
+                parts.push((*w, v.to_vec()));
+            }
+        }
+    }
+    let query = crate::query::combine(&parts).map_err(|e| bad(format!("{e:#}")))?;
+    let hits = crate::query::search_filtered(
+        &snap.index,
+        &query,
+        p.top,
+        state.ef,
+        p.under.as_deref(),
+        p.threshold,
+    );
+    let rows = printers::printable(&hits, &snap.root, &state.cwd);
+    let hits: Vec<ApiHit> = rows
+        .into_iter()
+        .zip(&hits)
+        .map(|(row, h)| {
+            let id = ItemId::of_path(&h.path).to_string();
+            ApiHit {
+                rank: row.rank,
+                score: row.score,
+                path: row.path,
+                thumb: format!("/api/thumb/{id}"),
+                id,
+                kind: "image",
+                region: None,
+            }
+        })
+        .collect();
+    Ok(json_ok(&SearchAnswer {
+        hits,
+        generation: snap.generation,
+        images: snap.index.len(),
+        took_ms: (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+    }))
+}
+
+/// Decodes an uploaded image with plip's decoder (limits on, panics caught)
+/// and embeds it exactly as indexed images are embedded.
+fn embed_upload(state: &State, bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
+    let e = &state.embedder;
+    // Nothing shared is written while decoding, so a panic leaves no broken state.
+    let pixels = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::preprocess::decode_rgb(bytes, e.limits())
+            .map(|rgb| crate::preprocess::preprocess(&rgb, e.preprocess_config()))
+    }));
+    let pixels = match pixels {
+        Ok(Ok(p)) => p,
+        Ok(Err(err @ crate::preprocess::ImageError::Unsupported(_))) => {
+            return Err(ApiError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("the upload is not an image plip reads: {err}"),
+            ))
+        }
+        Ok(Err(err)) => return Err(bad(format!("the uploaded image: {err}"))),
+        Err(_) => return Err(bad("the image decoder crashed on the upload")),
+    };
+    let mut v = e.embed_pixels(pixels, 1).map_err(|err| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("embedding the upload: {err:#}"),
+        )
+    })?;
+    Ok(v.remove(0))
+}
+
+async fn thumb(
+    AxState(app): AxState<App>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(id) = id.ok().and_then(|Path(s)| ItemId::parse(&s)) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "a thumbnail URL ends in an item id (16 hex digits), as `thumb` in a hit gives it",
+        );
+    };
+    let snap = app.state.snapshot();
+    let Some((path, _)) = snap.item(id) else {
+        return error(StatusCode::NOT_FOUND, format!("no item {id} in the index"));
+    };
+    // The index names the file; nothing from the request goes into the path.
+    let file = crate::source::walk::resolve(&snap.root, path);
+    let Ok(_permit) = app.thumb_gate.clone().acquire_owned().await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        );
+    };
+    let state = app.state.clone();
+    let made = tokio::task::spawn_blocking(move || state.thumbs.get(&file)).await;
+    match made {
+        Ok(Ok(t)) => {
+            let etag = format!("\"{}\"", t.key);
+            if headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v == etag)
+            {
+                return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+            }
+            (
+                [
+                    (header::CONTENT_TYPE, "image/jpeg".to_string()),
+                    (header::CACHE_CONTROL, "private, max-age=60".to_string()),
+                    (header::ETAG, etag),
+                ],
+                Bytes::from_owner(t.jpeg),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, format!("no thumbnail: {e}")),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error making a thumbnail (a bug; please report it)",
+        ),
+    }
+}

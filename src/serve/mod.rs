@@ -1,0 +1,194 @@
+//! `plip serve`: a local web app and JSON API over the index, from the same
+//! binary, with every asset embedded (no CDN, no network).
+//!
+//! The model is loaded once and answers queries concurrently on tokio's
+//! blocking pool (bounded, so a burst of requests queues instead of piling up
+//! threads); the index is reopened when `plip index` commits (`state::watch`).
+//! Safety: the listener is loopback unless asked otherwise; on loopback the
+//! Host header must be a loopback name (a DNS-rebinding guard); `--token` puts
+//! `/api/` behind a bearer token; files are reached only through item ids that
+//! the index names, never through a path in the request; uploads are capped at
+//! [`MAX_BODY`]; the page builds every name with `textContent` under a
+//! script-src 'self' CSP. Slides are not indexed yet: hits carry `kind` and
+//! `region` so a slide viewer can be added without changing the API.
+//!
+//! Layout: `params` parses the query string, `api` has the routes and
+//! handlers, `state` the shared model/index/caches, `thumbs` the thumbnails,
+//! `assets/` the page.
+
+mod api;
+mod params;
+mod state;
+#[cfg(test)]
+mod tests;
+mod thumbs;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::embed::Embedder;
+use crate::preprocess::DecodeLimits;
+
+/// Largest request body (an uploaded query image); larger gives 413.
+pub(crate) const MAX_BODY: usize = 64 << 20;
+
+/// The id of an indexed item: a hash of its stored path, so it stays the same
+/// across commits and restarts, and reveals nothing a client could turn into a
+/// path of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ItemId(pub(crate) u64);
+
+impl ItemId {
+    /// Parses 16 hex digits.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(ItemId)
+    }
+}
+
+impl std::fmt::Display for ItemId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Resolved settings of `plip serve`.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// The index folder.
+    pub index_dir: PathBuf,
+    /// Address to listen on (port 0: any free port).
+    pub addr: SocketAddr,
+    /// Bearer token for `/api/`.
+    pub token: Option<String>,
+    /// Load HNSW graphs and search them with this breadth.
+    pub ef: Option<usize>,
+    /// On-disk thumbnail cache folder and byte budget.
+    pub thumb_cache: Option<(PathBuf, u64)>,
+    /// Memory for cached thumbnails, in bytes.
+    pub thumb_mem: usize,
+    /// How often the manifest is checked for a new commit.
+    pub poll: Duration,
+    /// Current directory (printed paths are relative to it).
+    pub cwd: PathBuf,
+    /// No startup summary.
+    pub quiet: bool,
+}
+
+/// Loads the model and index, listens, and serves until Ctrl-C or SIGTERM.
+pub(crate) fn run(s: Settings, embedder: Embedder) -> Result<()> {
+    let with_graphs = s.ef.is_some();
+    let snap = state::Snapshot::open(&s.index_dir, with_graphs)?;
+    state::check_model(&snap, &embedder)?;
+    let loopback = s.addr.ip().is_loopback();
+    if !loopback {
+        eprintln!(
+            "plip: warning: serving on {}, reachable from other machines: anyone who can reach it can \
+             search the index and see its images{}",
+            s.addr,
+            if s.token.is_some() {
+                " (with the token)"
+            } else {
+                "; set --token to require a bearer token"
+            }
+        );
+    }
+    let images = snap.index.len();
+    let generation = snap.generation;
+    let thumbs = thumbs::Thumbs::new(s.thumb_mem, s.thumb_cache.clone(), DecodeLimits::default());
+    let state = Arc::new(state::State::new(
+        embedder,
+        snap,
+        thumbs,
+        s.ef.unwrap_or(crate::index::ann::DEFAULT_EF_SEARCH),
+        s.cwd.clone(),
+        s.token.clone(),
+        loopback,
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = state::watch(
+        state.clone(),
+        s.index_dir.clone(),
+        with_graphs,
+        s.poll,
+        stop.clone(),
+        s.quiet,
+    );
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(api::MAX_BLOCKING)
+        .thread_name("plip-serve")
+        .enable_io()
+        .build()
+        .context("starting the server's threads")?;
+    let served = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(s.addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}; is another server using the port? (try --port 0)",
+                    s.addr
+                )
+            })?;
+        let local = listener.local_addr()?;
+        let shown = match local.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], local.port()))
+            }
+            _ => local,
+        };
+        // The first line on stdout is the address, for scripts and tests.
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "plip serve: listening on http://{shown}/")?;
+            out.flush()?;
+        }
+        if !s.quiet {
+            eprintln!(
+                "plip: serving {images} images (commit {generation}) from {}; Ctrl-C stops",
+                s.index_dir.display()
+            );
+        }
+        axum::serve(listener, api::router(state.clone()))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving")
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    // In-flight blocking work (a long thumbnail) is not waited for.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    served
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

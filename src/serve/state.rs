@@ -1,0 +1,232 @@
+//! What the server holds: the model (loaded once), the current index snapshot
+//! (swapped when `plip index` commits), a small cache of text embeddings, and
+//! the thumbnails.
+//!
+//! A request takes an `Arc` of the snapshot it starts with and keeps it to the
+//! end, so a commit in the middle never mixes two generations in one answer.
+//! The watcher thread stats the MANIFEST a few times a second and reopens the
+//! index when its size or mtime changes; a failed reopen (a different model, a
+//! corrupt file) is a warning and the old snapshot keeps serving. Segment files
+//! are memory-mapped, so a snapshot stays readable even after the writer deletes
+//! its files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Result};
+
+use super::thumbs::{fnv1a, Thumbs};
+use super::ItemId;
+use crate::embed::Embedder;
+use crate::index::{Index, MANIFEST};
+
+/// One commit of the index, with the item-id lookup built for it.
+pub(crate) struct Snapshot {
+    /// The opened index.
+    pub index: Index,
+    /// Item id -> (segment, row).
+    pub ids: HashMap<ItemId, (u32, u32)>,
+    /// Commit counter from the manifest.
+    pub generation: u64,
+    /// The folder stored paths are relative to.
+    pub root: PathBuf,
+}
+
+impl Snapshot {
+    /// Opens the last commit at `dir`.
+    pub(crate) fn open(dir: &Path, with_graphs: bool) -> Result<Self> {
+        let index = if with_graphs {
+            Index::open_with_graphs(dir)?
+        } else {
+            Index::open(dir)?
+        };
+        let mut ids = HashMap::with_capacity(index.len());
+        for (s, seg) in index.segments.iter().enumerate() {
+            for (r, e) in seg.entries.iter().enumerate() {
+                if !seg.deleted.contains(&(r as u32)) {
+                    ids.insert(ItemId::of_path(&e.path), (s as u32, r as u32));
+                }
+            }
+        }
+        Ok(Snapshot {
+            generation: index.stats().generation,
+            root: index.root(),
+            ids,
+            index,
+        })
+    }
+
+    /// The stored path and unit vector of an item.
+    pub(crate) fn item(&self, id: ItemId) -> Option<(&str, &[f32])> {
+        let &(s, r) = self.ids.get(&id)?;
+        let seg = &self.index.segments[s as usize];
+        let dim = self.index.model().dim;
+        let r = r as usize;
+        Some((
+            seg.entries[r].path.as_str(),
+            &seg.vectors()[r * dim..(r + 1) * dim],
+        ))
+    }
+}
+
+/// Everything the handlers share.
+pub(crate) struct State {
+    /// The model, both towers.
+    pub embedder: Embedder,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Thumbnail caches.
+    pub thumbs: Thumbs,
+    text_cache: Mutex<TextCache>,
+    /// HNSW breadth (when graphs are loaded).
+    pub ef: usize,
+    /// The current directory, which printed paths are relative to (as
+    /// `plip search` prints them).
+    pub cwd: PathBuf,
+    /// Bearer token required on `/api/`, if any.
+    pub token: Option<String>,
+    /// Whether the listener is on a loopback address (then the Host header must
+    /// name a loopback host too).
+    pub loopback: bool,
+}
+
+/// (text, templates) -> unit embedding.
+type TextCache = HashMap<(String, Vec<String>), Arc<Vec<f32>>>;
+
+/// Text embeddings kept for search-as-you-type (each keystroke re-sends the
+/// same prefix terms).
+const TEXT_CACHE_ENTRIES: usize = 2048;
+
+impl State {
+    pub(crate) fn new(
+        embedder: Embedder,
+        snapshot: Snapshot,
+        thumbs: Thumbs,
+        ef: usize,
+        cwd: PathBuf,
+        token: Option<String>,
+        loopback: bool,
+    ) -> Self {
+        State {
+            embedder,
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            thumbs,
+            text_cache: Mutex::new(HashMap::new()),
+            ef,
+            cwd,
+            token,
+            loopback,
+        }
+    }
+
+    /// The snapshot to answer one request with.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, snap: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+    }
+
+    /// The unit embedding of a text term through `templates` (cached).
+    pub(crate) fn text_embedding(&self, text: &str, templates: &[String]) -> Result<Arc<Vec<f32>>> {
+        let key = (text.to_string(), templates.to_vec());
+        if let Some(v) = self.cache().get(&key) {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(crate::query::text_embedding(
+            &self.embedder,
+            text,
+            templates,
+        )?);
+        let mut cache = self.cache();
+        if cache.len() >= TEXT_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, v.clone());
+        Ok(v)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, TextCache> {
+        self.text_cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Checks that the index at `snap` was built by `embedder`'s model.
+pub(crate) fn check_model(snap: &Snapshot, embedder: &Embedder) -> Result<()> {
+    let (a, b) = (snap.index.model(), embedder.info());
+    if a.dim != b.dim || a.fingerprint != b.fingerprint {
+        bail!(crate::index::StoreError::ModelMismatch {
+            path: snap.index.dir().to_path_buf(),
+            index_model: a.source.clone(),
+            model: b.source.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// What identifies a commit without reading it: the manifest's size and mtime.
+fn manifest_stamp(dir: &Path) -> Option<(u64, SystemTime)> {
+    let m = std::fs::metadata(dir.join(MANIFEST)).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// Starts the thread that reopens the index after each commit, polling every
+/// `every`. It stops when `stop` is set.
+pub(crate) fn watch(
+    state: Arc<State>,
+    dir: PathBuf,
+    with_graphs: bool,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    quiet: bool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("plip-serve-watch".into())
+        .spawn(move || {
+            let mut seen = manifest_stamp(&dir);
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(every);
+                let now = manifest_stamp(&dir);
+                if now.is_none() || now == seen {
+                    continue;
+                }
+                let reopened = Snapshot::open(&dir, with_graphs).and_then(|s| {
+                    check_model(&s, &state.embedder)?;
+                    Ok(s)
+                });
+                match reopened {
+                    Ok(snap) => {
+                        seen = now;
+                        if snap.generation != state.snapshot().generation && !quiet {
+                            eprintln!(
+                                "plip: serving commit {} ({} images)",
+                                snap.generation,
+                                snap.index.len()
+                            );
+                        }
+                        state.replace(snap);
+                    }
+                    Err(e) => {
+                        // Said once, and tried again at the next commit; the old
+                        // commit keeps serving meanwhile.
+                        seen = now;
+                        eprintln!("plip: warning: still serving the previous commit: {e:#}");
+                    }
+                }
+            }
+        })
+        .expect("spawning the index watcher thread")
+}
+
+impl ItemId {
+    /// The id of a stored (root-relative) path.
+    pub(crate) fn of_path(path: &str) -> Self {
+        ItemId(fnv1a(&[b"item", path.as_bytes()]))
+    }
+}
