@@ -13,9 +13,15 @@ import plip_retrieval as pr
 from conftest import IMAGES, MODEL
 
 
+# A shell that starts a job in the background (as a CI runner may) makes it
+# ignore SIGINT, and Python then keeps it ignored; a notebook kernel or a
+# terminal session has Python's handler, which raises KeyboardInterrupt.
+PRELUDE = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 def start(script, env=None):
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)],
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(script)],
         env=dict(os.environ, HF_HUB_OFFLINE="1", **(env or {})),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
