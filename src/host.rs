@@ -401,3 +401,9 @@ pub fn query_vector(
     }
     crate::query::combine(vectors)
 }
+
+/// True when `path` is a whole slide (indexed and embedded as tiles), as
+/// `plip index` and `plip embed` decide it; any other file is one image.
+pub fn is_slide(path: &Path) -> bool {
+    crate::source::slide::is_slide(path)
+}

@@ -193,6 +193,15 @@ impl Model {
                     p.display()
                 )));
             }
+            if plip::is_slide(p) {
+                // `plip embed` gives one row per tissue tile of a slide; rows here
+                // must line up with inputs.
+                return Err(PyValueError::new_err(format!(
+                    "{} is a whole slide, not one image; index it with plip_retrieval.index \
+                     and search its tiles, or get its tile embeddings with `plip embed`",
+                    p.display()
+                )));
+            }
         }
         let e = self.embedder.clone();
         let flat = run_blocking(py, move |cancel| {

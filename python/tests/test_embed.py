@@ -56,6 +56,10 @@ def test_errors_are_python_exceptions_with_the_cli_messages(model, tmp_path):
         model.embed_images([np.zeros((0, 4, 3), np.uint8)])
     with pytest.raises(TypeError):
         model.embed_images([object()])
+    from conftest import ROOT
+
+    with pytest.raises(ValueError, match="is a whole slide"):
+        model.embed_images([str(ROOT / "fixtures" / "slides" / "aperio_rgb.svs")])
     with pytest.raises(FileNotFoundError, match="model folder ./no/such/model does not exist"):
         pr.Model("./no/such/model")
     assert issubclass(pr.Error, Exception)
