@@ -9,6 +9,7 @@
 mod common;
 mod mid_model;
 
+mod bf16;
 mod cli;
 mod eval_cli;
 mod eval_golden;
