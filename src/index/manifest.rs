@@ -24,6 +24,11 @@ pub(crate) struct SegmentRecord {
     /// Tombstoned rows: removed or replaced files.
     #[serde(default)]
     pub(crate) deleted: Vec<u32>,
+    /// The precision that embedded the rows (`bf16`, or `mixed` after a
+    /// compaction across precisions); absent for f32, as in every segment
+    /// written before it was recorded (see `precision.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) precision: Option<String>,
 }
 
 /// The commit point.

@@ -154,3 +154,36 @@ fn cli_embeds_in_bf16_or_refuses_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn index_records_its_precision_and_mixing_needs_no_rebuild() {
+    let env = TestEnv::new();
+    env.copy_images("a", &["png_rgb_224x224.png", "jpeg_rgb_640x480_q90.jpg"]);
+    env.copy_images("b", &["tiff_rgb_260x300_raw.tif"]);
+    env.ok(&["index", "a"]);
+    assert!(env.ok(&["info"]).contains("precision:   f32"));
+    let out = env.run(&["index", "b", "--precision", "bf16"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !plip::bf16_supported() {
+        assert!(
+            !out.status.success() && err.contains("AVX512_BF16"),
+            "{err}"
+        );
+        return;
+    }
+    assert!(out.status.success(), "{err}");
+    let info = env.ok(&["info"]);
+    assert!(info.contains("precision:   mixed"), "{info}");
+    let json: serde_json::Value = serde_json::from_str(&env.ok(&["info", "--json"])).unwrap();
+    assert_eq!(json["precision"], "mixed");
+    // f32 text queries search the mixed index.
+    let paths = env.ok(&["search", "tumor tissue", "--paths-only", "--top", "5"]);
+    assert_eq!(paths.lines().count(), 3, "{paths}");
+
+    // An index built in bf16 alone says so, and takes f32 additions without
+    // --rebuild.
+    let env = TestEnv::new();
+    env.copy_images("a", &["png_rgb_224x224.png"]);
+    env.ok(&["index", "a", "--precision", "bf16"]);
+    assert!(env.ok(&["info"]).contains("precision:   bf16"));
+}
