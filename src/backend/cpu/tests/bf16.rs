@@ -197,3 +197,36 @@ fn bf16_kernels_agree() {
         }
     }
 }
+
+/// Single-core GFLOP/s of the dense layers of a ViT-B/32 slice of 8 images
+/// (400 rows), f32 (gemm) against bf16, alternating:
+/// `cargo test --release --lib bf16_dense_speed -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing; run by hand"]
+fn bf16_dense_speed() {
+    let dev = Device::Cpu;
+    let m = 400;
+    for (out, inp) in [(2304, 768), (768, 768), (3072, 768), (768, 3072)] {
+        let w = Tensor::randn(0f32, 0.05, (out, inp), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, out, &dev).unwrap();
+        let lin = Linear::new(w, Some(b));
+        let f32d = Dense::new(lin.clone(), true, Precision::F32).unwrap();
+        let bf16d = Dense::new(lin, true, Precision::Bf16).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (m, inp), &dev).unwrap();
+        let flops = 2.0 * (m * out * inp) as f64;
+        let mut best = [0f64; 2];
+        for _ in 0..5 {
+            for (i, d) in [&f32d, &bf16d].into_iter().enumerate() {
+                let t = std::time::Instant::now();
+                for _ in 0..3 {
+                    std::hint::black_box(with_serial_gemm(|| d.forward(&x)).unwrap());
+                }
+                best[i] = best[i].max(3.0 * flops / t.elapsed().as_secs_f64() / 1e9);
+            }
+        }
+        eprintln!(
+            "{m} x {inp} -> {out}: f32 {:.0} GFLOP/s, bf16 {:.0} GFLOP/s",
+            best[0], best[1]
+        );
+    }
+}
