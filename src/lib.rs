@@ -30,9 +30,9 @@ mod query;
 mod serve;
 mod source;
 
-pub use backend::cpu::{threads, tune_allocator};
+pub use backend::cpu::{bf16_supported, threads, tune_allocator, Precision, UnsupportedPrecision};
 pub use cli::{run, Cli};
-pub use embed::Embedder;
+pub use embed::{Embedder, LoadOptions};
 pub use index::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
 pub use index::{FileEntry, Index, IndexWriter, Region};
 pub use model::hub::{resolve as resolve_model, ModelFiles, DEFAULT_MODEL};

@@ -42,8 +42,9 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
     }
     let index_dir = config.index_for_writing();
     let source = config.model_source(if args.rebuild { None } else { Some(&index_dir) });
-    let embedder = load_embedder(&source, Towers::VISION)?;
-    let writer = IndexWriter::open(&index_dir, embedder.info(), args.rebuild)?;
+    let embedder = load_embedder(config, &source, Towers::VISION)?;
+    let writer = IndexWriter::open(&index_dir, embedder.info(), args.rebuild)?
+        .with_precision(embedder.precision());
 
     let cancel = Arc::new(AtomicBool::new(false));
     {

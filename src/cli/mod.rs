@@ -24,7 +24,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::embed::Embedder;
+use crate::backend::cpu::Precision;
+use crate::embed::{Embedder, LoadOptions};
 use crate::index::{Index, IndexWriter, StoreError, MANIFEST};
 use crate::model::{hub, Towers};
 use crate::source::walk;
@@ -77,6 +78,19 @@ struct GlobalArgs {
     /// that huge images decode one at a time instead of all at once.
     #[arg(long, global = true, value_name = "MiB", default_value_t = 1024)]
     decode_memory: u64,
+    /// Arithmetic of the model's dense layers: `f32` (the reference's), or
+    /// `bf16`: weights and layer inputs rounded to bfloat16, sums in f32, for
+    /// CPUs with AVX512_BF16 (refused elsewhere). Embeddings stay within
+    /// cosine 0.999 of f32, so an index may mix both, and f32 queries search a
+    /// bf16 index; `plip info` shows which an index holds.
+    #[arg(
+        long,
+        global = true,
+        env = "PLIP_PRECISION",
+        value_name = "f32|bf16",
+        default_value = "f32"
+    )]
+    precision: Precision,
 }
 
 #[derive(Debug, Subcommand)]
@@ -517,6 +531,8 @@ pub(crate) struct Config {
     pub progress: bool,
     /// Quiet mode.
     pub quiet: bool,
+    /// Arithmetic of the model's dense layers.
+    pub precision: Precision,
 }
 
 impl Config {
@@ -534,6 +550,7 @@ impl Config {
             cwd: std::env::current_dir().context("reading the current directory")?,
             progress: !g.quiet && std::io::stderr().is_terminal(),
             quiet: g.quiet,
+            precision: g.precision,
         })
     }
 
@@ -585,9 +602,16 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-fn load_embedder(source: &str, towers: Towers) -> Result<Embedder> {
+fn load_embedder(config: &Config, source: &str, towers: Towers) -> Result<Embedder> {
+    // Refuse an unsupported precision before resolving (and maybe downloading)
+    // the model.
+    config.precision.check_supported()?;
     let files = hub::resolve(source)?;
-    Embedder::load(&files, towers).with_context(|| format!("loading model `{source}`"))
+    let options = LoadOptions {
+        precision: config.precision,
+    };
+    Embedder::load_with(&files, towers, options)
+        .with_context(|| format!("loading model `{source}`"))
 }
 
 fn warn(msg: impl std::fmt::Display) {

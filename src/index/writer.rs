@@ -23,6 +23,8 @@ pub struct IndexWriter {
     pub(crate) stats: RunStats,
     /// Segments of at least this many rows get a graph when compacted.
     hnsw_min_rows: usize,
+    /// The precision new rows are embedded in, recorded in their segments.
+    precision: crate::backend::cpu::Precision,
     _lock: File,
 }
 
@@ -104,6 +106,7 @@ impl IndexWriter {
             pending_vectors: Vec::new(),
             stats: RunStats::default(),
             hnsw_min_rows: hnsw_min_rows(),
+            precision: Default::default(),
             _lock: lock,
         };
         w.rebuild_paths();
@@ -283,6 +286,13 @@ impl IndexWriter {
     }
 
     /// Writes queued rows as a new segment and commits the manifest.
+    /// Records `precision` (the embedder's) in the segments this writer
+    /// writes; f32 unless set.
+    pub fn with_precision(mut self, precision: crate::backend::cpu::Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
     pub fn commit(&mut self) -> Result<()> {
         self.flush_pending()?;
         self.commit_manifest()
@@ -293,7 +303,8 @@ impl IndexWriter {
         if !self.pending_entries.is_empty() {
             let entries = std::mem::take(&mut self.pending_entries);
             let vectors = std::mem::take(&mut self.pending_vectors);
-            let seg = self.write_segment(entries, vectors, false)?;
+            let precision = record_label(self.precision);
+            let seg = self.write_segment(entries, vectors, false, precision)?;
             self.segments.push(seg);
         }
         Ok(())
@@ -325,6 +336,7 @@ impl IndexWriter {
         entries: Vec<FileEntry>,
         vectors: Vec<f32>,
         with_ann: bool,
+        precision: Option<String>,
     ) -> Result<Segment> {
         let dim = self.manifest.model.dim;
         let id = self.manifest.next_segment;
@@ -351,6 +363,7 @@ impl IndexWriter {
             hnsw_basename: None,
             deleted: Vec::new(),
             regions,
+            precision,
         };
         let mut graph = None;
         let mut vectors = vectors;
@@ -423,6 +436,13 @@ impl IndexWriter {
             entries.push(s.entries[row].clone());
             vectors.extend_from_slice(&s.vectors()[row * dim..(row + 1) * dim]);
         }
+        let precision = merged_label(
+            merge
+                .iter()
+                .map(|&i| &self.segments[i])
+                .filter(|s| s.record.rows > s.deleted.len())
+                .map(|s| segment_label(&s.record)),
+        );
         drop(rows);
         let keep: Vec<usize> = (0..self.segments.len())
             .filter(|i| !merge.contains(i))
@@ -439,7 +459,7 @@ impl IndexWriter {
         self.manifest.segments = records;
         self.segments = segments;
         if !entries.is_empty() {
-            let seg = self.write_segment(entries, vectors, true)?;
+            let seg = self.write_segment(entries, vectors, true, precision)?;
             self.segments.push(seg);
         }
         self.commit_manifest()

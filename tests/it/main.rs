@@ -9,6 +9,7 @@
 mod common;
 mod mid_model;
 
+mod bf16;
 mod cli;
 mod data_loss;
 mod eval_cli;
