@@ -11,6 +11,7 @@ mod embed;
 mod eval;
 mod index;
 mod info;
+mod merge;
 mod search;
 
 use std::io::{IsTerminal, Write};
@@ -93,6 +94,15 @@ enum Command {
     Embed(EmbedArgs),
     /// Show what an index holds.
     Info(InfoArgs),
+    /// Join shard indexes (from `plip index --shard`) into the index at --index.
+    ///
+    /// The shards' segment files are hard-linked (or copied) into OUT, never
+    /// embedded again, and committed at once: an interrupted merge leaves OUT as
+    /// it was. Shards must share the model and tiling options. An image found in
+    /// two shards is kept once (from the first shard given) and reported. Paths
+    /// are rebased when the shards sit in another folder than OUT. The result is
+    /// an ordinary index: search it, or update it with `plip index`.
+    Merge(MergeArgs),
     /// Measure retrieval recall, zero-shot or linear-probe accuracy, or HNSW quality.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -260,6 +270,18 @@ struct IndexArgs {
     /// Discard the existing index and start from scratch (also allows another model).
     #[arg(long)]
     rebuild: bool,
+    /// Index only shard K of N (K counts from 0), for one task of a job spread
+    /// over machines; `auto` takes K and N from a Slurm job array or a
+    /// Kubernetes Indexed Job. Files are split by a fixed hash of their path
+    /// relative to DIR (all tiles of a slide stay together), the same on every
+    /// machine. Give each shard its own --index and join them with `plip merge`;
+    /// re-run a shard with the same --shard to resume or update it.
+    #[arg(long, value_name = "K/N|auto")]
+    shard: Option<String>,
+    /// With `--shard auto` in a Kubernetes Indexed Job: the number of shards
+    /// (the Job's `completions`).
+    #[arg(long, value_name = "N", requires = "shard")]
+    shards: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -344,6 +366,16 @@ struct EmbedArgs {
     /// Images per model batch.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// Shard index folders (the --index of each `plip index --shard` task).
+    #[arg(required = true, value_name = "SHARD")]
+    shards: Vec<PathBuf>,
+    /// Replace the index already at --index with the merge.
+    #[arg(long)]
+    replace: bool,
 }
 
 #[derive(Debug, Args)]
@@ -439,6 +471,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Search(a) => search::cmd_search(&config, a),
         Command::Embed(a) => embed::cmd_embed(&config, a),
         Command::Info(a) => info::cmd_info(&config, a),
+        Command::Merge(a) => merge::cmd_merge(&config, a),
         Command::Eval(e) => eval::cmd_eval(&config, e),
     }
 }

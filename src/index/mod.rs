@@ -37,6 +37,7 @@ pub(crate) mod ann;
 mod file;
 mod folder;
 mod manifest;
+mod merge;
 mod reader;
 mod segment;
 #[cfg(test)]
@@ -48,6 +49,7 @@ pub(crate) use file::*;
 pub(crate) use folder::*;
 #[allow(unused_imports)]
 pub(crate) use manifest::*;
+pub(crate) use merge::merge;
 pub use reader::Index;
 #[allow(unused_imports)]
 pub(crate) use reader::*;

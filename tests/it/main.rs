@@ -18,3 +18,4 @@ mod lifecycle;
 mod parity;
 mod preprocess_parity;
 mod queries;
+mod shards;
