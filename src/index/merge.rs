@@ -118,7 +118,7 @@ pub(crate) struct MergeReport {
 struct OpenShard {
     dir: PathBuf,
     manifest: Manifest,
-    segments: Vec<Segment>,
+    segments: Vec<ShardSegment>,
     /// The manifest's `tiling`, if it records one (compared as written).
     tiling: Option<serde_json::Value>,
     _lock: Option<File>,
@@ -288,6 +288,12 @@ fn lock(dir: &Path, create: bool) -> Result<Option<File>> {
     }
 }
 
+/// A shard's segment, checked: its record and its entries.
+struct ShardSegment {
+    record: SegmentRecord,
+    entries: Vec<FileEntry>,
+}
+
 /// Locks and checks one shard: its manifest, and every file it names.
 fn open_shard(dir: &Path) -> std::result::Result<OpenShard, MergeError> {
     let ctx = || format!("cannot merge shard {}", dir.display());
@@ -295,10 +301,8 @@ fn open_shard(dir: &Path) -> std::result::Result<OpenShard, MergeError> {
     let manifest = Manifest::load(dir).map_err(store_err(ctx()))?;
     let mut segments = Vec::with_capacity(manifest.segments.len());
     for r in &manifest.segments {
-        segments.push(Segment::load(dir, r, manifest.model.dim, false).map_err(store_err(ctx()))?);
-        for f in &r.hnsw {
-            check_file(dir, f).map_err(store_err(ctx()))?;
-        }
+        let segment = check_segment(dir, r, manifest.model.dim).map_err(store_err(ctx()))?;
+        segments.push(segment);
     }
     // Compared as recorded, so that any tiling field a manifest gains is covered.
     let tiling = fs::read(dir.join(MANIFEST))
@@ -313,6 +317,94 @@ fn open_shard(dir: &Path) -> std::result::Result<OpenShard, MergeError> {
         tiling,
         _lock: lock,
     })
+}
+
+/// Checks every file of a segment as `Segment::load` does (length, magic,
+/// version, CRC32, entry count, tombstones), but streams the vectors and graph
+/// through the checksum instead of mapping them: a merge's memory does not grow
+/// with the vectors.
+fn check_segment(dir: &Path, r: &SegmentRecord, dim: usize) -> Result<ShardSegment> {
+    let vec_len = 12 + (r.rows * dim * 4) as u64 + 4;
+    if r.vec.len != vec_len {
+        return Err(corrupt(
+            &dir.join(&r.vec.name),
+            "vector count does not match the manifest",
+        ));
+    }
+    stream_check(dir, &r.vec, Some(VEC_MAGIC))?;
+    for f in &r.hnsw {
+        stream_check(dir, f, None)?;
+    }
+    let meta = read_framed(dir, &r.meta, META_MAGIC)?;
+    let meta_path = dir.join(&r.meta.name);
+    let (entries, _): (Vec<FileEntry>, usize) =
+        bincode::serde::decode_from_slice(&meta, bincode_config())
+            .map_err(|e| corrupt(&meta_path, format!("undecodable metadata: {e}")))?;
+    if entries.len() != r.rows {
+        return Err(corrupt(
+            &meta_path,
+            "entry count does not match the manifest",
+        ));
+    }
+    if let Some(bad) = r.deleted.iter().find(|&&d| d as usize >= r.rows) {
+        return Err(corrupt(
+            &dir.join(MANIFEST),
+            format!(
+                "tombstone {bad} of {} is past its {} rows",
+                r.vec.name, r.rows
+            ),
+        ));
+    }
+    Ok(ShardSegment {
+        record: r.clone(),
+        entries,
+    })
+}
+
+/// Reads `r` in 1 MiB pieces and checks its length and CRC32 against the
+/// manifest; for a framed file (`magic`), also its header and trailing CRC.
+fn stream_check(dir: &Path, r: &FileRef, magic: Option<&[u8; 8]>) -> Result<()> {
+    let path = dir.join(&r.name);
+    let mut file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+    let len = file
+        .metadata()
+        .map_err(io_err(format!("reading {}", path.display())))?
+        .len();
+    if len != r.len || (magic.is_some() && len < 16) {
+        return Err(corrupt(&path, "size differs from the manifest"));
+    }
+    // Framed files: the record's CRC covers all but the trailing 4 bytes.
+    let covered = if magic.is_some() { len - 4 } else { len };
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    let read_err = || io_err(format!("reading {}", path.display()));
+    while done < covered {
+        let want = buf.len().min((covered - done) as usize);
+        file.read_exact(&mut buf[..want]).map_err(read_err())?;
+        if done == 0 {
+            if let Some(m) = magic {
+                let version = u32::from_le_bytes(buf[8..12].try_into().unwrap());
+                if &buf[..8] != m || version != FORMAT_VERSION {
+                    return Err(corrupt(&path, "bad magic or file version"));
+                }
+            }
+        }
+        crc.update(&buf[..want]);
+        done += want as u64;
+    }
+    let computed = crc.finalize();
+    if magic.is_some() {
+        let mut tail = [0u8; 4];
+        file.read_exact(&mut tail).map_err(read_err())?;
+        if u32::from_le_bytes(tail) != computed {
+            return Err(corrupt(&path, "checksum mismatch"));
+        }
+    }
+    if computed != r.crc32 {
+        return Err(corrupt(&path, "checksum differs from the manifest"));
+    }
+    Ok(())
 }
 
 fn describe_tiling(t: Option<&serde_json::Value>) -> String {
@@ -371,8 +463,9 @@ fn place_segments(
                 }
             }
             let mut deleted: Vec<u32> = old.deleted.clone();
+            let dead: HashSet<u32> = old.deleted.iter().copied().collect();
             for (row, e) in entries.iter().enumerate() {
-                if seg.deleted.contains(&(row as u32)) {
+                if dead.contains(&(row as u32)) {
                     continue;
                 }
                 match owner.get(&e.path) {
@@ -427,6 +520,8 @@ fn place_segments(
                 hnsw,
                 hnsw_basename: old.hnsw_basename.as_deref().map(rename),
                 deleted,
+                // Every file a record names must be placed above: a field that
+                // names one (slide regions) needs its own line here.
                 ..old.clone()
             });
         }
