@@ -9,6 +9,7 @@
 
 mod embed;
 mod eval;
+mod export;
 mod index;
 mod info;
 mod merge;
@@ -103,6 +104,15 @@ enum Command {
     /// are rebased when the shards sit in another folder than OUT. The result is
     /// an ordinary index: search it, or update it with `plip index`.
     Merge(MergeArgs),
+    /// Write the index's vectors and paths for FAISS and clip-retrieval's tools.
+    ///
+    /// OUT/img_emb/img_emb_{i}.npy holds float32 L2-normalized rows and
+    /// OUT/metadata/metadata_{i}.parquet the column image_path (plus x, y, w, h,
+    /// level and mpp for tiles of whole slides), row for row, in parts of at
+    /// most 1M rows: the layout clip-retrieval writes, which embedding_reader
+    /// (format parquet_npy), autofaiss, pandas and LanceDB read. Query vectors
+    /// for such an index come from `plip embed --text ... --jsonl`.
+    Export(ExportArgs),
     /// Measure retrieval recall, zero-shot or linear-probe accuracy, or HNSW quality.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -379,6 +389,19 @@ struct MergeArgs {
 }
 
 #[derive(Debug, Args)]
+struct ExportArgs {
+    /// Folder to write img_emb/ and metadata/ into.
+    out: PathBuf,
+    /// Rows per part (at most 1,000,000).
+    #[arg(long, default_value_t = crate::output::export::DEFAULT_ROWS_PER_PART)]
+    rows_per_part: usize,
+    /// Write image_path as stored in the index (relative to the index folder's
+    /// parent) instead of absolute.
+    #[arg(long)]
+    relative: bool,
+}
+
+#[derive(Debug, Args)]
 struct InfoArgs {
     /// Print JSON.
     #[arg(long)]
@@ -472,6 +495,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Embed(a) => embed::cmd_embed(&config, a),
         Command::Info(a) => info::cmd_info(&config, a),
         Command::Merge(a) => merge::cmd_merge(&config, a),
+        Command::Export(a) => export::cmd_export(&config, a),
         Command::Eval(e) => eval::cmd_eval(&config, e),
     }
 }

@@ -465,3 +465,58 @@ fn merge_killed_before_its_manifest_leaves_out_as_it_was() {
         "{files:?}"
     );
 }
+
+#[test]
+fn export_writes_aligned_npy_and_parquet_parts() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::RowAccessor;
+    let env = sharded(2);
+    ok(
+        &env,
+        &["merge", "shards/0", "shards/1", "--index", "m/.plip"],
+    );
+    ok(
+        &env,
+        &["export", "ex", "--index", "m/.plip", "--rows-per-part", "5"],
+    );
+    let total = fixture_images().len();
+    let parts = total.div_ceil(5);
+    let mut rows = 0;
+    let mut paths = Vec::new();
+    for i in 0..parts {
+        let npy = std::fs::read(env.path().join(format!("ex/img_emb/img_emb_{i}.npy"))).unwrap();
+        let (values, n, dim) = crate::common::read_npy_f32(&npy).expect("a float32 2-d npy");
+        assert_eq!(dim, 16);
+        assert_eq!(n, (total - i * 5).min(5), "part {i}");
+        for row in values.chunks_exact(dim) {
+            let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "part {i}: norm {norm}");
+        }
+        let file =
+            std::fs::File::open(env.path().join(format!("ex/metadata/metadata_{i}.parquet")))
+                .unwrap();
+        let reader = SerializedFileReader::new(file).unwrap();
+        let meta = reader.metadata().file_metadata();
+        assert_eq!(
+            meta.num_rows() as usize,
+            n,
+            "part {i}: parquet rows vs npy rows"
+        );
+        assert_eq!(meta.schema_descr().column(0).name(), "image_path");
+        for row in reader.get_row_iter(None).unwrap() {
+            paths.push(row.unwrap().get_string(0).unwrap().clone());
+        }
+        rows += n;
+    }
+    assert_eq!(rows, total);
+    assert!(!env
+        .path()
+        .join(format!("ex/img_emb/img_emb_{parts}.npy"))
+        .exists());
+    for p in &paths {
+        assert!(Path::new(p).is_absolute() && Path::new(p).is_file(), "{p}");
+    }
+    // A second export into the same folder is refused rather than mixed.
+    let err = fails(&env, &["export", "ex", "--index", "m/.plip"]);
+    assert!(err.contains("not empty"), "{err}");
+}
