@@ -46,19 +46,15 @@ pub(crate) enum MergeError {
     Repeated(PathBuf),
     /// Shards of different models.
     #[error(
-        "shards {a} and {b} were built with different models: `{a_model}` \
-         (fingerprint {a_fp}, {a_dim}-d) and `{b_model}` (fingerprint {b_fp}, {b_dim}-d); \
+        "shards {a} and {b} were built with different models: {a_model} and {b_model}; \
          index every shard with the same --model"
     )]
     ModelMismatch {
         a: PathBuf,
         b: PathBuf,
+        /// `source` (fingerprint F, D-d)
         a_model: String,
-        a_fp: String,
-        a_dim: usize,
         b_model: String,
-        b_fp: String,
-        b_dim: usize,
     },
     /// Shards whose slides were tiled differently.
     #[error(
@@ -156,15 +152,17 @@ pub(crate) fn merge(
     for s in &open[1..] {
         let (a, b) = (&first.manifest.model, &s.manifest.model);
         if a.fingerprint != b.fingerprint || a.dim != b.dim {
+            let describe = |m: &ModelInfo| {
+                format!(
+                    "`{}` (fingerprint {}, {}-d)",
+                    m.source, m.fingerprint, m.dim
+                )
+            };
             return Err(MergeError::ModelMismatch {
                 a: first.dir.clone(),
                 b: s.dir.clone(),
-                a_model: a.source.clone(),
-                a_fp: a.fingerprint.clone(),
-                a_dim: a.dim,
-                b_model: b.source.clone(),
-                b_fp: b.fingerprint.clone(),
-                b_dim: b.dim,
+                a_model: describe(a),
+                b_model: describe(b),
             });
         }
     }
@@ -512,6 +510,8 @@ fn place_segments(
             } else {
                 place(&old.meta)?
             };
+            // The update is empty today; it carries any field a record gains.
+            #[allow(clippy::needless_update)]
             records.push(SegmentRecord {
                 id,
                 rows: old.rows,
