@@ -158,34 +158,39 @@ fn env_num(name: &str, default: usize) -> usize {
 }
 
 /// Runs `cmd` to success; returns its wall time and its peak RSS in bytes (0
-/// where the platform does not say).
+/// where it cannot be measured). The RSS comes from GNU time
+/// (`/usr/bin/time -f %M`) wrapped around the command: the rusage of a child
+/// spawned from this process would include this process's own peak, which
+/// Linux carries over the child's exec.
 fn timed(cmd: &mut Command) -> (f64, u64) {
-    let t = Instant::now();
-    let out = cmd.output().expect("starting plip");
-    let secs = t.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (secs, peak_rss_of_children())
-}
-
-/// The largest peak RSS of any child waited for so far (Linux: `ru_maxrss` of
-/// RUSAGE_CHILDREN, in KiB): each run here is larger than or equal to the one
-/// before it only if it really is, so runs are reported in that light.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn peak_rss_of_children() -> u64 {
-    // SAFETY: getrusage writes one plain struct that we own.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
-        u
+    let gnu_time = Path::new("/usr/bin/time");
+    let mut wrapped;
+    let run: &mut Command = if gnu_time.exists() {
+        wrapped = Command::new(gnu_time);
+        wrapped
+            .args(["-f", "%M"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        if let Some(dir) = cmd.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        &mut wrapped
+    } else {
+        cmd
     };
-    usage.ru_maxrss as u64 * 1024
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn peak_rss_of_children() -> u64 {
-    0
+    let t = Instant::now();
+    let out = run.output().expect("starting plip");
+    let secs = t.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{run:?}: {stderr}");
+    let kib: u64 = if gnu_time.exists() {
+        stderr
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    (secs, kib * 1024)
 }
