@@ -73,6 +73,7 @@ fn main() {
                     size: 0,
                     mtime_ns: 0,
                     crc32: 0,
+                    region: None,
                 };
                 w.add(entry, v);
             }

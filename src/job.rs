@@ -12,7 +12,9 @@
 //!   clock tick (git's "racy" rule);
 //! * work is committed every `commit_every` new vectors or `commit_interval`,
 //!   whichever comes first, so a crash loses at most that much;
-//! * a cancelled run commits what it embedded and skips the compaction.
+//! * a cancelled run commits what it embedded and skips the compaction;
+//! * whole slides (`slides.rs`) are cut into tissue tiles, each an item with the
+//!   slide's path and a region, and change detection is per slide.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -23,13 +25,18 @@ use anyhow::Result;
 
 use crate::embed::{self, Embedder};
 use crate::index::{self, FileEntry, IndexWriter, RunStats, Skipped};
-use crate::source::walk;
+use crate::source::{slide, walk};
+
+mod slides;
+pub(crate) use slides::{mpp_source_name, resolve_tiling, SlideFlags};
 
 /// How an indexing run reports what it does. Every method has a default that
 /// does nothing, so a caller implements only what it shows.
 pub(crate) trait Progress {
     /// The number of items that will be embedded is known.
     fn start(&self, _total: u64) {}
+    /// `n` more items will be embedded (the tiles of a slide, once planned).
+    fn grow(&self, _n: u64) {}
     /// One item was embedded or skipped.
     fn advance(&self) {}
     /// Something the user should know, such as a skipped file.
@@ -49,6 +56,8 @@ pub(crate) struct IndexOptions {
     pub(crate) commit_interval: Duration,
     /// Index only the items of this shard (`source/shard.rs`).
     pub(crate) shard: Option<crate::source::shard::Shard>,
+    /// How whole slides are tiled (flags not given keep the index's tiling).
+    pub(crate) slides: SlideFlags,
 }
 
 impl Default for IndexOptions {
@@ -58,6 +67,7 @@ impl Default for IndexOptions {
             commit_every: 256,
             commit_interval: Duration::from_secs(30),
             shard: None,
+            slides: SlideFlags::default(),
         }
     }
 }
@@ -81,6 +91,34 @@ struct Todo {
     abs: PathBuf,
     rel: String,
     existed: bool,
+}
+
+/// Commits every `every` pending rows or `interval`, whichever comes first.
+pub(crate) struct Committer {
+    every: usize,
+    interval: Duration,
+    last: Instant,
+}
+
+impl Committer {
+    fn new(options: &IndexOptions) -> Self {
+        Committer {
+            every: options.commit_every.max(1),
+            interval: options.commit_interval,
+            last: Instant::now(),
+        }
+    }
+
+    /// Commits when enough rows or time have piled up (with the failpoints).
+    fn maybe_commit(&mut self, writer: &mut IndexWriter, cancel: &AtomicBool) -> Result<()> {
+        if writer.pending() >= self.every || self.last.elapsed() > self.interval {
+            failpoint::pause("before-commit", writer.generation() + 1, cancel);
+            writer.commit()?;
+            failpoint::pause("after-commit", writer.generation(), cancel);
+            self.last = Instant::now();
+        }
+        Ok(())
+    }
 }
 
 /// An indexing run over some folders into one index.
@@ -110,13 +148,12 @@ impl IndexJob {
         cancel: &AtomicBool,
     ) -> Result<JobSummary> {
         let started = Instant::now();
-        let todo = self.plan(progress)?;
+        let (todo, slide_todo, tiling) = self.plan(progress)?;
         progress.start(todo.len() as u64);
         let paths: Vec<PathBuf> = todo.iter().map(|t| t.abs.clone()).collect();
         let writer = &mut self.writer;
         let options = &self.options;
-        let mut last_commit = Instant::now();
-        let commit_every = options.commit_every.max(1);
+        let mut committer = Committer::new(options);
         let mut embedded = 0usize;
         let result = embed::embed_files(&embedder, &paths, options.batch_size, cancel, |r| {
             let item = &todo[r.index];
@@ -127,6 +164,7 @@ impl IndexJob {
                         size: img.size,
                         mtime_ns: img.mtime_ns,
                         crc32: img.crc32,
+                        region: None,
                     };
                     writer.add(entry, &vector);
                     let s = writer.stats_mut();
@@ -151,12 +189,25 @@ impl IndexJob {
                 }
             }
             progress.advance();
-            if writer.pending() >= commit_every || last_commit.elapsed() > options.commit_interval {
-                failpoint::pause("before-commit", writer.generation() + 1, cancel);
-                writer.commit()?;
-                failpoint::pause("after-commit", writer.generation(), cancel);
-                last_commit = Instant::now();
+            committer.maybe_commit(writer, cancel)
+        });
+        let result = result.and_then(|()| {
+            let mut run = slides::SlideRun {
+                embedder: &embedder,
+                writer: &mut self.writer,
+                committer: &mut committer,
+                progress,
+                cancel,
+                batch_size: options.batch_size,
+                tiling,
+                embedded: 0,
+            };
+            for s in &slide_todo {
+                if cancel.load(Ordering::SeqCst) || !run.embed_slide(s)? {
+                    break;
+                }
             }
+            embedded += run.embedded;
             Ok(())
         });
         progress.finish();
@@ -191,7 +242,10 @@ impl IndexJob {
     /// Only what the walk covered can be removed: entries outside the roots of
     /// this run, under a folder that could not be read, or under a recorded
     /// root that is missing now, are kept as they are.
-    fn plan(&mut self, progress: &dyn Progress) -> Result<Vec<Todo>> {
+    fn plan(
+        &mut self,
+        progress: &dyn Progress,
+    ) -> Result<(Vec<Todo>, Vec<slides::SlideTodo>, index::TileSettings)> {
         let root = index::root_of(self.writer.dir());
         let roots = if self.roots.is_empty() {
             // A plain `plip index`: every folder indexed before.
@@ -251,8 +305,28 @@ impl IndexJob {
             stats.removed += 1;
         }
         let racy_after = (self.writer.committed_unix() as i128 - 2) * 1_000_000_000;
+        *self.writer.stats_mut() = stats;
+        let (slide_found, found): (Vec<_>, Vec<_>) =
+            found.into_iter().partition(|(abs, _)| slide::is_slide(abs));
+        let tiling = slides::resolve_tiling(&self.options.slides, self.writer.tiling());
+        if !slide_found.is_empty() {
+            if let Some(old) = self.writer.tiling().filter(|t| !t.same_grid(&tiling)) {
+                progress.warn(&format!(
+                    "the tiling changed from {} to {}: slides are tiled again",
+                    old.describe(),
+                    tiling.describe()
+                ));
+            }
+            self.writer.set_tiling(tiling);
+        }
+        let slide_todo = slides::plan(&mut self.writer, slide_found, &tiling, racy_after);
+        let mut stats = std::mem::take(self.writer.stats_mut());
         let mut todo = Vec::new();
         for (abs, rel) in found {
+            if self.writer.slide_record(&rel).is_some() {
+                // Was a slide, is now an ordinary image: drop its tiles.
+                self.writer.remove(&rel);
+            }
             let Some(old) = self.writer.get(&rel).cloned() else {
                 todo.push(Todo {
                     abs,
@@ -272,12 +346,12 @@ impl IndexJob {
             }
         }
         *self.writer.stats_mut() = stats;
-        Ok(todo)
+        Ok((todo, slide_todo, tiling))
     }
 }
 
 /// True when the file at `abs` still has the content recorded in `old`.
-fn unchanged(abs: &Path, old: &FileEntry, racy_after: i128) -> bool {
+pub(crate) fn unchanged(abs: &Path, old: &FileEntry, racy_after: i128) -> bool {
     let Ok((size, mtime)) = crate::source::stat(abs) else {
         return false;
     };

@@ -33,7 +33,7 @@ pub use backend::cpu::{threads, tune_allocator};
 pub use cli::{run, Cli};
 pub use embed::Embedder;
 pub use index::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
-pub use index::{FileEntry, Index, IndexWriter};
+pub use index::{FileEntry, Index, IndexWriter, Region};
 pub use model::hub::{resolve as resolve_model, ModelFiles, DEFAULT_MODEL};
 pub use model::{Towers, WeightsFile};
 pub use output::npy::write_f32 as write_npy;

@@ -15,6 +15,9 @@ impl Progress for BarProgress {
     fn start(&self, total: u64) {
         self.bar.set_length(total);
     }
+    fn grow(&self, n: u64) {
+        self.bar.inc_length(n);
+    }
     fn advance(&self) {
         self.bar.inc(1);
     }
@@ -68,6 +71,12 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
         batch_size: args.batch_size,
         commit_every: args.commit_every,
         shard,
+        slides: crate::job::SlideFlags {
+            mpp: args.mpp,
+            tile: args.tile,
+            min_tissue: args.min_tissue,
+            slide_mpp: args.slide_mpp,
+        },
         ..IndexOptions::default()
     };
     let summary = IndexJob::new(writer, dirs, options).run(embedder, &progress, &cancel)?;

@@ -9,6 +9,10 @@ pub(super) fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
         let mut v = serde_json::to_value(&s)?;
         v["index"] = serde_json::json!(index.dir().display().to_string());
         v["updated"] = serde_json::json!(rfc3339(s.updated_unix));
+        if !index.slides().is_empty() {
+            v["tiling"] = serde_json::to_value(index.tiling())?;
+            v["slides"] = serde_json::to_value(index.slides())?;
+        }
         let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
@@ -51,6 +55,40 @@ pub(super) fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
     )?;
     for k in &r.skipped {
         writeln!(out, "  skipped {}: {}", k.path, k.reason)?;
+    }
+    if let (Some(t), false) = (index.tiling(), index.slides().is_empty()) {
+        writeln!(
+            out,
+            "slides:      {} (tiles of {} px at {} µm/px, kept at >= {} tissue)",
+            index.slides().len(),
+            t.tile,
+            t.mpp,
+            t.min_tissue
+        )?;
+        for (path, r) in index.slides() {
+            writeln!(
+                out,
+                "  {path}: {}x{} px, {} level(s), {:.4} µm/px ({}), {}, {} of {} tiles kept{}{}",
+                r.width,
+                r.height,
+                r.levels,
+                r.mpp,
+                r.mpp_source,
+                r.vendor,
+                r.tiles_kept,
+                r.tiles_total,
+                if r.tiles_failed > 0 {
+                    format!(", {} unreadable", r.tiles_failed)
+                } else {
+                    String::new()
+                },
+                if r.complete {
+                    ""
+                } else {
+                    " (unfinished: re-run `plip index`)"
+                }
+            )?;
+        }
     }
     Ok(0)
 }

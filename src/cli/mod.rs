@@ -14,6 +14,7 @@ mod index;
 mod info;
 mod merge;
 mod search;
+mod slides;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -81,13 +82,21 @@ struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Embed every image under the given folders into the index.
+    /// Embed every image and whole slide under the given folders into the index.
     ///
     /// Takes jpg, jpeg, png, tif, tiff, bmp, webp and gif files (any case) and skips
     /// hidden folders. A file that cannot be decoded is skipped with a warning and
     /// counted. Re-running embeds only new or changed files and drops removed
     /// ones. Work is committed every --commit-every images or 30 seconds, so a
     /// crash or Ctrl-C loses at most that much; re-run to continue.
+    ///
+    /// Whole slides (Aperio .svs, pyramidal TIFF/OME-TIFF read natively; .ndpi,
+    /// .mrxs, .scn, .bif, .vms, .svslide, DICOM through OpenSlide when libopenslide
+    /// is installed) are cut into a grid of --tile px squares at --mpp µm/px, and
+    /// the squares with at least --min-tissue tissue are embedded, each a search
+    /// result of its own. The tiling is recorded in the index: later runs reuse it,
+    /// and changing a flag re-tiles the slides. Check a tiling first with
+    /// `plip tiles SLIDE -o check.png`.
     Index(IndexArgs),
     /// Print the indexed images nearest to a text query.
     Search(SearchArgs),
@@ -113,6 +122,23 @@ enum Command {
     /// (format parquet_npy), autofaiss, pandas and LanceDB read. Query vectors
     /// for such an index come from `plip embed --text ... --jsonl`.
     Export(ExportArgs),
+    /// Draw a whole slide's tiles coloured by their cosine to a query (PNG).
+    ///
+    /// QUERY is text, an image file, or a slide region SLIDE@X,Y,W,H. Uses the
+    /// tile embeddings stored in the index when the slide is indexed, else embeds
+    /// its tiles now (with the tiling flags below, or the index's). The picture is
+    /// the slide's thumbnail (aspect ratio kept) with each tile filled in viridis
+    /// from the lowest score (dark purple) to the highest (yellow), and a colour bar
+    /// at the right whose ticks are labelled with cosine values.
+    Heatmap(HeatmapArgs),
+    /// Check a slide's tiling before a long run: thumbnail, tissue mask, kept tiles (PNG).
+    ///
+    /// Draws the slide's thumbnail with the detected tissue tinted green and every
+    /// tile that `plip index` would embed outlined in blue, and prints the slide's
+    /// size, levels, resolution and the number of tiles kept. Takes the same tiling
+    /// flags as `plip index` (default: the index's tiling, else 0.5 µm/px, 224 px,
+    /// 0.5 tissue).
+    Tiles(TilesArgs),
     /// Measure retrieval recall, zero-shot or linear-probe accuracy, or HNSW quality.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -292,6 +318,21 @@ struct IndexArgs {
     /// (the Job's `completions`).
     #[arg(long, value_name = "N", requires = "shard")]
     shards: Option<u32>,
+    /// Whole slides: resolution of a tile, in µm per pixel (0.5 ≈ 20x, as PLIP's
+    /// training patches) [default: the index's tiling, else 0.5].
+    #[arg(long, value_name = "UM", help_heading = "Whole slides")]
+    mpp: Option<f64>,
+    /// Whole slides: side of a tile in pixels at --mpp [default: the index's, else 224].
+    #[arg(long, value_name = "PX", help_heading = "Whole slides")]
+    tile: Option<u32>,
+    /// Whole slides: least share of tissue in a kept tile, 0 to 1 (0 keeps every tile)
+    /// [default: the index's, else 0.5].
+    #[arg(long, value_name = "F", help_heading = "Whole slides")]
+    min_tissue: Option<f64>,
+    /// Whole slides: level-0 µm per pixel to assume for slides that record none
+    /// (without it such slides are skipped).
+    #[arg(long, value_name = "UM", help_heading = "Whole slides")]
+    slide_mpp: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -311,12 +352,22 @@ Examples:
   plip search --image query.png --top 20
   plip search \"tumor\" --add \"lymphocytes\" --subtract \"necrosis\"
   plip search \"tumor\" --template \"An H&E image patch of {}.\" --template \"a histopathology image of {}\"
-  plip search \"mucus\" --under slides/colon --threshold 0.25 --html results.html")]
+  plip search \"mucus\" --under slides/colon --threshold 0.25 --html results.html
+
+Whole slides: each tissue tile of an indexed slide is a hit of its own, printed as
+`path @ x,y  (wxh)` (level-0 pixels; --json adds x, y, w, h, level and mpp). A region of a
+slide is a query term too: SLIDE@X,Y,W,H in level-0 pixels (e.g. --image
+slides/a.svs@4480,8960,448,448, or --add 0.5:slides/a.svs@0,0,448,448); it is read like a
+tile (a square region is resized to the model's 224 px). --by-slide ranks slides instead,
+by the mean of each slide's 5 best tile scores:
+  plip search \"tumor\" --by-slide --json
+  plip search --image slides/a.svs@4480,8960,448,448 --by-slide --html slides.html")]
 struct SearchArgs {
     /// What to look for, in English (e.g. "tumor tissue"), or an image file.
     #[arg(required_unless_present = "image")]
     query: Option<String>,
-    /// Find images similar to this image (preprocessed exactly like indexed images).
+    /// Find images similar to this image (preprocessed exactly like indexed images),
+    /// or to a slide region SLIDE@X,Y,W,H (level-0 pixels).
     #[arg(long)]
     image: Option<PathBuf>,
     /// Add a term: text or image, optionally weighted as W:TERM (repeatable).
@@ -341,9 +392,15 @@ struct SearchArgs {
     #[arg(long, short = 'k', default_value_t = 10,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     top: usize,
-    /// Print JSON Lines: {"rank":1,"score":0.3071,"path":"slides/a.png"}.
+    /// Print JSON Lines: {"rank":1,"score":0.3071,"path":"slides/a.png"}; a slide
+    /// tile adds "x","y","w","h","level","mpp".
     #[arg(long, conflicts_with = "paths_only")]
     json: bool,
+    /// Rank whole slides, by the mean of each slide's 5 best tile scores (--json
+    /// rows: rank, score, path, tiles, best {x,y,w,h,score}); --html then shows each
+    /// slide's thumbnail with its best tiles boxed.
+    #[arg(long)]
+    by_slide: bool,
     /// Print only paths, one per line, for piping (byte for byte as on disk).
     #[arg(long)]
     paths_only: bool,
@@ -362,7 +419,10 @@ struct SearchArgs {
 
 #[derive(Debug, Args)]
 struct EmbedArgs {
-    /// Images to embed, one row each in this order.
+    /// Images to embed, one row each in this order. A whole slide gives one row per
+    /// tissue tile (with --jsonl: "input","x","y","w","h","level","embedding"), tiled
+    /// with the flags below (default: the index's tiling, else 0.5 µm/px, 224 px, 0.5
+    /// tissue).
     images: Vec<PathBuf>,
     /// A prompt to embed (repeatable), one row each in order.
     #[arg(long = "text", short = 't')]
@@ -370,12 +430,88 @@ struct EmbedArgs {
     /// Write a float32 .npy of shape (rows, dim) here.
     #[arg(long, short = 'o', required_unless_present = "jsonl")]
     output: Option<PathBuf>,
-    /// Write JSON Lines to stdout instead: {"input":..., "embedding":[...]}.
+    /// Write JSON Lines to stdout instead: {"input":..., "embedding":[...]} (a slide's
+    /// tiles add x, y, w, h and level).
     #[arg(long, conflicts_with = "output")]
     jsonl: bool,
     /// Images per model batch.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    #[command(flatten)]
+    tiling: TilingArgs,
+}
+
+/// Tiling flags of the single-slide commands (as `plip index` has them).
+#[derive(Debug, Args)]
+struct TilingArgs {
+    /// Resolution of a tile, µm per pixel [default: the index's, else 0.5].
+    #[arg(long, value_name = "UM")]
+    mpp: Option<f64>,
+    /// Side of a tile in pixels at --mpp [default: the index's, else 224].
+    #[arg(long, value_name = "PX")]
+    tile: Option<u32>,
+    /// Least share of tissue in a kept tile, 0 to 1 [default: the index's, else 0.5].
+    #[arg(long, value_name = "F")]
+    min_tissue: Option<f64>,
+    /// Level-0 µm per pixel to assume when the slide records none.
+    #[arg(long, value_name = "UM")]
+    slide_mpp: Option<f64>,
+}
+
+impl TilingArgs {
+    fn flags(&self) -> crate::job::SlideFlags {
+        crate::job::SlideFlags {
+            mpp: self.mpp,
+            tile: self.tile,
+            min_tissue: self.min_tissue,
+            slide_mpp: self.slide_mpp,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct HeatmapArgs {
+    /// The slide.
+    slide: PathBuf,
+    /// Text (in English), an image file, or a region SLIDE@X,Y,W,H (level-0 pixels).
+    query: String,
+    /// The PNG to write.
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// Longer side of the slide's thumbnail in the picture, in pixels.
+    #[arg(long, default_value_t = 1024)]
+    size: u32,
+    /// Tiles per model batch (when embedding now).
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[command(flatten)]
+    tiling: TilingArgs,
+}
+
+impl HeatmapArgs {
+    fn flags(&self) -> crate::job::SlideFlags {
+        self.tiling.flags()
+    }
+}
+
+#[derive(Debug, Args)]
+struct TilesArgs {
+    /// The slide.
+    slide: PathBuf,
+    /// The PNG to write.
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// Longer side of the picture, in pixels.
+    #[arg(long, default_value_t = 1024)]
+    size: u32,
+    #[command(flatten)]
+    tiling: TilingArgs,
+}
+
+impl TilesArgs {
+    fn flags(&self) -> crate::job::SlideFlags {
+        self.tiling.flags()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -496,6 +632,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Info(a) => info::cmd_info(&config, a),
         Command::Merge(a) => merge::cmd_merge(&config, a),
         Command::Export(a) => export::cmd_export(&config, a),
+        Command::Heatmap(a) => slides::cmd_heatmap(&config, a),
+        Command::Tiles(a) => slides::cmd_tiles(&config, a),
         Command::Eval(e) => eval::cmd_eval(&config, e),
     }
 }

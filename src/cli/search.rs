@@ -12,7 +12,9 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
             bail!("the query is empty; give some words, e.g. plip search \"tumor tissue\"");
         }
         let p = Path::new(q);
-        let kind = if walk::is_image(p) && p.is_file() {
+        let kind = if let Some((path, r)) = query::slides::parse_region(q)? {
+            TermKind::Region(path, r)
+        } else if walk::is_image(p) && p.is_file() {
             TermKind::Image(p.to_path_buf())
         } else {
             TermKind::Text(q.clone())
@@ -21,13 +23,16 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
         label.push(q.clone());
     }
     if let Some(img) = &args.image {
-        if let Err(e) = crate::source::open_regular(img) {
-            bail!("query image {}: {e}", img.display());
-        }
-        terms.push(QueryTerm {
-            weight: 1.0,
-            kind: TermKind::Image(img.clone()),
-        });
+        let kind = match query::slides::parse_region(&img.to_string_lossy())? {
+            Some((path, r)) => TermKind::Region(path, r),
+            None => {
+                if let Err(e) = crate::source::open_regular(img) {
+                    bail!("query image {}: {e}", img.display());
+                }
+                TermKind::Image(img.clone())
+            }
+        };
+        terms.push(QueryTerm { weight: 1.0, kind });
         label.push(format!("image {}", img.display()));
     }
     for a in &args.add {
@@ -48,7 +53,9 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
     };
     let towers = Towers {
         text: terms.iter().any(|t| matches!(t.kind, TermKind::Text(_))),
-        vision: terms.iter().any(|t| matches!(t.kind, TermKind::Image(_))),
+        vision: terms
+            .iter()
+            .any(|t| matches!(t.kind, TermKind::Image(_) | TermKind::Region(..))),
     };
     // A missing or unreadable index is reported before any model is loaded.
     crate::index::recorded_model(&index_dir)?;
@@ -81,6 +88,26 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
         }
         _ => true,
     };
+    let format = if args.json {
+        OutputFormat::JsonLines
+    } else if args.null {
+        OutputFormat::PathsNull
+    } else if args.paths_only {
+        OutputFormat::PathsOnly
+    } else {
+        OutputFormat::Table
+    };
+    if args.by_slide {
+        return by_slide(
+            config,
+            &args,
+            &index,
+            &query,
+            &allow,
+            &label.join(" "),
+            format,
+        );
+    }
     let ef = args.ef.unwrap_or(crate::index::ann::DEFAULT_EF_SEARCH);
     let mut hits = index.search(&query, args.top, ef, Some(&allow));
     if let Some(t) = args.threshold {
@@ -101,16 +128,42 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
             eprintln!("plip: wrote {}", walk::relative(&page, &config.cwd));
         }
     }
-    let format = if args.json {
-        OutputFormat::JsonLines
-    } else if args.null {
-        OutputFormat::PathsNull
-    } else if args.paths_only {
-        OutputFormat::PathsOnly
-    } else {
-        OutputFormat::Table
-    };
     printers::print_hits(std::io::stdout().lock(), &rows, format)?;
+    Ok(0)
+}
+
+/// `--by-slide`: every tile is scored exactly, slides are ranked by their pooled tile
+/// scores (`query::slides`).
+fn by_slide(
+    config: &Config,
+    args: &SearchArgs,
+    index: &Index,
+    query: &[f32],
+    allow: &(dyn Fn(&str) -> bool + Sync),
+    label: &str,
+    format: crate::output::printers::OutputFormat,
+) -> Result<i32> {
+    use crate::output::by_slide;
+    let all = index.search(query, index.len().max(1), 0, Some(allow));
+    let mut slides = crate::query::slides::rank_slides(&all);
+    if let Some(t) = args.threshold {
+        slides.retain(|s| s.score >= t);
+    }
+    slides.truncate(args.top);
+    if slides.is_empty() && all.iter().all(|h| h.region.is_none()) && !config.quiet {
+        warn("--by-slide ranks whole slides, and this index (or --under) holds no slide tiles");
+    }
+    let rows = by_slide::printable(&slides, &index.root(), &config.cwd);
+    if let Some(page) = &args.html {
+        let page = absolute(&config.cwd, page);
+        let mut buf = Vec::new();
+        by_slide::write_page(&mut buf, label, &rows, &config.cwd)?;
+        std::fs::write(&page, buf).with_context(|| format!("writing {}", page.display()))?;
+        if !config.quiet {
+            eprintln!("plip: wrote {}", walk::relative(&page, &config.cwd));
+        }
+    }
+    by_slide::print_slides(std::io::stdout().lock(), &rows, format)?;
     Ok(0)
 }
 

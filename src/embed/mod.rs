@@ -155,6 +155,11 @@ impl Embedder {
         Ok(l2_normalize(&tower.forward(&t)?)?.to_vec2::<f32>()?)
     }
 
+    /// CLIP preprocessing of pixels already in memory (a slide tile), as for files.
+    pub(crate) fn preprocess_rgb(&self, rgb: &image::RgbImage) -> Vec<f32> {
+        crate::preprocess::preprocess(rgb, &self.preprocess)
+    }
+
     /// Reads, decodes and preprocesses one image file.
     pub fn load_image(&self, path: &Path) -> std::result::Result<LoadedImage, String> {
         load_image(path, &self.preprocess, &self.limits)
@@ -183,4 +188,5 @@ fn fingerprint(files: &ModelFiles, pre: &ImageProcessorConfig) -> Result<String>
 }
 
 mod pipeline;
+pub(crate) mod tiles;
 pub(crate) use pipeline::*;

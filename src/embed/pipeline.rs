@@ -1,6 +1,12 @@
-//! The batched image pipeline: files are read and preprocessed in parallel on the
-//! rayon pool, one batch ahead of the model, through a bounded channel, so memory
-//! stays flat however large the folder; results come back in input order.
+//! The batched image pipeline: items (image files, or tiles of a slide) are read and
+//! preprocessed in parallel on the rayon pool, one batch ahead of the model, through a
+//! bounded channel, so memory stays flat however large the folder; results come back
+//! in input order.
+//!
+//! [`embed_items`] does not know where pixels come from: the caller's `load(i)` reads
+//! item `i` (a file through `source::load_image`, a tile through a shared open slide,
+//! whose decoded-tile cache then serves neighbouring tiles). [`embed_files`] is the
+//! file case.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +27,14 @@ pub(crate) struct FileResult {
     pub outcome: std::result::Result<(Vec<f32>, LoadedImage), String>,
 }
 
+/// The outcome for one item of [`embed_items`].
+pub(crate) struct ItemResult {
+    /// Position in the input list.
+    pub index: usize,
+    /// The unit vector and the item's facts, or why it was skipped.
+    pub outcome: std::result::Result<(Vec<f32>, LoadedImage), String>,
+}
+
 /// Embeds `paths` in batches of `batch_size`, calling `sink` once per file in input
 /// order. Decoding of the next batch overlaps the model's work on this one. Stops
 /// early (without error) when `cancel` is set; `sink` returning an error stops too.
@@ -31,19 +45,53 @@ pub(crate) fn embed_files(
     cancel: &AtomicBool,
     mut sink: impl FnMut(FileResult) -> Result<()>,
 ) -> Result<()> {
+    embed_items(
+        embedder,
+        paths.len(),
+        |i| embedder.load_image(&paths[i]),
+        batch_size,
+        cancel,
+        |r| {
+            sink(FileResult {
+                index: r.index,
+                path: paths[r.index].clone(),
+                outcome: r.outcome,
+            })
+        },
+    )
+}
+
+/// Embeds items `0..count`, reading item `i` with `load(i)` (on the rayon pool), in
+/// batches of `batch_size`, calling `sink` once per item in order. Same overlap,
+/// cancellation and error rules as [`embed_files`].
+pub(crate) fn embed_items<L>(
+    embedder: &Embedder,
+    count: usize,
+    load: L,
+    batch_size: usize,
+    cancel: &AtomicBool,
+    mut sink: impl FnMut(ItemResult) -> Result<()>,
+) -> Result<()>
+where
+    L: Fn(usize) -> std::result::Result<LoadedImage, String> + Sync,
+{
     let batch_size = batch_size.max(1);
     let (tx, rx) =
         std::sync::mpsc::sync_channel::<Vec<std::result::Result<LoadedImage, String>>>(2);
+    let load = &load;
     std::thread::scope(|scope| -> Result<()> {
         let producer = scope.spawn(move || {
-            for chunk in paths.chunks(batch_size) {
+            let mut start = 0;
+            while start < count {
                 if cancel.load(Ordering::Relaxed) {
                     break;
                 }
-                let loaded: Vec<_> = chunk.par_iter().map(|p| embedder.load_image(p)).collect();
+                let end = (start + batch_size).min(count);
+                let loaded: Vec<_> = (start..end).into_par_iter().map(load).collect();
                 if tx.send(loaded).is_err() {
                     break;
                 }
+                start = end;
             }
         });
         let mut start = 0;
@@ -64,9 +112,8 @@ pub(crate) fn embed_files(
                 for (j, img) in loaded.into_iter().enumerate() {
                     let outcome =
                         img.map(|img| (vectors.next().expect("one vector per image"), img));
-                    sink(FileResult {
+                    sink(ItemResult {
                         index: start + j,
-                        path: paths[start + j].clone(),
                         outcome,
                     })?;
                 }

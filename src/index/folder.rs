@@ -15,7 +15,7 @@ use super::*;
 const MANIFEST_MARKER: &[u8] = b"\"plip-index\"";
 
 /// True when `name` in `dir` is a file plip wrote: a segment file
-/// (`seg-NNNNNN.vec`, `.meta`, `.hnsw.ann`, or an older index's hnsw_rs files)
+/// (`seg-NNNNNN.vec`, `.meta`, `.reg`, `.hnsw.ann`, or an older index's hnsw_rs files)
 /// that starts with plip's magic (or is empty, cut off by a crash), a temporary
 /// file of an atomic write, the lock, or the manifest.
 pub(crate) fn is_own_file(dir: &Path, name: &str) -> bool {
@@ -34,6 +34,7 @@ pub(crate) fn is_own_file(dir: &Path, name: &str) -> bool {
     let magic: &[u8] = match suffix {
         "vec" => VEC_MAGIC,
         "meta" => META_MAGIC,
+        "reg" => REG_MAGIC,
         "hnsw.ann" => b"PLIPANN\0",
         // Files of hnsw_rs (indexes written before plip had its own graph file).
         "hnsw.hnsw.graph" | "hnsw.hnsw.data" => return true,

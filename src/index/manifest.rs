@@ -24,6 +24,9 @@ pub(crate) struct SegmentRecord {
     /// Tombstoned rows: removed or replaced files.
     #[serde(default)]
     pub(crate) deleted: Vec<u32>,
+    /// The rows' slide regions (`region.rs`), when any row is a tile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) regions: Option<FileRef>,
 }
 
 /// The commit point.
@@ -43,6 +46,12 @@ pub(crate) struct Manifest {
     /// `plip index` re-scans. Absent in indexes written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) roots: Vec<String>,
+    /// How slides are tiled (absent until a slide is indexed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tiling: Option<TileSettings>,
+    /// What the runs found in each indexed slide, by stored path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) slides: BTreeMap<String, SlideRecord>,
 }
 
 impl Manifest {
@@ -58,6 +67,8 @@ impl Manifest {
             last_run: RunStats::default(),
             checksum: 0,
             roots: Vec::new(),
+            tiling: None,
+            slides: BTreeMap::new(),
         }
     }
 
@@ -68,6 +79,7 @@ impl Manifest {
             names.insert(s.vec.name.clone());
             names.insert(s.meta.name.clone());
             names.extend(s.hnsw.iter().map(|f| f.name.clone()));
+            names.extend(s.regions.iter().map(|f| f.name.clone()));
         }
         names
     }

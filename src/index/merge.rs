@@ -115,8 +115,6 @@ struct OpenShard {
     dir: PathBuf,
     manifest: Manifest,
     segments: Vec<ShardSegment>,
-    /// The manifest's `tiling`, if it records one (compared as written).
-    tiling: Option<serde_json::Value>,
     _lock: Option<File>,
 }
 
@@ -167,17 +165,21 @@ pub(crate) fn merge(
         }
     }
     // Shards without slides record no tiling; those that have slides must agree.
-    let tiled: Vec<&OpenShard> = open.iter().filter(|s| s.tiling.is_some()).collect();
-    if let Some(t0) = tiled.first() {
-        if let Some(other) = tiled.iter().find(|s| s.tiling != t0.tiling) {
+    let tiled: Vec<(&OpenShard, TileSettings)> = open
+        .iter()
+        .filter_map(|s| s.manifest.tiling.map(|t| (s, t)))
+        .collect();
+    if let Some(&(s0, t0)) = tiled.first() {
+        if let Some(&(other, t)) = tiled.iter().find(|(_, t)| !t.same_grid(&t0)) {
             return Err(MergeError::TilingMismatch {
-                a: t0.dir.clone(),
+                a: s0.dir.clone(),
                 b: other.dir.clone(),
-                a_tiling: describe_tiling(t0.tiling.as_ref()),
-                b_tiling: describe_tiling(other.tiling.as_ref()),
+                a_tiling: t0.describe(),
+                b_tiling: t.describe(),
             });
         }
     }
+    let tiling = tiled.first().map(|&(_, t)| t);
     let out_ctx = || format!("cannot merge into {}", out.display());
     check_index_folder(&out).map_err(store_err(out_ctx()))?;
     let previous = match Manifest::load(&out) {
@@ -217,7 +219,7 @@ pub(crate) fn merge(
         &mut report,
         &mut created,
     );
-    let (records, roots) = match placed {
+    let placed = match placed {
         Ok(r) => r,
         Err(e) => {
             for f in &created {
@@ -231,13 +233,14 @@ pub(crate) fn merge(
 
     // 3. Commit: the one manifest, written last.
     failpoint("merge-before-manifest");
-    // The first shard's manifest carries what every shard agrees on (the model,
-    // the tiling); per-slide records, once manifests hold them, are unioned here.
+    // The first shard's manifest carries what every shard agrees on (the model).
     let mut manifest = open[0].manifest.clone();
     manifest.generation = previous.as_ref().map_or(0, |p| p.generation);
     manifest.next_segment = next_id;
-    manifest.segments = records;
-    manifest.roots = roots;
+    manifest.segments = placed.records;
+    manifest.roots = placed.roots;
+    manifest.slides = placed.slides;
+    manifest.tiling = tiling;
     report.items = manifest
         .segments
         .iter()
@@ -302,17 +305,10 @@ fn open_shard(dir: &Path) -> std::result::Result<OpenShard, MergeError> {
         let segment = check_segment(dir, r, manifest.model.dim).map_err(store_err(ctx()))?;
         segments.push(segment);
     }
-    // Compared as recorded, so that any tiling field a manifest gains is covered.
-    let tiling = fs::read(dir.join(MANIFEST))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("tiling").cloned())
-        .filter(|t| !t.is_null());
     Ok(OpenShard {
         dir: dir.to_path_buf(),
         manifest,
         segments,
-        tiling,
         _lock: lock,
     })
 }
@@ -405,17 +401,6 @@ fn stream_check(dir: &Path, r: &FileRef, magic: Option<&[u8; 8]>) -> Result<()> 
     Ok(())
 }
 
-fn describe_tiling(t: Option<&serde_json::Value>) -> String {
-    match t.and_then(|t| t.as_object()) {
-        Some(o) => o
-            .iter()
-            .map(|(k, v)| format!("--{} {v}", k.replace('_', "-")))
-            .collect::<Vec<_>>()
-            .join(" "),
-        None => "no tiling".into(),
-    }
-}
-
 /// Links (or copies) every shard segment into `out` under new ids, rewriting
 /// `.meta` where paths must be rebased, and tombstones rows of items an earlier
 /// shard has. Returns the new segment records and the rebased roots.
@@ -426,11 +411,12 @@ fn place_segments(
     next_id: &mut u64,
     report: &mut MergeReport,
     created: &mut Vec<PathBuf>,
-) -> Result<(Vec<SegmentRecord>, Vec<String>)> {
+) -> Result<Placed> {
     // Which shard holds each path first.
     let mut owner: HashMap<String, usize> = HashMap::new();
     let mut records = Vec::new();
     let mut roots: Vec<String> = Vec::new();
+    let mut slides: BTreeMap<String, SlideRecord> = BTreeMap::new();
     for (si, shard) in open.iter().enumerate() {
         let root = root_of(&shard.dir);
         let rebase = root != out_root;
@@ -501,6 +487,8 @@ fn place_segments(
                 .iter()
                 .map(&mut place)
                 .collect::<Result<Vec<_>>>()?;
+            // Regions carry no paths: the file is linked as it is.
+            let regions = old.regions.as_ref().map(&mut place).transpose()?;
             let meta = if rebase {
                 let name = rename(&old.meta.name);
                 let bytes = bincode::serde::encode_to_vec(&entries, bincode_config())
@@ -520,17 +508,37 @@ fn place_segments(
                 hnsw,
                 hnsw_basename: old.hnsw_basename.as_deref().map(rename),
                 deleted,
+                regions,
                 // Every file a record names must be placed above: a field that
-                // names one (slide regions) needs its own line here.
+                // names a new kind of file needs its own line here.
                 ..old.clone()
             });
+        }
+        // What the shard's runs recorded per slide, unless an earlier shard has
+        // that slide (its tiles were kept from there).
+        for (path, record) in &shard.manifest.slides {
+            let path = rebased(path);
+            if owner.get(&path).is_none_or(|&first| first == si) {
+                slides.entry(path).or_insert_with(|| record.clone());
+            }
         }
     }
     roots.sort();
     roots.dedup();
     let all = roots.clone();
     roots.retain(|r| !all.iter().any(|o| o != r && walk::is_under(r, o)));
-    Ok((records, roots))
+    Ok(Placed {
+        records,
+        roots,
+        slides,
+    })
+}
+
+/// The merged index's segments, folders and slide records.
+struct Placed {
+    records: Vec<SegmentRecord>,
+    roots: Vec<String>,
+    slides: BTreeMap<String, SlideRecord>,
 }
 
 /// Hard-links `from` to the new name `to`, or copies it (and syncs the copy)

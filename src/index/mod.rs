@@ -7,6 +7,7 @@
 //! write.lock          held (flock) by the one `plip index` allowed at a time
 //! seg-000001.vec      framed: L2-normalized f32 vectors, row-major
 //! seg-000001.meta     framed: bincode list of the files behind those rows
+//! seg-000001.reg      framed: the slide region of each row, only when a row has one
 //! seg-000001.hnsw.ann HNSW links and a CRC32 of the segment's vectors, only for
 //!                     large segments (`ann.rs`; older indexes list hnsw_rs' files
 //!                     here, and those segments are searched exactly)
@@ -39,6 +40,7 @@ mod folder;
 mod manifest;
 mod merge;
 mod reader;
+mod region;
 mod segment;
 #[cfg(test)]
 mod tests;
@@ -53,6 +55,9 @@ pub(crate) use merge::merge;
 pub use reader::Index;
 #[allow(unused_imports)]
 pub(crate) use reader::*;
+pub use region::Region;
+#[allow(unused_imports)]
+pub(crate) use region::*;
 #[allow(unused_imports)]
 pub(crate) use segment::*;
 pub use writer::IndexWriter;
@@ -222,6 +227,10 @@ pub struct FileEntry {
     pub mtime_ns: i128,
     /// CRC32 of the file's bytes, used when size and mtime cannot decide.
     pub crc32: u32,
+    /// For a tile of a whole slide, its region (stored in the segment's `.reg` file,
+    /// not in `.meta`, so the `.meta` format is unchanged; see `region.rs`).
+    #[serde(skip)]
+    pub region: Option<Region>,
 }
 
 /// A file that could not be embedded at the last run.

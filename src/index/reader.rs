@@ -16,6 +16,8 @@ pub struct IndexHit {
     pub score: f32,
     /// Path relative to the index root.
     pub path: String,
+    /// The slide region, for a tile of a whole slide.
+    pub region: Option<Region>,
 }
 
 /// A read-only view of the last commit.
@@ -98,6 +100,16 @@ impl Index {
         &self.manifest.model
     }
 
+    /// What the runs recorded about each indexed slide, by stored path.
+    pub(crate) fn slides(&self) -> &BTreeMap<String, SlideRecord> {
+        &self.manifest.slides
+    }
+
+    /// The tiling the index's slides were cut with, if it has slides.
+    pub(crate) fn tiling(&self) -> Option<TileSettings> {
+        self.manifest.tiling
+    }
+
     /// Number of live (searchable) images.
     pub fn len(&self) -> usize {
         self.segments.iter().map(Segment::live_rows).sum()
@@ -146,12 +158,14 @@ impl Index {
             hits.extend(found.into_iter().map(|h| IndexHit {
                 score: h.score,
                 path: seg.entries[h.id].path.clone(),
+                region: seg.entries[h.id].region,
             }));
         }
         hits.sort_by(|a, b| {
             b.score
                 .total_cmp(&a.score)
                 .then_with(|| a.path.cmp(&b.path))
+                .then_with(|| a.region.map(|r| r.key()).cmp(&b.region.map(|r| r.key())))
         });
         hits.truncate(k);
         hits
@@ -161,7 +175,10 @@ impl Index {
     pub fn stats(&self) -> IndexStats {
         let mut bytes = 0;
         for s in &self.manifest.segments {
-            bytes += s.vec.len + s.meta.len + s.hnsw.iter().map(|f| f.len).sum::<u64>();
+            bytes += s.vec.len
+                + s.meta.len
+                + s.hnsw.iter().map(|f| f.len).sum::<u64>()
+                + s.regions.as_ref().map_or(0, |f| f.len);
         }
         bytes += fs::metadata(self.dir.join(MANIFEST))
             .map(|m| m.len())

@@ -29,7 +29,7 @@ impl Segment {
         }
         let meta = read_framed(dir, &record.meta, META_MAGIC)?;
         let meta_path = dir.join(&record.meta.name);
-        let (entries, _): (Vec<FileEntry>, usize) =
+        let (mut entries, _): (Vec<FileEntry>, usize) =
             bincode::serde::decode_from_slice(&meta, bincode_config())
                 .map_err(|e| corrupt(&meta_path, format!("undecodable metadata: {e}")))?;
         if entries.len() != record.rows {
@@ -37,6 +37,9 @@ impl Segment {
                 &meta_path,
                 "entry count does not match the manifest",
             ));
+        }
+        if let Some(r) = &record.regions {
+            read_regions(dir, r, &mut entries)?;
         }
         // Indexes written before the single-file `.ann` format list hnsw_rs'
         // three files instead; such a segment is searched exactly, as every

@@ -16,6 +16,7 @@ pub(crate) fn entry(path: &str) -> FileEntry {
         size: 1,
         mtime_ns: 2,
         crc32: 3,
+        region: None,
     }
 }
 

@@ -16,7 +16,8 @@ pub struct IndexWriter {
     dir: PathBuf,
     manifest: Manifest,
     pub(crate) segments: Vec<Segment>,
-    by_path: HashMap<String, Location>,
+    /// Live items by path, then region (`None` for a whole file).
+    by_path: HashMap<String, HashMap<Option<RegionKey>, Location>>,
     pending_entries: Vec<FileEntry>,
     pending_vectors: Vec<f32>,
     pub(crate) stats: RunStats,
@@ -118,7 +119,9 @@ impl IndexWriter {
             for (row, e) in s.entries.iter().enumerate() {
                 if !s.deleted.contains(&(row as u32)) {
                     self.by_path
-                        .insert(e.path.clone(), Location { segment: si, row });
+                        .entry(e.path.clone())
+                        .or_default()
+                        .insert(e.region.map(|r| r.key()), Location { segment: si, row });
                 }
             }
         }
@@ -165,16 +168,28 @@ impl IndexWriter {
         &self.dir
     }
 
+    /// The entry of a file, or one of the tiles of a slide (they all carry the
+    /// slide file's facts).
     pub fn get(&self, path: &str) -> Option<&FileEntry> {
         self.by_path
             .get(path)
+            .and_then(|m| {
+                m.get(&None)
+                    .or_else(|| m.values().min_by_key(|l| (l.segment, l.row)))
+            })
             .map(|l| &self.segments[l.segment].entries[l.row])
             .or_else(|| self.pending_entries.iter().rev().find(|e| e.path == path))
     }
 
     /// Paths of every live entry.
+    /// Paths of every live entry, and of slides recorded without any tile.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.by_path.keys().map(String::as_str)
+        let tileless = self
+            .manifest
+            .slides
+            .keys()
+            .filter(|k| !self.by_path.contains_key(*k));
+        self.by_path.keys().chain(tileless).map(String::as_str)
     }
 
     /// Time of the last commit, seconds since the epoch (0 for a new index).
@@ -193,22 +208,66 @@ impl IndexWriter {
         self.manifest.updated_unix
     }
 
-    /// Tombstones the committed entry for `path`, if any.
+    /// Tombstones the committed entries for `path` (a file, or every tile of a
+    /// slide, whose record goes too), if any.
     pub fn remove(&mut self, path: &str) -> bool {
+        self.manifest.slides.remove(path);
         match self.by_path.remove(path) {
-            Some(l) => {
-                let seg = &mut self.segments[l.segment];
-                seg.deleted.insert(l.row as u32);
+            Some(items) => {
+                for l in items.into_values() {
+                    self.segments[l.segment].deleted.insert(l.row as u32);
+                }
                 true
             }
             None => false,
         }
     }
 
-    /// Queues `entry` with its unit vector; replaces any earlier entry for the path.
+    /// Tombstones the committed entry for `path` and `region` only.
+    fn remove_item(&mut self, path: &str, region: Option<RegionKey>) {
+        if let Some(items) = self.by_path.get_mut(path) {
+            if let Some(l) = items.remove(&region) {
+                self.segments[l.segment].deleted.insert(l.row as u32);
+            }
+            if items.is_empty() {
+                self.by_path.remove(path);
+            }
+        }
+    }
+
+    /// The regions of `path` committed so far (a slide's tiles).
+    pub(crate) fn regions_of(&self, path: &str) -> HashSet<RegionKey> {
+        self.by_path
+            .get(path)
+            .map(|m| m.keys().flatten().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// What the runs recorded about the slide at `path`.
+    pub(crate) fn slide_record(&self, path: &str) -> Option<&SlideRecord> {
+        self.manifest.slides.get(path)
+    }
+
+    /// Records (at the next commit) what this run found in a slide.
+    pub(crate) fn set_slide_record(&mut self, path: &str, record: SlideRecord) {
+        self.manifest.slides.insert(path.to_string(), record);
+    }
+
+    /// The tiling recorded in the index, if a slide was ever indexed.
+    pub(crate) fn tiling(&self) -> Option<TileSettings> {
+        self.manifest.tiling
+    }
+
+    /// Records the tiling this index's slides are cut with.
+    pub(crate) fn set_tiling(&mut self, tiling: TileSettings) {
+        self.manifest.tiling = Some(tiling);
+    }
+
+    /// Queues `entry` with its unit vector; replaces any earlier entry for the same
+    /// path and region.
     pub fn add(&mut self, entry: FileEntry, vector: &[f32]) {
         assert_eq!(vector.len(), self.manifest.model.dim, "vector size");
-        self.remove(&entry.path);
+        self.remove_item(&entry.path, entry.region.map(|r| r.key()));
         self.pending_entries.push(entry);
         self.pending_vectors.extend_from_slice(vector);
     }
@@ -282,6 +341,7 @@ impl IndexWriter {
         let meta_bytes =
             bincode::serde::encode_to_vec(&entries, bincode_config()).expect("entries serialize");
         let meta = write_framed(&self.dir, &format!("{base}.meta"), META_MAGIC, &meta_bytes)?;
+        let regions = write_regions(&self.dir, &base, &entries)?;
         let mut record = SegmentRecord {
             id,
             rows: entries.len(),
@@ -290,6 +350,7 @@ impl IndexWriter {
             hnsw: Vec::new(),
             hnsw_basename: None,
             deleted: Vec::new(),
+            regions,
         };
         let mut graph = None;
         let mut vectors = vectors;
@@ -346,12 +407,12 @@ impl IndexWriter {
         // Sort by path so ids (and therefore tie order) do not depend on history.
         // The rows are gathered by reference, then copied once into the new
         // segment's matrix: the merge holds the vectors twice at most.
-        let mut rows: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        let mut rows: BTreeMap<(&str, Option<RegionKey>), (usize, usize)> = BTreeMap::new();
         for &i in &merge {
             let s = &self.segments[i];
             for (row, e) in s.entries.iter().enumerate() {
                 if !s.deleted.contains(&(row as u32)) {
-                    rows.insert(&e.path, (i, row));
+                    rows.insert((&e.path, e.region.map(|r| r.key())), (i, row));
                 }
             }
         }

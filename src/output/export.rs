@@ -56,9 +56,16 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    /// The region of an indexed entry: none while entries are whole files.
-    fn region(_entry: &FileEntry) -> Option<RegionColumns> {
-        None
+    /// The region of an indexed entry: a tile's, none for a whole image.
+    fn region(entry: &FileEntry) -> Option<RegionColumns> {
+        entry.region.map(|r| RegionColumns {
+            x: r.x as i64,
+            y: r.y as i64,
+            w: r.w as i64,
+            h: r.h as i64,
+            level: r.level as i32,
+            mpp: r.mpp,
+        })
     }
 }
 

@@ -34,9 +34,25 @@ pub(crate) fn escape(s: &str) -> String {
 }
 
 /// Percent-encodes a relative path for an `href`, keeping `/`.
+/// `path` is a stored path (see `source::walk`): its file-name bytes are what
+/// get percent-encoded, so a name that is not UTF-8 links to the right file.
 fn href(path: &str) -> String {
+    let raw = crate::source::walk::resolve(Path::new(""), path);
+    #[cfg(unix)]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        raw.as_os_str().as_bytes().to_vec()
+    };
+    #[cfg(not(unix))]
+    let bytes = raw.to_string_lossy().into_owned().into_bytes();
     let mut out = String::new();
-    for b in path.bytes() {
+    if path.starts_with("../") || path == ".." {
+        // resolve() against an empty base drops leading `..`; keep them.
+        for _ in path.split('/').take_while(|p| *p == "..") {
+            out.push_str("../");
+        }
+    }
+    for b in bytes {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
                 out.push(b as char)
@@ -104,7 +120,15 @@ pub(crate) fn write_page<W: Write>(
             &std::path::absolute(page_dir).unwrap_or(page_dir.to_path_buf()),
         );
         let shown = crate::source::walk::display(&h.path);
-        let img = match thumbnail(&full) {
+        let preview = match &h.region {
+            Some(r) => crate::output::by_slide::tile_uri(&full, r),
+            None => thumbnail(&full),
+        };
+        let shown = match &h.region {
+            Some(r) => format!("{shown} @ {},{} ({}x{})", r.x, r.y, r.w, r.h),
+            None => shown,
+        };
+        let img = match preview {
             Some(uri) => format!("<img src=\"{uri}\" alt=\"{}\">", escape(&shown)),
             None => "<div class=\"missing\">no preview</div>".to_string(),
         };
@@ -140,5 +164,8 @@ mod tests {
         );
         assert_eq!(escape("a\"b'c&"), "a&quot;b&#39;c&amp;");
         assert_eq!(href("a b/<x>.png"), "a%20b/%3Cx%3E.png");
+        assert_eq!(href("../up/a.png"), "../up/a.png");
+        #[cfg(unix)]
+        assert_eq!(href("bad\0fe.png"), "bad%FE.png");
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::index::IndexHit;
+use crate::index::{IndexHit, Region};
 use crate::source::walk;
 
 /// How `plip search` prints hits.
@@ -37,6 +37,10 @@ pub(crate) struct PrintedHit {
     /// raw bytes by `--paths-only`.
     #[serde(serialize_with = "serialize_display")]
     pub path: String,
+    /// For a tile of a whole slide: x, y, w, h (level-0 pixels), level and mpp,
+    /// flattened into the JSON object.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
 }
 
 fn serialize_display<S: serde::Serializer>(path: &str, s: S) -> Result<S::Ok, S::Error> {
@@ -63,6 +67,7 @@ pub(crate) fn printable(hits: &[IndexHit], root: &Path, cwd: &Path) -> Vec<Print
             rank: i + 1,
             score: (h.score as f64 * 1e6).round() / 1e6,
             path: walk::relative(&walk::resolve(root, &h.path), cwd),
+            region: h.region,
         })
         .collect()
 }
@@ -81,7 +86,14 @@ pub(crate) fn print_hits<W: Write>(
                 writeln!(w, "{:>4}  {:>7}  path", "rank", "score")?;
                 for h in hits {
                     let path = walk::display(&h.path);
-                    writeln!(w, "{:>4}  {:>7.4}  {path}", h.rank, h.score)?;
+                    match &h.region {
+                        Some(r) => writeln!(
+                            w,
+                            "{:>4}  {:>7.4}  {path} @ {},{}  ({}x{})",
+                            h.rank, h.score, r.x, r.y, r.w, r.h
+                        )?,
+                        None => writeln!(w, "{:>4}  {:>7.4}  {path}", h.rank, h.score)?,
+                    }
                 }
             }
         }
@@ -115,6 +127,7 @@ mod tests {
         let hits = vec![IndexHit {
             score: 0.30712345,
             path: "slides/a.png".into(),
+            region: None,
         }];
         let rows = printable(&hits, Path::new("/p"), Path::new("/p/slides"));
         let mut out = Vec::new();
@@ -128,5 +141,33 @@ mod tests {
         assert!(String::from_utf8(out)
             .unwrap()
             .contains("   1   0.3071  a.png"));
+    }
+
+    #[test]
+    fn tile_hits_carry_their_region_in_json_and_the_table() {
+        let hits = vec![IndexHit {
+            score: 0.5,
+            path: "s/a.svs".into(),
+            region: Some(Region {
+                x: 448,
+                y: 896,
+                w: 448,
+                h: 448,
+                level: 1,
+                mpp: 0.5,
+            }),
+        }];
+        let rows = printable(&hits, Path::new("/p"), Path::new("/p"));
+        let mut out = Vec::new();
+        print_hits(&mut out, &rows, OutputFormat::JsonLines).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"rank\":1,\"score\":0.5,\"path\":\"s/a.svs\",\"x\":448,\"y\":896,\
+             \"w\":448,\"h\":448,\"level\":1,\"mpp\":0.5}\n"
+        );
+        let mut out = Vec::new();
+        print_hits(&mut out, &rows, OutputFormat::Table).unwrap();
+        let table = String::from_utf8(out).unwrap();
+        assert!(table.contains("s/a.svs @ 448,896  (448x448)"), "{table}");
     }
 }

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use crate::source::walk;
 
+pub(crate) mod slides;
+
 /// What a query term is made of.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TermKind {
@@ -16,6 +18,9 @@ pub enum TermKind {
     Text(String),
     /// An image file, embedded exactly like indexed images.
     Image(std::path::PathBuf),
+    /// A region of a whole slide, `x, y, w, h` in level-0 pixels (`slide.svs@x,y,w,h`),
+    /// read and embedded as a tile.
+    Region(std::path::PathBuf, [u64; 4]),
 }
 
 /// One weighted term of a query: `--add 2:lymphocytes`, `--subtract ./ref.png`.
@@ -31,6 +36,14 @@ pub struct QueryTerm {
 /// image; anything else is text. A prefix before the first `:` without spaces is
 /// a weight and must be a finite number (write `1:Ki-67:high` for a literal colon).
 pub(crate) fn parse_term(raw: &str, sign: f32) -> anyhow::Result<QueryTerm> {
+    // A slide region, `slide.svs@x,y,w,h` (a colon in its path is part of the path
+    // when the whole names a file).
+    if let Ok(Some((path, r))) = slides::parse_region(raw) {
+        return Ok(QueryTerm {
+            weight: sign,
+            kind: TermKind::Region(path, r),
+        });
+    }
     // A file whose own name holds a colon (`12:30.png`) is that file, unweighted.
     let whole = Path::new(raw);
     if walk::is_image(whole) && whole.is_file() {
@@ -60,7 +73,9 @@ pub(crate) fn parse_term(raw: &str, sign: f32) -> anyhow::Result<QueryTerm> {
         anyhow::bail!("empty query term {raw:?}");
     }
     let path = Path::new(rest);
-    let kind = if walk::is_image(path) && path.is_file() {
+    let kind = if let Some((p, r)) = slides::parse_region(rest)? {
+        TermKind::Region(p, r)
+    } else if walk::is_image(path) && path.is_file() {
         TermKind::Image(path.to_path_buf())
     } else if walk::is_image(path) && (rest.contains('/') || rest.contains('\\')) {
         anyhow::bail!("query image {rest} does not exist");
@@ -139,6 +154,19 @@ pub fn build_query(
                     .load_image(p)
                     .map_err(|e| anyhow::anyhow!("cannot read query image {}: {e}", p.display()))?;
                 embedder.embed_pixels(img.pixels, 1)?.remove(0)
+            }
+            TermKind::Region(p, [x, y, w, h]) => {
+                let side = embedder.preprocess_config().output_size().0;
+                let rgb = crate::source::slide::tiles::read_region_as_tile(
+                    p,
+                    (*x, *y, *w, *h),
+                    side,
+                    None,
+                )
+                .map_err(|e| anyhow::anyhow!("cannot read query region: {e}"))?;
+                embedder
+                    .embed_pixels(embedder.preprocess_rgb(&rgb), 1)?
+                    .remove(0)
             }
         };
         parts.push((t.weight, v));

@@ -33,6 +33,12 @@ pub(crate) fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
+/// True when `path` is indexed: an image, or a whole slide by its extension
+/// (`.tif`/`.tiff` slides are images by extension already).
+pub(crate) fn is_indexable(path: &Path) -> bool {
+    is_image(path) || super::slide::has_slide_extension(path)
+}
+
 /// What a walk found.
 #[derive(Debug, Default)]
 pub(crate) struct Walk {
@@ -56,9 +62,9 @@ pub(crate) fn find_images(root: &Path) -> Result<Walk> {
         .with_context(|| format!("resolving {}", root.display()))?;
     let mut walk = Walk::default();
     if root.is_file() {
-        if !is_image(&root) {
+        if !is_indexable(&root) {
             bail!(
-                "{} is not an image file ({})",
+                "{} is not an image file ({}) or a whole slide",
                 root.display(),
                 IMAGE_EXTENSIONS.join(", ")
             );
@@ -75,7 +81,7 @@ pub(crate) fn find_images(root: &Path) -> Result<Walk> {
         });
     for entry in walker {
         match entry {
-            Ok(e) if e.file_type().is_file() && is_image(e.path()) => {
+            Ok(e) if e.file_type().is_file() && is_indexable(e.path()) => {
                 walk.files.push(e.into_path())
             }
             Ok(_) => {}

@@ -19,3 +19,4 @@ mod parity;
 mod preprocess_parity;
 mod queries;
 mod shards;
+mod slides;

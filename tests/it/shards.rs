@@ -520,3 +520,103 @@ fn export_writes_aligned_npy_and_parquet_parts() {
     let err = fails(&env, &["export", "ex", "--index", "m/.plip"]);
     assert!(err.contains("not empty"), "{err}");
 }
+
+/// `slides/` with whole slides and two images.
+fn slide_folder(env: &TestEnv) {
+    let d = env.copy_images(
+        "slides",
+        &["jpeg_rgb_640x480_q90.jpg", "png_LA_180x180.png"],
+    );
+    for n in ["aperio_ycbcr.svs", "generic.tiff", "single.tiff"] {
+        let from = crate::common::fixtures().join("slides").join(n);
+        std::fs::copy(from, d.join(n)).unwrap();
+    }
+}
+
+/// Every hit of `query` as JSON with its score cut off, and the scores apart.
+fn tile_hits(env: &TestEnv, index: &str, query: &str) -> (Vec<String>, Vec<f64>) {
+    let out = ok(
+        env,
+        &["search", query, "--index", index, "--json", "-k", "1000"],
+    );
+    let mut items = Vec::new();
+    let mut scores = Vec::new();
+    for l in out.lines() {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        scores.push(v["score"].as_f64().unwrap());
+        let o = v.as_object_mut().unwrap();
+        o.remove("score");
+        o.remove("rank");
+        items.push(v.to_string());
+    }
+    (items, scores)
+}
+
+#[test]
+fn slide_tiles_stay_in_one_shard_and_merge_like_a_single_index() {
+    let env = TestEnv::new();
+    slide_folder(&env);
+    for k in 0..3 {
+        let (spec, index) = (format!("{k}/3"), format!("shards/{k}"));
+        ok(
+            &env,
+            &["index", "slides", "--shard", &spec, "--index", &index, "-q"],
+        );
+    }
+    ok(&env, &["index", "slides", "--index", "single/.plip", "-q"]);
+    ok(
+        &env,
+        &[
+            "merge", "shards/0", "shards/1", "shards/2", "--index", "m/.plip",
+        ],
+    );
+    let (single, s_scores) = tile_hits(&env, "single/.plip", "tumor");
+    let (merged, m_scores) = tile_hits(&env, "m/.plip", "tumor");
+    assert!(single.len() > 5, "{single:?}");
+    let mut a = single.clone();
+    let mut b = merged.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the same items");
+    for (x, y) in s_scores.iter().zip(&m_scores) {
+        assert!((x - y).abs() <= 1e-5, "{x} vs {y}");
+    }
+    // The slides' records and tiling came along: a plain re-run has nothing to do.
+    let out = plip(&env)
+        .args(["index", "--index", "m/.plip"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("0 added, 0 updated, 0 removed"),
+        "{err}"
+    );
+
+    // Tiles export with their regions.
+    ok(&env, &["export", "ex", "--index", "m/.plip"]);
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = std::fs::File::open(env.path().join("ex/metadata/metadata_0.parquet")).unwrap();
+    let reader = SerializedFileReader::new(file).unwrap();
+    let meta = reader.metadata().file_metadata();
+    let names: Vec<&str> = meta
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name())
+        .collect();
+    assert_eq!(names, ["image_path", "x", "y", "w", "h", "level", "mpp"]);
+    assert_eq!(meta.num_rows() as usize, single.len());
+
+    // Another tiling is refused, naming both.
+    ok(
+        &env,
+        &[
+            "index", "slides", "--shard", "0/3", "--index", "other", "--tile", "112", "-q",
+        ],
+    );
+    let err = fails(&env, &["merge", "shards/1", "other", "--index", "n/.plip"]);
+    assert!(
+        err.contains("tiled their slides differently") && err.contains("--tile 112"),
+        "{err}"
+    );
+}

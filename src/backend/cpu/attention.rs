@@ -238,6 +238,7 @@ fn attend_blocked(
 
 /// The head width [`attend_tiled_avx512`] is written for (CLIP's text and
 /// vision heads, ViT-B/32 and PLIP alike).
+#[cfg(target_arch = "x86_64")]
 const TILE_DH: usize = 64;
 
 /// Runs [`attend_tiled_avx512`] when the CPU and the shape allow it; returns

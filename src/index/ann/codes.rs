@@ -157,11 +157,16 @@ pub(crate) fn dot_i8_portable(q: &[f32], c: &[i8]) -> (f32, f32) {
     (qc.iter().sum::<f32>() + tq, cc.iter().sum::<f32>() + tc)
 }
 
-/// [`dot_i8`] on AVX-512 registers. `q` and `c` have the same length.
+/// [`dot_i8`] on AVX-512 registers.
+///
+/// # Safety
+/// The CPU must have AVX-512F. `q` and `c` must have the same length
+/// (checked: the loads below rely on it).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn dot_i8_avx512(q: &[f32], c: &[i8]) -> (f32, f32) {
     use std::arch::x86_64::*;
+    assert_eq!(q.len(), c.len(), "dot_i8_avx512 needs equal lengths");
     let (mut q0, mut q1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let (mut c0, mut c1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let pairs = q.len() / 32;

@@ -1,8 +1,8 @@
 //! Whole-slide images (WSI): a pure-Rust reader for tiled TIFF slides (Aperio `.svs`,
 //! generic pyramidal TIFF/BigTIFF, OME-TIFF), OpenSlide loaded at run time for every other
 //! format, tissue detection ([`tissue`]), the tiling grid ([`grid`]) and the tile plan the
-//! indexing job reads model inputs from ([`tiles`]). This is part 1 of issue 17; `plip index`
-//! does not use it yet (hence the `dead_code` allowance below, to drop once `job.rs` does).
+//! indexing job reads model inputs from ([`tiles`]). `job/slides.rs` indexes slides through
+//! it; `cli/slides.rs` (heatmap, tile previews) and `query` (a region as a query) read it too.
 //!
 //! Guarantees:
 //!
@@ -25,8 +25,8 @@
 //! are levels (OpenSlide 4.0.1 sees one level); implausible TIFF resolutions (>= 100 µm/px,
 //! such as the 72 dpi default) are ignored.
 
-// Nothing outside this module calls it yet (the indexing job will; issue 17).
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
+// Parts used only by tests and comparisons (OpenSlide for every format, cache counters).
+#![cfg_attr(not(test), allow(dead_code))]
 
 mod cache;
 mod compose;
@@ -104,13 +104,22 @@ const SLIDE_EXTENSIONS: &[&str] = &[
     "svs", "ndpi", "mrxs", "scn", "bif", "vms", "vmu", "svslide", "dcm",
 ];
 
+/// Whether `path` has the extension of a slide format that is never an ordinary image
+/// (`.svs` and the OpenSlide formats).
+pub(crate) fn has_slide_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| SLIDE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
 /// Whether `path` should be indexed as a whole slide rather than as one image.
 ///
 /// By extension for `.svs` and the OpenSlide formats (a broken one is still a slide, so that
 /// the user gets the slide reader's error). A `.tif`/`.tiff` is a slide when its first page
-/// is tiled and it is pyramidal (more than one level), an Aperio or OME-TIFF file, or too big
-/// to decode as one image (over Pillow's decompression-bomb limit, which the image path
-/// applies); any other TIFF, and any TIFF this reader cannot parse, stays an ordinary image.
+/// is tiled and it is pyramidal (more than one level), an Aperio or OME-TIFF file, tiled JPEG
+/// (which the image path cannot decode), or too big to decode as one image (over Pillow's
+/// decompression-bomb limit, which the image path applies); any other TIFF, and any TIFF this
+/// reader cannot parse, stays an ordinary image.
 pub(crate) fn is_slide(path: &Path) -> bool {
     let ext = path
         .extension()
@@ -128,6 +137,7 @@ pub(crate) fn is_slide(path: &Path) -> bool {
             let l0 = &t.levels[0];
             t.levels.len() > 1
                 || t.vendor != "generic-tiff"
+                || t.jpeg_level0
                 || l0.width * l0.height > crate::preprocess::DecodeLimits::default().max_pixels
         }
         Err(SlideError::Jpeg2000 { .. }) => true,

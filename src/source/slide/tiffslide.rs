@@ -100,6 +100,9 @@ pub(crate) struct TiffSlide {
     pub(crate) vendor: &'static str,
     pub(crate) mpp: Option<(f64, MppSource)>,
     pub(crate) cache: TileCache,
+    /// Level 0 is JPEG-compressed (tiled JPEG TIFFs are read as slides: the image
+    /// path does not decode them).
+    pub(crate) jpeg_level0: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -666,6 +669,7 @@ impl TiffSlide {
             vendor,
             mpp,
             cache: TileCache::new(cache_bytes),
+            jpeg_level0: chosen[0].compression == COMPRESSION_JPEG,
         })
     }
 

@@ -196,3 +196,45 @@ impl TilePlan {
         })
     }
 }
+
+/// The pixels of a level-0 region `(x, y, w, h)` of the slide at `path`, read as a tile
+/// would be (a region as a search query): the coarsest level whose downsample is at most
+/// `min(w, h) / side`, then, for a square, Pillow's bicubic resize to `side x side`. A
+/// region equal to a stored tile (with `side` the index's `--tile`) gives that tile's
+/// pixels. Non-square regions are returned at the level's resolution, for the CLIP
+/// preprocessing to resize and center-crop.
+pub(crate) fn read_region_as_tile(
+    path: &Path,
+    (x, y, w, h): (u64, u64, u64, u64),
+    side: u32,
+    user_mpp: Option<f64>,
+) -> Result<RgbImage, SlideError> {
+    let slide = Slide::open(
+        path,
+        &OpenOptions {
+            user_mpp,
+            ..OpenOptions::default()
+        },
+    )?;
+    let l0 = slide.levels()[0];
+    if w == 0 || h == 0 || x + w > l0.width || y + h > l0.height {
+        return Err(SlideError::BadTileOptions {
+            path: path.to_path_buf(),
+            msg: format!(
+                "region {x},{y},{w},{h} is not inside the {}x{} slide (x,y,w,h in level-0 pixels)",
+                l0.width, l0.height
+            ),
+        });
+    }
+    let side = side.max(1);
+    let level = slide.best_level_for_downsample(w.min(h) as f64 / f64::from(side));
+    let ds = slide.levels()[level].downsample;
+    let rw = ((w as f64 / ds).round() as u32).max(1);
+    let rh = ((h as f64 / ds).round() as u32).max(1);
+    let region = slide.read_region(x as i64, y as i64, level, rw, rh)?;
+    Ok(if w == h && region.dimensions() != (side, side) {
+        crate::preprocess::resize_bicubic(&region, side, side)
+    } else {
+        region
+    })
+}

@@ -1,0 +1,141 @@
+//! Items that are regions of a file: the tiles of a whole-slide image (issue 17).
+//!
+//! An indexed item is a file, or a square of a slide. Its identity is the path plus
+//! the region `(x, y, w, h)` in level-0 pixels; the level read and its resolution
+//! travel with it. Every tile of a slide carries the slide file's size, mtime and
+//! CRC32, so change detection stays per slide.
+//!
+//! On disk the regions are an optional per-segment file, `seg-NNNNNN.reg` (framed like
+//! every index file: magic, version, bincode `Vec<Option<Region>>` with one row per
+//! entry, CRC32), named by the segment's manifest record. The `.meta` payload is not
+//! changed, so an index written before regions existed, or one with images only, is
+//! byte for byte what older plips wrote and read (`fixtures/compat/` checks that it
+//! still opens). The manifest also records, per slide, what the run found
+//! ([`SlideRecord`]) and the tiling settings the index was built with
+//! ([`TileSettings`]); both fields are absent when empty, so a manifest without slides
+//! is unchanged too.
+
+use super::*;
+
+pub(crate) const REG_MAGIC: &[u8; 8] = b"PLIPREG\0";
+
+/// A square (or rectangle) of a slide, in level-0 pixels, and how it was read.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Region {
+    /// Left edge, level-0 pixels.
+    pub x: u64,
+    /// Top edge, level-0 pixels.
+    pub y: u64,
+    /// Width, level-0 pixels.
+    pub w: u64,
+    /// Height, level-0 pixels.
+    pub h: u64,
+    /// The pyramid level the pixels were read from.
+    pub level: u32,
+    /// Microns per pixel of the model input (level-0 mpp times `w / tile`).
+    pub mpp: f64,
+}
+
+// `mpp` is never NaN (it comes from a validated resolution), so equality is total.
+impl Eq for Region {}
+
+/// The identity part of a region: `(x, y, w, h)`.
+pub(crate) type RegionKey = (u64, u64, u64, u64);
+
+impl Region {
+    /// The identity part of the region.
+    pub(crate) fn key(&self) -> RegionKey {
+        (self.x, self.y, self.w, self.h)
+    }
+}
+
+/// How slides are cut into tiles: the `--mpp`, `--tile` and `--min-tissue` of
+/// `plip index`, recorded in the manifest.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct TileSettings {
+    pub(crate) mpp: f64,
+    pub(crate) tile: u32,
+    pub(crate) min_tissue: f64,
+    /// `--slide-mpp`: the level-0 resolution assumed for slides that record none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) slide_mpp: Option<f64>,
+}
+
+impl TileSettings {
+    /// The options that decide which tiles a slide has (everything but `slide_mpp`,
+    /// which only matters for slides without a resolution).
+    pub(crate) fn same_grid(&self, other: &TileSettings) -> bool {
+        self.mpp == other.mpp && self.tile == other.tile && self.min_tissue == other.min_tissue
+    }
+
+    /// `--mpp 0.5 --tile 224 --min-tissue 0.5`, for messages.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "--mpp {} --tile {} --min-tissue {}",
+            self.mpp, self.tile, self.min_tissue
+        )
+    }
+}
+
+/// What a run found in one slide, for change detection and `plip info`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct SlideRecord {
+    /// `aperio`, `generic-tiff`, `ome-tiff` or `openslide:<vendor>`.
+    pub(crate) vendor: String,
+    /// Level-0 size in pixels.
+    pub(crate) width: u64,
+    pub(crate) height: u64,
+    /// Number of pyramid levels.
+    pub(crate) levels: usize,
+    /// Level-0 microns per pixel and where the value came from.
+    pub(crate) mpp: f64,
+    pub(crate) mpp_source: String,
+    /// The level tiles are read from.
+    pub(crate) level: usize,
+    /// Tiles kept (tissue) out of the whole grid.
+    pub(crate) tiles_kept: usize,
+    pub(crate) tiles_total: usize,
+    /// Kept tiles that could not be read (a corrupt stored tile under them).
+    #[serde(default)]
+    pub(crate) tiles_failed: usize,
+    /// The tiling the tiles were cut with.
+    pub(crate) tiling: TileSettings,
+    /// Every kept tile was embedded (or failed); false while a run is in the middle of
+    /// the slide, so that the next run finishes it.
+    pub(crate) complete: bool,
+    /// The slide file's size, mtime (ns) and CRC32 when it was tiled.
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i128,
+    pub(crate) crc32: u32,
+}
+
+/// Writes the regions of a segment's entries, when any entry has one.
+pub(crate) fn write_regions(
+    dir: &Path,
+    base: &str,
+    entries: &[FileEntry],
+) -> Result<Option<FileRef>> {
+    if entries.iter().all(|e| e.region.is_none()) {
+        return Ok(None);
+    }
+    let regions: Vec<Option<Region>> = entries.iter().map(|e| e.region).collect();
+    let bytes =
+        bincode::serde::encode_to_vec(&regions, bincode_config()).expect("regions serialize");
+    write_framed(dir, &format!("{base}.reg"), REG_MAGIC, &bytes).map(Some)
+}
+
+/// Reads a segment's regions file into its entries.
+pub(crate) fn read_regions(dir: &Path, r: &FileRef, entries: &mut [FileEntry]) -> Result<()> {
+    let bytes = read_framed(dir, r, REG_MAGIC)?;
+    let path = dir.join(&r.name);
+    let (regions, _): (Vec<Option<Region>>, usize) =
+        bincode::serde::decode_from_slice(&bytes, bincode_config())
+            .map_err(|e| corrupt(&path, format!("undecodable regions: {e}")))?;
+    if regions.len() != entries.len() {
+        return Err(corrupt(&path, "region count does not match the manifest"));
+    }
+    for (e, r) in entries.iter_mut().zip(regions) {
+        e.region = r;
+    }
+    Ok(())
+}
