@@ -9,8 +9,10 @@
 
 mod embed;
 mod eval;
+mod export;
 mod index;
 mod info;
+mod merge;
 mod search;
 mod serve;
 mod slides;
@@ -117,6 +119,24 @@ enum Command {
     Embed(EmbedArgs),
     /// Show what an index holds.
     Info(InfoArgs),
+    /// Join shard indexes (from `plip index --shard`) into the index at --index.
+    ///
+    /// The shards' segment files are hard-linked (or copied) into OUT, never
+    /// embedded again, and committed at once: an interrupted merge leaves OUT as
+    /// it was. Shards must share the model and tiling options. An image found in
+    /// two shards is kept once (from the first shard given) and reported. Paths
+    /// are rebased when the shards sit in another folder than OUT. The result is
+    /// an ordinary index: search it, or update it with `plip index`.
+    Merge(MergeArgs),
+    /// Write the index's vectors and paths for FAISS and clip-retrieval's tools.
+    ///
+    /// OUT/img_emb/img_emb_{i}.npy holds float32 L2-normalized rows and
+    /// OUT/metadata/metadata_{i}.parquet the column image_path (plus x, y, w, h,
+    /// level and mpp for tiles of whole slides), row for row, in parts of at
+    /// most 1M rows: the layout clip-retrieval writes, which embedding_reader
+    /// (format parquet_npy), autofaiss, pandas and LanceDB read. Query vectors
+    /// for such an index come from `plip embed --text ... --jsonl`.
+    Export(ExportArgs),
     /// Draw a whole slide's tiles coloured by their cosine to a query (PNG).
     ///
     /// QUERY is text, an image file, or a slide region SLIDE@X,Y,W,H. Uses the
@@ -303,6 +323,18 @@ struct IndexArgs {
     /// Discard the existing index and start from scratch (also allows another model).
     #[arg(long)]
     rebuild: bool,
+    /// Index only shard K of N (K counts from 0), for one task of a job spread
+    /// over machines; `auto` takes K and N from a Slurm job array or a
+    /// Kubernetes Indexed Job. Files are split by a fixed hash of their path
+    /// relative to DIR (all tiles of a slide stay together), the same on every
+    /// machine. Give each shard its own --index and join them with `plip merge`;
+    /// re-run a shard with the same --shard to resume or update it.
+    #[arg(long, value_name = "K/N|auto")]
+    shard: Option<String>,
+    /// With `--shard auto` in a Kubernetes Indexed Job: the number of shards
+    /// (the Job's `completions`).
+    #[arg(long, value_name = "N", requires = "shard")]
+    shards: Option<u32>,
     /// Whole slides: resolution of a tile, in µm per pixel (0.5 ≈ 20x, as PLIP's
     /// training patches) [default: the index's tiling, else 0.5].
     #[arg(long, value_name = "UM", help_heading = "Whole slides")]
@@ -500,6 +532,29 @@ impl TilesArgs {
 }
 
 #[derive(Debug, Args)]
+struct MergeArgs {
+    /// Shard index folders (the --index of each `plip index --shard` task).
+    #[arg(required = true, value_name = "SHARD")]
+    shards: Vec<PathBuf>,
+    /// Replace the index already at --index with the merge.
+    #[arg(long)]
+    replace: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Folder to write img_emb/ and metadata/ into.
+    out: PathBuf,
+    /// Rows per part (at most 1,000,000).
+    #[arg(long, default_value_t = crate::output::export::DEFAULT_ROWS_PER_PART)]
+    rows_per_part: usize,
+    /// Write image_path as stored in the index (relative to the index folder's
+    /// parent) instead of absolute.
+    #[arg(long)]
+    relative: bool,
+}
+
+#[derive(Debug, Args)]
 struct InfoArgs {
     /// Print JSON.
     #[arg(long)]
@@ -595,6 +650,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Search(a) => search::cmd_search(&config, a),
         Command::Embed(a) => embed::cmd_embed(&config, a),
         Command::Info(a) => info::cmd_info(&config, a),
+        Command::Merge(a) => merge::cmd_merge(&config, a),
+        Command::Export(a) => export::cmd_export(&config, a),
         Command::Heatmap(a) => slides::cmd_heatmap(&config, a),
         Command::Tiles(a) => slides::cmd_tiles(&config, a),
         Command::Eval(e) => eval::cmd_eval(&config, e),

@@ -38,6 +38,7 @@ pub(crate) mod ann;
 mod file;
 mod folder;
 mod manifest;
+mod merge;
 mod precision;
 mod reader;
 mod region;
@@ -51,6 +52,7 @@ pub(crate) use file::*;
 pub(crate) use folder::*;
 #[allow(unused_imports)]
 pub(crate) use manifest::*;
+pub(crate) use merge::merge;
 #[allow(unused_imports)]
 pub(crate) use precision::*;
 pub use reader::Index;

@@ -20,4 +20,5 @@ mod parity;
 mod preprocess_parity;
 mod queries;
 mod serve;
+mod shards;
 mod slides;
