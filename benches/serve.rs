@@ -82,6 +82,7 @@ fn main() {
                     size: 0,
                     mtime_ns: 0,
                     crc32: 0,
+                    region: None,
                 },
                 v,
             );
