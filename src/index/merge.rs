@@ -198,11 +198,11 @@ pub(crate) fn merge(
     fs::create_dir_all(&out)
         .map_err(io_err(format!("creating {}", out.display())))
         .map_err(store_err(out_ctx()))?;
-    let _out_lock = lock(&out, true)
+    let _out_lock = take_lock(&out, true)
         .map_err(store_err(out_ctx()))?
         .expect("created");
     let out_root = root_of(&out);
-    let mut next_id = first_free_id(&out);
+    let mut next_id = next_free_segment(&out);
     if let Some(p) = &previous {
         next_id = next_id.max(p.next_segment);
     }
@@ -254,39 +254,8 @@ pub(crate) fn merge(
     manifest.store(&out).map_err(store_err(out_ctx()))?;
     report.generation = manifest.generation;
     // What the previous commit named, and leftovers of crashed merges, go now.
-    remove_unnamed(&out, &manifest.file_names());
+    remove_unreferenced(&out, &manifest.file_names());
     Ok(report)
-}
-
-/// Locks `dir` as a writer does; `None` when there is no lock file and `create`
-/// is false (no writer has ever run there).
-fn lock(dir: &Path, create: bool) -> Result<Option<File>> {
-    let path = dir.join(LOCK);
-    let file = match OpenOptions::new()
-        .create(create)
-        .truncate(false)
-        .read(true)
-        .write(create)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
-        Err(e) => return Err(io_err(format!("opening {}", path.display()))(e)),
-    };
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(fs::TryLockError::WouldBlock) => {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
-            let holder = holder.trim();
-            let who = if holder.is_empty() {
-                String::new()
-            } else {
-                format!(" (pid {holder})")
-            };
-            Err(StoreError::Locked(dir.to_path_buf(), who))
-        }
-        Err(fs::TryLockError::Error(e)) => Err(io_err(format!("locking {}", path.display()))(e)),
-    }
 }
 
 /// A shard's segment, checked: its record and its entries.
@@ -298,7 +267,7 @@ struct ShardSegment {
 /// Locks and checks one shard: its manifest, and every file it names.
 fn open_shard(dir: &Path) -> std::result::Result<OpenShard, MergeError> {
     let ctx = || format!("cannot merge shard {}", dir.display());
-    let lock = lock(dir, false).map_err(store_err(ctx()))?;
+    let lock = take_lock(dir, false).map_err(store_err(ctx()))?;
     let manifest = Manifest::load(dir).map_err(store_err(ctx()))?;
     let mut segments = Vec::with_capacity(manifest.segments.len());
     for r in &manifest.segments {
@@ -558,38 +527,6 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<bool> {
         io_err(format!("copying {} to {}", from.display(), to.display()))(e)
     })?;
     Ok(true)
-}
-
-/// One more than the largest segment id of any file in `dir`: ids are never
-/// reused, so no name of a placed file can be one a reader still maps.
-fn first_free_id(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| segment_id(&e.file_name().to_string_lossy()))
-                .max()
-                .map_or(1, |m| m + 1)
-        })
-        .unwrap_or(1)
-}
-
-/// Deletes plip's own files in `dir` that the commit does not name.
-fn remove_unnamed(dir: &Path, keep: &HashSet<String>) {
-    let Ok(read) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in read.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name != LOCK
-            && name != MANIFEST
-            && name != LAST_RUN
-            && !keep.contains(&name)
-            && is_own_file(dir, &name)
-        {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// `PLIP_FAILPOINT=merge-before-manifest:0` stops a merge after every segment

@@ -39,32 +39,7 @@ impl IndexWriter {
     pub fn open(dir: &Path, model: &ModelInfo, rebuild: bool) -> Result<Self> {
         check_index_folder(dir)?;
         fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        let lock_path = dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(format!("opening {}", lock_path.display())))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
-                let holder = holder.trim();
-                let who = if holder.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {holder})")
-                };
-                return Err(StoreError::Locked(dir.to_path_buf(), who));
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(io_err(format!("locking {}", lock_path.display()))(e))
-            }
-        }
-        let _ = lock.set_len(0);
-        let _ = (&lock).write_all(std::process::id().to_string().as_bytes());
+        let lock = take_lock(dir, true)?.expect("created when missing");
 
         let on_disk = Manifest::load(dir);
         // Files the last commit names: kept until a new commit replaces it. When
@@ -111,7 +86,7 @@ impl IndexWriter {
         };
         w.rebuild_paths();
         if let Some(keep) = committed {
-            w.remove_unreferenced(&keep);
+            remove_unreferenced(&w.dir, &keep);
         }
         Ok(w)
     }
@@ -130,25 +105,6 @@ impl IndexWriter {
         }
     }
 
-    /// Deletes plip's own files in the folder that `keep` does not name.
-    fn remove_unreferenced(&self, keep: &HashSet<String>) {
-        let Ok(read) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for entry in read.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name != LOCK
-                && name != MANIFEST
-                && name != LAST_RUN
-                && !keep.contains(&name)
-                && is_own_file(&self.dir, &name)
-            {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-
-    /// The entry currently indexed for `path`, if any.
     /// The folders indexed so far, relative to the index's root.
     pub(crate) fn roots(&self) -> &[String] {
         &self.manifest.roots
@@ -327,7 +283,7 @@ impl IndexWriter {
             let _ = write_atomic(&self.dir, LAST_RUN, &bytes);
         }
         self.rebuild_paths();
-        self.remove_unreferenced(&self.manifest.file_names());
+        remove_unreferenced(&self.dir, &self.manifest.file_names());
         Ok(())
     }
 
@@ -464,17 +420,4 @@ impl IndexWriter {
         }
         self.commit_manifest()
     }
-}
-
-/// One more than the largest segment id of any file in `dir`.
-fn next_free_segment(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| segment_id(&e.file_name().to_string_lossy()))
-                .max()
-                .map_or(1, |m| m + 1)
-        })
-        .unwrap_or(1)
 }
