@@ -295,7 +295,7 @@ unsafe fn bf16_panel_avx512<const MX: usize>(
     acc: &mut [[f32; PANEL]],
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(x.len() >= MX * kq && panel.len() >= kq * PANEL && acc.len() >= MX);
+    assert!(x.len() >= MX * kq && panel.len() >= kq * PANEL && acc.len() >= MX);
     let (xp, wp) = (x.as_ptr(), panel.as_ptr());
     let mut sums = [[_mm512_setzero_ps(); 4]; MX];
     for q in 0..kq {
@@ -306,11 +306,7 @@ unsafe fn bf16_panel_avx512<const MX: usize>(
         unsafe {
             let w = wp.add(q * PANEL);
             if prefetch {
-                let ahead = w.wrapping_add(PANEL_PREFETCH * PANEL) as *const i8;
-                _mm_prefetch::<_MM_HINT_T0>(ahead);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(192));
+                prefetch_panel_ahead(w);
             }
             let load =
                 |o: usize| -> __m512bh { std::mem::transmute(_mm512_loadu_si512(w.add(o).cast())) };

@@ -317,6 +317,22 @@ multiversion! {
     pub(crate) fn panel_row(x: &[f32], panel: &[f32], acc: &mut [f32; PANEL]) => panel_row_generic
 }
 
+/// Prefetches, into L1, the 256 bytes of a panel [`PANEL_PREFETCH`] input
+/// features after `w` (one panel row of f32, or two of bf16 pairs): the
+/// packed-panel kernels stream their weights through this. Prefetches never
+/// fault, and the address is formed with wrapping arithmetic, so any `w` is
+/// sound.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_panel_ahead<T>(w: *const T) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let ahead = w.wrapping_add(PANEL_PREFETCH * PANEL) as *const i8;
+    for offset in [0, 64, 128, 192] {
+        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(offset)) };
+    }
+}
+
 /// [`panel_block`] for `MX` rows: `MX` x 4 registers of accumulators, each
 /// 64-byte load of the panel used `MX` times.
 ///
@@ -345,11 +361,7 @@ unsafe fn panel_avx512<const MX: usize>(
         unsafe {
             let w = wp.add(kk * PANEL);
             if prefetch {
-                let ahead = w.wrapping_add(PANEL_PREFETCH * PANEL) as *const i8;
-                _mm_prefetch::<_MM_HINT_T0>(ahead);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(192));
+                prefetch_panel_ahead(w);
             }
             let wv = [
                 _mm512_loadu_ps(w),
