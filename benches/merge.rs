@@ -18,11 +18,11 @@
 //! process (model load, index open with its checksums, query, print), exact and
 //! with `--ef 256`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use plip::{Embedder, FileEntry, Index, IndexWriter, Towers};
+use plip::{FileEntry, Index, IndexWriter};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -35,20 +35,12 @@ fn main() {
     let shards: usize = env_num("PLIP_BENCH_SHARDS", 10);
     let graphs = std::env::var("PLIP_BENCH_GRAPHS").as_deref() != Ok("0");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model = std::env::var("PLIP_BENCH_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("fixtures/tiny-512"));
-    let Ok(files) = plip::resolve_model(&model.to_string_lossy()) else {
-        eprintln!(
-            "no model at {}: run `python3 fixtures/generate.py tiny-512 fixtures/tiny-512`",
-            model.display()
-        );
+    let Some((model, embedder)) =
+        common::bench_model("fixtures/tiny-512", "tiny-512 fixtures/tiny-512")
+    else {
         return;
     };
-    let info = Embedder::load(&files, Towers::TEXT)
-        .expect("loading the model")
-        .info()
-        .clone();
+    let info = embedder.info().clone();
     if !graphs {
         // set before the first writer reads it
         std::env::set_var("PLIP_HNSW_MIN_ROWS", usize::MAX.to_string());
