@@ -18,12 +18,10 @@
 //! `target/plip-bench/` and reused by later runs. "Cold" means a new process each
 //! time; the files are in the OS page cache, as they are for a user's second search.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use plip::Embedder;
-use plip::Towers;
 use plip::{FileEntry, Index, IndexWriter};
 
 #[path = "common/mod.rs"]
@@ -37,20 +35,12 @@ fn main() {
         return;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model = std::env::var("PLIP_BENCH_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("fixtures/full-size"));
-    let Ok(files) = plip::resolve_model(&model.to_string_lossy()) else {
-        eprintln!(
-            "no model at {}: run `python3 fixtures/generate.py full-size fixtures/full-size`",
-            model.display()
-        );
+    let Some((model, embedder)) =
+        common::bench_model("fixtures/full-size", "full-size fixtures/full-size")
+    else {
         return;
     };
-    let info = Embedder::load(&files, Towers::TEXT)
-        .expect("loading the model")
-        .info()
-        .clone();
+    let info = embedder.info().clone();
 
     let work = root.join(format!("target/plip-bench/cold-{n}"));
     let index_dir = work.join(".plip");

@@ -16,12 +16,17 @@
 //! This machine's speed drifts by a third within minutes, so a ratio is only
 //! meaningful between runs made close together; the median of the per-round
 //! ratios is the figure to report.
+//!
+//! On a CPU with AVX512_BF16 each round also times plip in `--precision
+//! bf16` and the reference under `torch.autocast("cpu", dtype=torch.bfloat16)`
+//! (`PLIP_BENCH_BF16=0` leaves them out), and prints the GFLOP/s of the dense
+//! layers (the matmuls, counted from the model's config).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use plip::Embedder;
 use plip::Towers;
+use plip::{Embedder, LoadOptions, Precision};
 
 fn bench(c: &mut Criterion) {
     // As the plip binary does.
@@ -64,12 +69,41 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    side_by_side(&e, &one, &dir);
+    let bf16 = (plip::bf16_supported() && std::env::var("PLIP_BENCH_BF16").as_deref() != Ok("0"))
+        .then(|| {
+            let options = LoadOptions {
+                precision: Precision::Bf16,
+            };
+            Embedder::load_with(&files, Towers::VISION, options).unwrap()
+        });
+    let gflop = dense_gflop_per_image(&files.config);
+    side_by_side(&e, bf16.as_ref(), gflop, &one, &dir);
+}
+
+/// The multiply-adds (x2) of one image's dense layers, in GFLOP, as plip runs
+/// them: the patch embedding, every layer's four matmuls over all tokens but
+/// the last layer's three after attention, which plip runs for the class token
+/// only, and the projection.
+fn dense_gflop_per_image(config: &std::path::Path) -> f64 {
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(config).unwrap()).unwrap();
+    let v = &c["vision_config"];
+    let get = |k: &str, default: f64| v[k].as_f64().unwrap_or(default);
+    let (d, i) = (get("hidden_size", 768.0), get("intermediate_size", 3072.0));
+    let layers = get("num_hidden_layers", 12.0);
+    let (size, patch) = (get("image_size", 224.0), get("patch_size", 32.0));
+    let proj = c["projection_dim"].as_f64().unwrap_or(512.0);
+    let patches = (size / patch).floor().powi(2);
+    let t = patches + 1.0;
+    let full = t * d * (3.0 * d + d + 2.0 * i);
+    let last = t * d * 3.0 * d + d * (d + 2.0 * i);
+    let macs = patches * 3.0 * patch * patch * d + (layers - 1.0) * full + last + d * proj;
+    2.0 * macs / 1e9
 }
 
 /// Image embedding at each batch size of `PLIP_BENCH_BATCHES` (default 16),
-/// alternating with the PyTorch reference.
-fn side_by_side(e: &Embedder, one: &[f32], dir: &str) {
+/// alternating with the PyTorch reference (and, with `bf16`, plip's bf16
+/// path and torch's bf16 autocast).
+fn side_by_side(e: &Embedder, bf16: Option<&Embedder>, gflop: f64, one: &[f32], dir: &str) {
     if std::env::var("PLIP_BENCH_PYTHON").as_deref() == Ok("0") {
         return;
     }
@@ -77,7 +111,7 @@ fn side_by_side(e: &Embedder, one: &[f32], dir: &str) {
     for batch in batches.split(',') {
         match batch.trim().parse() {
             Ok(b) if b > 0 => {
-                if !side_by_side_batch(e, one, dir, b) {
+                if !side_by_side_batch(e, bf16, gflop, one, dir, b) {
                     return;
                 }
             }
@@ -87,7 +121,14 @@ fn side_by_side(e: &Embedder, one: &[f32], dir: &str) {
 }
 
 /// [`side_by_side`] for one batch size; false when the reference did not run.
-fn side_by_side_batch(e: &Embedder, one: &[f32], dir: &str, batch: usize) -> bool {
+fn side_by_side_batch(
+    e: &Embedder,
+    bf16: Option<&Embedder>,
+    gflop: f64,
+    one: &[f32],
+    dir: &str,
+    batch: usize,
+) -> bool {
     const RUNS: usize = 4;
     let rounds: usize = std::env::var("PLIP_BENCH_ROUNDS")
         .ok()
@@ -100,14 +141,10 @@ fn side_by_side_batch(e: &Embedder, one: &[f32], dir: &str, batch: usize) -> boo
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!(
-        "side by side, image embedding at batch {batch}, {threads} threads \
-         (plip | reference | ratio, images/s):"
-    );
-    let mut ratios = Vec::new();
-    for round in 0..rounds {
+    // Images per second: the median of RUNS timed batches after a warm-up.
+    let time = |e: &Embedder| {
         e.embed_pixels(pixels.clone(), batch).unwrap();
-        let plip = median(
+        median(
             (0..RUNS)
                 .map(|_| {
                     let input = pixels.clone();
@@ -116,34 +153,75 @@ fn side_by_side_batch(e: &Embedder, one: &[f32], dir: &str, batch: usize) -> boo
                     batch as f64 / t.elapsed().as_secs_f64()
                 })
                 .collect(),
+        )
+    };
+    if bf16.is_some() {
+        println!(
+            "side by side, image embedding at batch {batch}, {threads} threads, images/s \
+             (plip f32 | plip bf16 | torch f32 | torch bf16 autocast; \
+             bf16/f32, bf16/torch bf16; dense GFLOP/s of plip f32, bf16):"
         );
+    } else {
+        println!(
+            "side by side, image embedding at batch {batch}, {threads} threads \
+             (plip | reference | ratio, images/s):"
+        );
+    }
+    let mut ratios = Vec::new();
+    let mut bf16_ratios = Vec::new();
+    let mut bf16_vs_torch = Vec::new();
+    for round in 0..rounds {
+        let plip = time(e);
+        let plip_bf16 = bf16.map(time);
+        let precisions = if bf16.is_some() { "f32,bf16" } else { "f32" };
         let out = std::process::Command::new("python3")
             .args([&script, "pixels", "--model", dir])
             .args(["--threads", &threads.to_string()])
             .args(["--batches", &batch.to_string(), "--runs", &RUNS.to_string()])
+            .args(["--precision", precisions])
             .stderr(std::process::Stdio::null())
             .output();
-        let reference = out.ok().filter(|o| o.status.success()).and_then(|o| {
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-            v["images_per_s"][format!("batch {batch}")].as_f64()
-        });
-        let Some(reference) = reference else {
+        let json = out
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+        let rate = |key: &str| json.as_ref()?[key][format!("batch {batch}")].as_f64();
+        let Some(reference) = rate("images_per_s") else {
             eprintln!(
                 "the reference did not run (pip install -r fixtures/requirements.txt); \
                  plip alone: {plip:.2} images/s"
             );
             return false;
         };
-        println!(
-            "  round {round}: {plip:6.2} | {reference:6.2} | {:.2}x",
-            plip / reference
-        );
         ratios.push(plip / reference);
+        match (plip_bf16, rate("images_per_s_bf16")) {
+            (Some(b), Some(torch_b)) => {
+                println!(
+                    "  round {round}: {plip:6.2} | {b:6.2} | {reference:6.2} | {torch_b:6.2}; \
+                     {:.2}x, {:.2}x; {:.0}, {:.0} GFLOP/s",
+                    b / plip,
+                    b / torch_b,
+                    plip * gflop,
+                    b * gflop,
+                );
+                bf16_ratios.push(b / plip);
+                bf16_vs_torch.push(b / torch_b);
+            }
+            _ => println!(
+                "  round {round}: {plip:6.2} | {reference:6.2} | {:.2}x",
+                plip / reference
+            ),
+        }
     }
-    if !ratios.is_empty() {
+    println!(
+        "  median ratio over {rounds} rounds: plip f32 / torch f32 {:.2}x",
+        median(ratios)
+    );
+    if !bf16_ratios.is_empty() {
         println!(
-            "  median ratio over {rounds} rounds: {:.2}x",
-            median(ratios)
+            "  median ratios: plip bf16 / plip f32 {:.2}x, plip bf16 / torch bf16 {:.2}x",
+            median(bf16_ratios),
+            median(bf16_vs_torch)
         );
     }
     true

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plip::{Embedder, FileEntry, Index, IndexWriter, Towers};
+use plip::{FileEntry, Index, IndexWriter};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -38,20 +38,13 @@ fn main() {
         return;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model = std::env::var("PLIP_BENCH_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target/plip-bench/tiny-512"));
-    let Ok(files) = plip::resolve_model(&model.to_string_lossy()) else {
-        eprintln!(
-            "no model at {}: run `python3 fixtures/generate.py tiny-512 target/plip-bench/tiny-512`",
-            model.display()
-        );
+    let Some((model, embedder)) = common::bench_model(
+        "target/plip-bench/tiny-512",
+        "tiny-512 target/plip-bench/tiny-512",
+    ) else {
         return;
     };
-    let info = Embedder::load(&files, Towers::TEXT)
-        .expect("loading the model")
-        .info()
-        .clone();
+    let info = embedder.info().clone();
     let work = root.join(format!("target/plip-bench/serve-{n}-{}", info.dim));
     let index_dir = work.join(".plip");
     let reusable = Index::open(&index_dir)

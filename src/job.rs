@@ -54,6 +54,8 @@ pub(crate) struct IndexOptions {
     pub(crate) commit_every: usize,
     /// ... and at least this often.
     pub(crate) commit_interval: Duration,
+    /// Index only the items of this shard (`source/shard.rs`).
+    pub(crate) shard: Option<crate::source::shard::Shard>,
     /// How whole slides are tiled (flags not given keep the index's tiling).
     pub(crate) slides: SlideFlags,
 }
@@ -64,6 +66,7 @@ impl Default for IndexOptions {
             batch_size: 16,
             commit_every: 256,
             commit_interval: Duration::from_secs(30),
+            shard: None,
             slides: SlideFlags::default(),
         }
     }
@@ -276,7 +279,9 @@ impl IndexJob {
             let scope = walk::relative(&abs, &root);
             self.writer.add_root(&scope);
             scopes.push(scope);
-            found.extend(walked.files.into_iter().map(|f| {
+            let shard = self.options.shard;
+            let in_shard = |f: &PathBuf| shard.is_none_or(|s| s.owns_file(f, &abs));
+            found.extend(walked.files.into_iter().filter(in_shard).map(|f| {
                 let rel = walk::relative(&f, &root);
                 (f, rel)
             }));

@@ -31,9 +31,9 @@ mod query;
 mod serve;
 mod source;
 
-pub use backend::cpu::{threads, tune_allocator};
+pub use backend::cpu::{bf16_supported, threads, tune_allocator, Precision, UnsupportedPrecision};
 pub use cli::{run, Cli};
-pub use embed::{embed_image_files, embed_rgb_images, Embedder, Interrupted};
+pub use embed::{embed_image_files, embed_rgb_images, Embedder, Interrupted, LoadOptions};
 pub use host::{
     check_model, find_index, index_folders, is_slide, load_model, main_with_args, model_source,
     parse_term, query_term, query_vector, search, search_slides, IndexReport, IndexRequest,

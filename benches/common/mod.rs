@@ -50,3 +50,23 @@ pub fn bench_size(default: usize) -> Option<usize> {
             .unwrap_or(default),
     )
 }
+
+/// The folder and the text tower of the model that `PLIP_BENCH_MODEL` names, by default
+/// `default_dir` under the repository; `None`, with how to make it, when
+/// there is none. `make` is the `fixtures/generate.py` command that writes it.
+#[allow(dead_code)] // not every bench loads a model
+pub fn bench_model(default_dir: &str, make: &str) -> Option<(std::path::PathBuf, plip::Embedder)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = std::env::var("PLIP_BENCH_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join(default_dir));
+    let Ok(files) = plip::resolve_model(&model.to_string_lossy()) else {
+        eprintln!(
+            "no model at {}: run `python3 fixtures/generate.py {make}`",
+            model.display()
+        );
+        return None;
+    };
+    let embedder = plip::Embedder::load(&files, plip::Towers::TEXT).expect("loading the model");
+    Some((model, embedder))
+}

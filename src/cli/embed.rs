@@ -12,7 +12,7 @@ pub(super) fn cmd_embed(config: &Config, args: EmbedArgs) -> Result<i32> {
         if let Some(i) = args.texts.iter().position(|t| t.trim().is_empty()) {
             bail!("--text number {} is empty", i + 1);
         }
-        let e = load_embedder(&source, Towers::TEXT)?;
+        let e = load_embedder(config, &source, Towers::TEXT)?;
         let refs: Vec<&str> = args.texts.iter().map(String::as_str).collect();
         (e.embed_texts(&refs)?, args.texts.clone())
     } else {
@@ -21,7 +21,7 @@ pub(super) fn cmd_embed(config: &Config, args: EmbedArgs) -> Result<i32> {
                 bail!("{} is not a file", p.display());
             }
         }
-        let e = load_embedder(&source, Towers::VISION)?;
+        let e = load_embedder(config, &source, Towers::VISION)?;
         if args
             .images
             .iter()

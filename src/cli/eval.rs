@@ -15,7 +15,7 @@ pub(super) fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     match cmd {
         EvalCommand::Retrieval(a) => {
-            let e = load_embedder(&source, Towers::BOTH)?;
+            let e = load_embedder(config, &source, Towers::BOTH)?;
             let mut images = run::CachedImages::new(&e, cache_dir(&a.cache, a.no_cache));
             run::retrieval(
                 &e,
@@ -28,7 +28,7 @@ pub(super) fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
             )?;
         }
         EvalCommand::ZeroShot(a) => {
-            let e = load_embedder(&source, Towers::BOTH)?;
+            let e = load_embedder(config, &source, Towers::BOTH)?;
             let mut images = run::CachedImages::new(&e, cache_dir(&a.cache, a.no_cache));
             let templates =
                 crate::eval::prompts::resolve_templates(&a.template_sets, &a.templates)?;
@@ -44,7 +44,7 @@ pub(super) fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
             )?;
         }
         EvalCommand::LinearProbe(a) => {
-            let e = load_embedder(&source, Towers::VISION)?;
+            let e = load_embedder(config, &source, Towers::VISION)?;
             let mut images = run::CachedImages::new(&e, cache_dir(&a.cache, a.no_cache));
             let alphas = if a.alphas.is_empty() {
                 crate::eval::probe::DEFAULT_ALPHAS.to_vec()

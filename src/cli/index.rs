@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::job::{IndexJob, IndexOptions, Progress};
+use crate::source::shard::Shard;
 
 /// Progress on stderr: a bar when stderr is a terminal, warnings always.
 struct BarProgress {
@@ -40,10 +41,16 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
             bail!("{} does not exist", d.display());
         }
     }
+    let shard = args
+        .shard
+        .as_deref()
+        .map(|spec| Shard::parse(spec, args.shards, |k| std::env::var(k).ok()))
+        .transpose()?;
     let index_dir = config.index_for_writing();
     let source = config.model_source(if args.rebuild { None } else { Some(&index_dir) });
-    let embedder = load_embedder(&source, Towers::VISION)?;
-    let writer = IndexWriter::open(&index_dir, embedder.info(), args.rebuild)?;
+    let embedder = load_embedder(config, &source, Towers::VISION)?;
+    let writer = IndexWriter::open(&index_dir, embedder.info(), args.rebuild)?
+        .with_precision(embedder.precision());
 
     let cancel = Arc::new(AtomicBool::new(false));
     {
@@ -64,6 +71,7 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
     let options = IndexOptions {
         batch_size: args.batch_size,
         commit_every: args.commit_every,
+        shard,
         slides: crate::job::SlideFlags {
             mpp: args.mpp,
             tile: args.tile,
@@ -77,8 +85,9 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
     let secs = summary.elapsed.as_secs_f64();
     if !config.quiet {
         eprintln!(
-            "plip: {} {} added, {} updated, {} removed, {} unchanged, {} skipped \
+            "plip: {}{} {} added, {} updated, {} removed, {} unchanged, {} skipped \
              ({} embedded in {secs:.1}s, {:.1} images/s) → {}",
+            shard.map_or_else(String::new, |s| format!("shard {s} ")),
             if summary.interrupted {
                 "interrupted after"
             } else {

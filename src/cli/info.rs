@@ -31,6 +31,11 @@ pub(super) fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
         s.model.source, s.model.fingerprint
     )?;
     writeln!(out, "dimensions:  {}", s.model.dim)?;
+    let precision = match s.precision.as_str() {
+        crate::index::MIXED => "mixed (f32 and bf16 rows; they agree to cosine 0.999)",
+        p => p,
+    };
+    writeln!(out, "precision:   {precision}")?;
     writeln!(
         out,
         "segments:    {} ({} tombstoned rows)",

@@ -9,8 +9,10 @@
 
 mod embed;
 mod eval;
+mod export;
 mod index;
 mod info;
+mod merge;
 mod search;
 mod serve;
 mod slides;
@@ -24,7 +26,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::embed::Embedder;
+use crate::backend::cpu::Precision;
+use crate::embed::{Embedder, LoadOptions};
 use crate::index::{Index, IndexWriter, StoreError, MANIFEST};
 use crate::model::{hub, Towers};
 use crate::source::walk;
@@ -77,6 +80,19 @@ struct GlobalArgs {
     /// that huge images decode one at a time instead of all at once.
     #[arg(long, global = true, value_name = "MiB", default_value_t = 1024)]
     decode_memory: u64,
+    /// Arithmetic of the model's dense layers: `f32` (the reference's), or
+    /// `bf16`: weights and layer inputs rounded to bfloat16, sums in f32, for
+    /// CPUs with AVX512_BF16 (refused elsewhere). Embeddings stay within
+    /// cosine 0.999 of f32, so an index may mix both, and f32 queries search a
+    /// bf16 index; `plip info` shows which an index holds.
+    #[arg(
+        long,
+        global = true,
+        env = "PLIP_PRECISION",
+        value_name = "f32|bf16",
+        default_value = "f32"
+    )]
+    precision: Precision,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +119,24 @@ enum Command {
     Embed(EmbedArgs),
     /// Show what an index holds.
     Info(InfoArgs),
+    /// Join shard indexes (from `plip index --shard`) into the index at --index.
+    ///
+    /// The shards' segment files are hard-linked (or copied) into OUT, never
+    /// embedded again, and committed at once: an interrupted merge leaves OUT as
+    /// it was. Shards must share the model and tiling options. An image found in
+    /// two shards is kept once (from the first shard given) and reported. Paths
+    /// are rebased when the shards sit in another folder than OUT. The result is
+    /// an ordinary index: search it, or update it with `plip index`.
+    Merge(MergeArgs),
+    /// Write the index's vectors and paths for FAISS and clip-retrieval's tools.
+    ///
+    /// OUT/img_emb/img_emb_{i}.npy holds float32 L2-normalized rows and
+    /// OUT/metadata/metadata_{i}.parquet the column image_path (plus x, y, w, h,
+    /// level and mpp for tiles of whole slides), row for row, in parts of at
+    /// most 1M rows: the layout clip-retrieval writes, which embedding_reader
+    /// (format parquet_npy), autofaiss, pandas and LanceDB read. Query vectors
+    /// for such an index come from `plip embed --text ... --jsonl`.
+    Export(ExportArgs),
     /// Draw a whole slide's tiles coloured by their cosine to a query (PNG).
     ///
     /// QUERY is text, an image file, or a slide region SLIDE@X,Y,W,H. Uses the
@@ -289,6 +323,18 @@ struct IndexArgs {
     /// Discard the existing index and start from scratch (also allows another model).
     #[arg(long)]
     rebuild: bool,
+    /// Index only shard K of N (K counts from 0), for one task of a job spread
+    /// over machines; `auto` takes K and N from a Slurm job array or a
+    /// Kubernetes Indexed Job. Files are split by a fixed hash of their path
+    /// relative to DIR (all tiles of a slide stay together), the same on every
+    /// machine. Give each shard its own --index and join them with `plip merge`;
+    /// re-run a shard with the same --shard to resume or update it.
+    #[arg(long, value_name = "K/N|auto")]
+    shard: Option<String>,
+    /// With `--shard auto` in a Kubernetes Indexed Job: the number of shards
+    /// (the Job's `completions`).
+    #[arg(long, value_name = "N", requires = "shard")]
+    shards: Option<u32>,
     /// Whole slides: resolution of a tile, in µm per pixel (0.5 ≈ 20x, as PLIP's
     /// training patches) [default: the index's tiling, else 0.5].
     #[arg(long, value_name = "UM", help_heading = "Whole slides")]
@@ -486,6 +532,29 @@ impl TilesArgs {
 }
 
 #[derive(Debug, Args)]
+struct MergeArgs {
+    /// Shard index folders (the --index of each `plip index --shard` task).
+    #[arg(required = true, value_name = "SHARD")]
+    shards: Vec<PathBuf>,
+    /// Replace the index already at --index with the merge.
+    #[arg(long)]
+    replace: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Folder to write img_emb/ and metadata/ into.
+    out: PathBuf,
+    /// Rows per part (at most 1,000,000).
+    #[arg(long, default_value_t = crate::output::export::DEFAULT_ROWS_PER_PART)]
+    rows_per_part: usize,
+    /// Write image_path as stored in the index (relative to the index folder's
+    /// parent) instead of absolute.
+    #[arg(long)]
+    relative: bool,
+}
+
+#[derive(Debug, Args)]
 struct InfoArgs {
     /// Print JSON.
     #[arg(long)]
@@ -517,6 +586,8 @@ pub(crate) struct Config {
     pub progress: bool,
     /// Quiet mode.
     pub quiet: bool,
+    /// Arithmetic of the model's dense layers.
+    pub precision: Precision,
 }
 
 impl Config {
@@ -534,6 +605,7 @@ impl Config {
             cwd: std::env::current_dir().context("reading the current directory")?,
             progress: !g.quiet && std::io::stderr().is_terminal(),
             quiet: g.quiet,
+            precision: g.precision,
         })
     }
 
@@ -578,6 +650,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Search(a) => search::cmd_search(&config, a),
         Command::Embed(a) => embed::cmd_embed(&config, a),
         Command::Info(a) => info::cmd_info(&config, a),
+        Command::Merge(a) => merge::cmd_merge(&config, a),
+        Command::Export(a) => export::cmd_export(&config, a),
         Command::Heatmap(a) => slides::cmd_heatmap(&config, a),
         Command::Tiles(a) => slides::cmd_tiles(&config, a),
         Command::Eval(e) => eval::cmd_eval(&config, e),
@@ -585,9 +659,16 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-fn load_embedder(source: &str, towers: Towers) -> Result<Embedder> {
+fn load_embedder(config: &Config, source: &str, towers: Towers) -> Result<Embedder> {
+    // Refuse an unsupported precision before resolving (and maybe downloading)
+    // the model.
+    config.precision.check_supported()?;
     let files = hub::resolve(source)?;
-    Embedder::load(&files, towers).with_context(|| format!("loading model `{source}`"))
+    let options = LoadOptions {
+        precision: config.precision,
+    };
+    Embedder::load_with(&files, towers, options)
+        .with_context(|| format!("loading model `{source}`"))
 }
 
 fn warn(msg: impl std::fmt::Display) {

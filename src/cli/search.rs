@@ -64,7 +64,7 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
     // hundred milliseconds at 100k images.
     let (index, embedder) = std::thread::scope(|s| {
         let index = s.spawn(|| open(&index_dir));
-        let embedder = load_embedder(&source, towers);
+        let embedder = load_embedder(config, &source, towers);
         (index.join().expect("index thread panicked"), embedder)
     });
     let (index, embedder) = (index?, embedder?);

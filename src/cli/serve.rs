@@ -76,6 +76,7 @@ pub(super) fn cmd_serve(config: &Config, args: ServeArgs) -> Result<i32> {
     crate::index::recorded_model(&index_dir)?;
     let source = config.model_source(Some(&index_dir));
     let embedder = load_embedder(
+        config,
         &source,
         Towers {
             text: true,

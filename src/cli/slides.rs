@@ -104,7 +104,7 @@ pub(super) fn cmd_heatmap(config: &Config, args: HeatmapArgs) -> Result<i32> {
         vision: stored.is_empty() || !matches!(term.kind, TermKind::Text(_)),
     };
     let source = config.model_source(index_dir.as_deref());
-    let embedder = load_embedder(&source, towers)?;
+    let embedder = load_embedder(config, &source, towers)?;
     if let Some(index) = index.as_ref().filter(|_| !stored.is_empty()) {
         let (a, b) = (index.model(), embedder.info());
         if a.dim != b.dim || a.fingerprint != b.fingerprint {

@@ -14,6 +14,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
+use crate::backend::cpu::Precision;
 use crate::index::ModelInfo;
 use crate::model::hub::ModelFiles;
 use crate::model::tokenizer::PromptTokenizer;
@@ -29,11 +30,30 @@ pub struct Embedder {
     limits: DecodeLimits,
     device: Device,
     info: ModelInfo,
+    precision: Precision,
+}
+
+/// How [`Embedder::load_with`] loads a model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The arithmetic of the dense layers (default f32).
+    pub precision: Precision,
 }
 
 impl Embedder {
-    /// Loads the requested towers of the model in `files`.
+    /// Loads the requested towers of the model in `files`, in f32.
     pub fn load(files: &ModelFiles, towers: Towers) -> Result<Self> {
+        Self::load_with(files, towers, LoadOptions::default())
+    }
+
+    /// Loads the requested towers of the model in `files` with `options`.
+    /// Fails, before reading any weights, when the CPU cannot run the
+    /// requested precision. The model's identity ([`Embedder::info`]) does not
+    /// depend on the precision: an index built in bf16 takes f32 queries and
+    /// f32 additions, and the reverse.
+    pub fn load_with(files: &ModelFiles, towers: Towers, options: LoadOptions) -> Result<Self> {
+        let precision = options.precision;
+        precision.check_supported()?;
         // Only the CPU has fast paths; a GPU backend would be chosen here.
         let device = &Device::Cpu;
         let config = ClipConfig::from_file(&files.config)?;
@@ -58,7 +78,7 @@ impl Embedder {
                     })
                     .transpose()
             });
-            let model = ClipModel::load(&files.weights, &config, towers, device);
+            let model = ClipModel::load(&files.weights, &config, towers, device, precision);
             let tokenizer = tokenizer.join().expect("tokenizer thread panicked");
             (tokenizer, model)
         });
@@ -75,7 +95,13 @@ impl Embedder {
             limits: DecodeLimits::default(),
             device: device.clone(),
             info,
+            precision,
         })
+    }
+
+    /// The arithmetic the model's dense layers run in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Identity of the model, as recorded in an index.

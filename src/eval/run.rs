@@ -39,7 +39,13 @@ pub(crate) struct CachedImages<'a> {
 impl<'a> CachedImages<'a> {
     /// Opens the cache for `embedder`'s model in `dir` (None disables caching).
     pub(crate) fn new(embedder: &'a Embedder, dir: Option<PathBuf>) -> Self {
-        let path = dir.map(|d| d.join(format!("embeddings-{}.bin", embedder.info().fingerprint)));
+        // f32 keeps the name it always had; other precisions get their own file.
+        let suffix = match embedder.precision() {
+            crate::backend::cpu::Precision::F32 => String::new(),
+            p => format!("-{p}"),
+        };
+        let fingerprint = &embedder.info().fingerprint;
+        let path = dir.map(|d| d.join(format!("embeddings-{fingerprint}{suffix}.bin")));
         let cache = path
             .as_ref()
             .and_then(|p| std::fs::read(p).ok())

@@ -110,3 +110,76 @@ pub(crate) fn check_index_folder(dir: &Path) -> Result<()> {
         format!("it holds files plip did not write ({}{more})", foreign[0]),
     ))
 }
+
+/// Takes the writer lock of `dir` (a `flock` on [`LOCK`]), as the one
+/// `plip index` or `plip merge` allowed at a time. With `create`, the lock file
+/// is made when missing and records this process's id; without, `None` means no
+/// writer has ever run there. A lock held elsewhere is [`StoreError::Locked`].
+pub(crate) fn take_lock(dir: &Path, create: bool) -> Result<Option<File>> {
+    let path = dir.join(LOCK);
+    let file = match OpenOptions::new()
+        .create(create)
+        .truncate(false)
+        .read(true)
+        .write(create)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
+        Err(e) => return Err(io_err(format!("opening {}", path.display()))(e)),
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            };
+            return Err(StoreError::Locked(dir.to_path_buf(), who));
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(io_err(format!("locking {}", path.display()))(e))
+        }
+    }
+    if create {
+        let _ = file.set_len(0);
+        let _ = (&file).write_all(std::process::id().to_string().as_bytes());
+    }
+    Ok(Some(file))
+}
+
+/// One more than the largest segment id of any file in `dir`: segment names are
+/// never reused, so no new file can take a name a reader still maps.
+pub(crate) fn next_free_segment(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| segment_id(&e.file_name().to_string_lossy()))
+                .max()
+                .map_or(1, |m| m + 1)
+        })
+        .unwrap_or(1)
+}
+
+/// Deletes plip's own files in `dir` that `keep` (the last commit) does not
+/// name; the manifest, the lock and the last run's list always stay.
+pub(crate) fn remove_unreferenced(dir: &Path, keep: &HashSet<String>) {
+    let Ok(read) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in read.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != LOCK
+            && name != MANIFEST
+            && name != LAST_RUN
+            && !keep.contains(&name)
+            && is_own_file(dir, &name)
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}

@@ -27,6 +27,11 @@ pub(crate) struct SegmentRecord {
     /// The rows' slide regions (`region.rs`), when any row is a tile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) regions: Option<FileRef>,
+    /// The precision that embedded the rows (`bf16`, or `mixed` after a
+    /// compaction across precisions); absent for f32, as in every segment
+    /// written before it was recorded (see `precision.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) precision: Option<String>,
 }
 
 /// The commit point.

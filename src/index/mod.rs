@@ -23,7 +23,7 @@
 //! HNSW cannot delete, so replaced or removed rows are tombstoned in the manifest
 //! and filtered out of every search; segments are merged when tombstones pile up.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -38,6 +38,8 @@ pub(crate) mod ann;
 mod file;
 mod folder;
 mod manifest;
+mod merge;
+mod precision;
 mod reader;
 mod region;
 mod segment;
@@ -50,6 +52,9 @@ pub(crate) use file::*;
 pub(crate) use folder::*;
 #[allow(unused_imports)]
 pub(crate) use manifest::*;
+pub(crate) use merge::merge;
+#[allow(unused_imports)]
+pub(crate) use precision::*;
 pub use reader::Index;
 #[allow(unused_imports)]
 pub(crate) use reader::*;

@@ -192,6 +192,7 @@ impl Index {
             updated_unix: self.manifest.updated_unix,
             generation: self.manifest.generation,
             last_run: self.last_run(),
+            precision: index_precision(&self.segments),
         }
     }
 
@@ -231,6 +232,8 @@ pub struct IndexStats {
     pub generation: u64,
     /// What the last run did.
     pub last_run: RunStats,
+    /// The precision of the live rows: `f32`, `bf16`, `mixed` or `none`.
+    pub precision: String,
 }
 
 /// The folder paths are stored relative to: the index folder's parent.

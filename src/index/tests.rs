@@ -220,3 +220,5 @@ fn compaction_keeps_results_and_drops_dead_files() {
         "MANIFEST, lock, last-run.json, one .vec, one .meta"
     );
 }
+
+mod precision;

@@ -23,6 +23,8 @@ pub struct IndexWriter {
     pub(crate) stats: RunStats,
     /// Segments of at least this many rows get a graph when compacted.
     hnsw_min_rows: usize,
+    /// The precision new rows are embedded in, recorded in their segments.
+    precision: crate::backend::cpu::Precision,
     _lock: File,
 }
 
@@ -37,32 +39,7 @@ impl IndexWriter {
     pub fn open(dir: &Path, model: &ModelInfo, rebuild: bool) -> Result<Self> {
         check_index_folder(dir)?;
         fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        let lock_path = dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(format!("opening {}", lock_path.display())))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
-                let holder = holder.trim();
-                let who = if holder.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {holder})")
-                };
-                return Err(StoreError::Locked(dir.to_path_buf(), who));
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(io_err(format!("locking {}", lock_path.display()))(e))
-            }
-        }
-        let _ = lock.set_len(0);
-        let _ = (&lock).write_all(std::process::id().to_string().as_bytes());
+        let lock = take_lock(dir, true)?.expect("created when missing");
 
         let on_disk = Manifest::load(dir);
         // Files the last commit names: kept until a new commit replaces it. When
@@ -104,11 +81,12 @@ impl IndexWriter {
             pending_vectors: Vec::new(),
             stats: RunStats::default(),
             hnsw_min_rows: hnsw_min_rows(),
+            precision: Default::default(),
             _lock: lock,
         };
         w.rebuild_paths();
         if let Some(keep) = committed {
-            w.remove_unreferenced(&keep);
+            remove_unreferenced(&w.dir, &keep);
         }
         Ok(w)
     }
@@ -127,25 +105,6 @@ impl IndexWriter {
         }
     }
 
-    /// Deletes plip's own files in the folder that `keep` does not name.
-    fn remove_unreferenced(&self, keep: &HashSet<String>) {
-        let Ok(read) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for entry in read.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name != LOCK
-                && name != MANIFEST
-                && name != LAST_RUN
-                && !keep.contains(&name)
-                && is_own_file(&self.dir, &name)
-            {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-
-    /// The entry currently indexed for `path`, if any.
     /// The folders indexed so far, relative to the index's root.
     pub(crate) fn roots(&self) -> &[String] {
         &self.manifest.roots
@@ -283,6 +242,13 @@ impl IndexWriter {
     }
 
     /// Writes queued rows as a new segment and commits the manifest.
+    /// Records `precision` (the embedder's) in the segments this writer
+    /// writes; f32 unless set.
+    pub fn with_precision(mut self, precision: crate::backend::cpu::Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
     pub fn commit(&mut self) -> Result<()> {
         self.flush_pending()?;
         self.commit_manifest()
@@ -293,7 +259,8 @@ impl IndexWriter {
         if !self.pending_entries.is_empty() {
             let entries = std::mem::take(&mut self.pending_entries);
             let vectors = std::mem::take(&mut self.pending_vectors);
-            let seg = self.write_segment(entries, vectors, false)?;
+            let precision = record_label(self.precision);
+            let seg = self.write_segment(entries, vectors, false, precision)?;
             self.segments.push(seg);
         }
         Ok(())
@@ -316,7 +283,7 @@ impl IndexWriter {
             let _ = write_atomic(&self.dir, LAST_RUN, &bytes);
         }
         self.rebuild_paths();
-        self.remove_unreferenced(&self.manifest.file_names());
+        remove_unreferenced(&self.dir, &self.manifest.file_names());
         Ok(())
     }
 
@@ -325,6 +292,7 @@ impl IndexWriter {
         entries: Vec<FileEntry>,
         vectors: Vec<f32>,
         with_ann: bool,
+        precision: Option<String>,
     ) -> Result<Segment> {
         let dim = self.manifest.model.dim;
         let id = self.manifest.next_segment;
@@ -351,6 +319,7 @@ impl IndexWriter {
             hnsw_basename: None,
             deleted: Vec::new(),
             regions,
+            precision,
         };
         let mut graph = None;
         let mut vectors = vectors;
@@ -423,6 +392,13 @@ impl IndexWriter {
             entries.push(s.entries[row].clone());
             vectors.extend_from_slice(&s.vectors()[row * dim..(row + 1) * dim]);
         }
+        let precision = merged_label(
+            merge
+                .iter()
+                .map(|&i| &self.segments[i])
+                .filter(|s| s.record.rows > s.deleted.len())
+                .map(|s| segment_label(&s.record)),
+        );
         drop(rows);
         let keep: Vec<usize> = (0..self.segments.len())
             .filter(|i| !merge.contains(i))
@@ -439,22 +415,9 @@ impl IndexWriter {
         self.manifest.segments = records;
         self.segments = segments;
         if !entries.is_empty() {
-            let seg = self.write_segment(entries, vectors, true)?;
+            let seg = self.write_segment(entries, vectors, true, precision)?;
             self.segments.push(seg);
         }
         self.commit_manifest()
     }
-}
-
-/// One more than the largest segment id of any file in `dir`.
-fn next_free_segment(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| segment_id(&e.file_name().to_string_lossy()))
-                .max()
-                .map_or(1, |m| m + 1)
-        })
-        .unwrap_or(1)
 }

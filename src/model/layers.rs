@@ -15,7 +15,12 @@ struct Attention {
 }
 
 impl Attention {
-    pub(crate) fn new(vb: VarBuilder, c: &TowerConfig, many_rows: bool) -> Result<Self> {
+    pub(crate) fn new(
+        vb: VarBuilder,
+        c: &TowerConfig,
+        many_rows: bool,
+        precision: Precision,
+    ) -> Result<Self> {
         let d = c.hidden_size;
         let head_dim = d / c.num_attention_heads;
         // HF scales q after the projection; folding the scale into q's weights and
@@ -25,9 +30,13 @@ impl Attention {
         let b = |name: &str| vb.pp(name).get(d, "bias");
         let weight = Tensor::cat(&[(w("q_proj")? * scale)?, w("k_proj")?, w("v_proj")?], 0)?;
         let bias = Tensor::cat(&[(b("q_proj")? * scale)?, b("k_proj")?, b("v_proj")?], 0)?;
-        let out_proj = Dense::new(candle_nn::linear(d, d, vb.pp("out_proj"))?, many_rows)?;
+        let out_proj = Dense::new(
+            candle_nn::linear(d, d, vb.pp("out_proj"))?,
+            many_rows,
+            precision,
+        )?;
         Ok(Self {
-            qkv: Dense::new(Linear::new(weight, Some(bias)), many_rows)?,
+            qkv: Dense::new(Linear::new(weight, Some(bias)), many_rows, precision)?,
             out_proj,
             num_heads: c.num_attention_heads,
         })
@@ -67,20 +76,27 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    pub(crate) fn new(vb: VarBuilder, c: &TowerConfig, many_rows: bool) -> Result<Self> {
+    pub(crate) fn new(
+        vb: VarBuilder,
+        c: &TowerConfig,
+        many_rows: bool,
+        precision: Precision,
+    ) -> Result<Self> {
         let d = c.hidden_size;
         let mlp = vb.pp("mlp");
         Ok(Self {
             layer_norm1: norm(d, c.layer_norm_eps, vb.pp("layer_norm1"))?,
-            self_attn: Attention::new(vb.pp("self_attn"), c, many_rows)?,
+            self_attn: Attention::new(vb.pp("self_attn"), c, many_rows, precision)?,
             layer_norm2: norm(d, c.layer_norm_eps, vb.pp("layer_norm2"))?,
             fc1: Dense::new(
                 candle_nn::linear(d, c.intermediate_size, mlp.pp("fc1"))?,
                 many_rows,
+                precision,
             )?,
             fc2: Dense::new(
                 candle_nn::linear(c.intermediate_size, d, mlp.pp("fc2"))?,
                 many_rows,
+                precision,
             )?,
             act: c.hidden_act,
         })
@@ -138,11 +154,17 @@ pub(crate) struct Encoder {
 
 impl Encoder {
     /// `many_rows`: whether the tower sees many rows per matmul (the vision tower,
-    /// 50 per image) or few (a text prompt), which decides each [`Dense`] layout.
-    pub(crate) fn new(vb: VarBuilder, c: &TowerConfig, many_rows: bool) -> Result<Self> {
+    /// 50 per image) or few (a text prompt), which decides each [`Dense`] layout;
+    /// `precision`: the arithmetic of the dense layers.
+    pub(crate) fn new(
+        vb: VarBuilder,
+        c: &TowerConfig,
+        many_rows: bool,
+        precision: Precision,
+    ) -> Result<Self> {
         let vb = vb.pp("layers");
         let layers = (0..c.num_hidden_layers)
-            .map(|i| EncoderLayer::new(vb.pp(i), c, many_rows))
+            .map(|i| EncoderLayer::new(vb.pp(i), c, many_rows, precision))
             .collect::<Result<_>>()?;
         Ok(Self { layers })
     }

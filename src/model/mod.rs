@@ -23,7 +23,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Embedding, Linear, VarBuilder};
 
-use crate::backend::cpu::{self, Dense, Epilogue, Norm};
+use crate::backend::cpu::{self, Dense, Epilogue, Norm, Precision};
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -87,17 +87,19 @@ impl ClipModel {
     /// tensor they need is present.
     #[cfg(test)]
     pub(crate) fn new(vb: VarBuilder, config: &ClipConfig, towers: Towers) -> Result<Self> {
-        Self::build(vb, config, towers, None)
+        Self::build(vb, config, towers, None, Precision::F32)
     }
 
     /// Loads the requested towers from a checkpoint. From a safetensors file the
     /// token-embedding table is not loaded: its rows are read as prompts need
-    /// them ([`TokenRows`]).
+    /// them ([`TokenRows`]). The dense layers of both towers run in
+    /// `precision`; the final projections always in f32.
     pub(crate) fn load(
         weights: &WeightsFile,
         config: &ClipConfig,
         towers: Towers,
         device: &Device,
+        precision: Precision,
     ) -> Result<Self> {
         let vb = weights.var_builder(device)?;
         let rows = (towers.text && device.is_cpu())
@@ -109,7 +111,7 @@ impl ClipModel {
                 )
             })
             .flatten();
-        Self::build(vb, config, towers, rows)
+        Self::build(vb, config, towers, rows, precision)
             .with_context(|| format!("loading {}", weights.path().display()))
     }
 
@@ -118,6 +120,7 @@ impl ClipModel {
         config: &ClipConfig,
         towers: Towers,
         rows: Option<TokenRows>,
+        precision: Precision,
     ) -> Result<Self> {
         check_complete(&vb, config, towers)?;
         let p = config.projection_dim;
@@ -132,6 +135,7 @@ impl ClipModel {
                 proj,
                 &config.text,
                 rows,
+                precision,
             )?)
         } else {
             None
@@ -146,6 +150,7 @@ impl ClipModel {
                 vb.pp("vision_model"),
                 proj,
                 &config.vision,
+                precision,
             )?)
         } else {
             None

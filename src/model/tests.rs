@@ -101,7 +101,7 @@ fn first_token_path_matches_the_whole_last_layer() {
     let vb = VarBuilder::from_varmap(&candle_nn::VarMap::new(), DType::F32, &dev);
     // A VarMap builder makes each tensor on first use, randomly initialized
     // for the weights.
-    let encoder = Encoder::new(vb.pp("encoder"), &cfg.vision.tower, true).unwrap();
+    let encoder = Encoder::new(vb.pp("encoder"), &cfg.vision.tower, true, Precision::F32).unwrap();
     let xs = Tensor::randn(0f32, 1.0, (3, 17, 32), &dev).unwrap();
     let whole = encoder.forward(&xs, false).unwrap();
     let first = encoder.forward_first(&xs).unwrap();

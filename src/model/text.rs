@@ -29,6 +29,7 @@ impl TextTower {
         projection: Linear,
         c: &TextConfig,
         rows: Option<TokenRows>,
+        precision: Precision,
     ) -> Result<Self> {
         let d = c.tower.hidden_size;
         let emb = vb.pp("embeddings");
@@ -45,9 +46,10 @@ impl TextTower {
             position_embedding: emb
                 .pp("position_embedding")
                 .get((c.max_position_embeddings, d), "weight")?,
-            encoder: Encoder::new(vb.pp("encoder"), &c.tower, false)?,
+            encoder: Encoder::new(vb.pp("encoder"), &c.tower, false, precision)?,
             final_layer_norm: norm(d, c.tower.layer_norm_eps, vb.pp("final_layer_norm"))?,
-            projection: Dense::new(projection, false)?,
+            // The final projection stays f32, as in mixed-precision inference.
+            projection: Dense::new(projection, false, Precision::F32)?,
             eos_token_id: c.eos_token_id,
             max_len: c.max_position_embeddings,
         })

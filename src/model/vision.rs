@@ -20,7 +20,12 @@ pub(crate) struct VisionTower {
 }
 
 impl VisionTower {
-    pub(crate) fn new(vb: VarBuilder, projection: Linear, c: &VisionConfig) -> Result<Self> {
+    pub(crate) fn new(
+        vb: VarBuilder,
+        projection: Linear,
+        c: &VisionConfig,
+        precision: Precision,
+    ) -> Result<Self> {
         let d = c.tower.hidden_size;
         let emb = vb.pp("embeddings");
         let num_positions = (c.image_size / c.patch_size).pow(2) + 1;
@@ -32,12 +37,12 @@ impl VisionTower {
         let eps = c.tower.layer_norm_eps;
         Ok(Self {
             class_embedding: emb.get(d, "class_embedding")?,
-            patch_embedding: Dense::new(Linear::new(patch_weight, None), true)?,
+            patch_embedding: Dense::new(Linear::new(patch_weight, None), true, precision)?,
             position_embedding: emb
                 .pp("position_embedding")
                 .get((num_positions, d), "weight")?,
             pre_layrnorm: norm(d, eps, vb.pp("pre_layrnorm"))?,
-            encoder: Encoder::new(vb.pp("encoder"), &c.tower, true)?,
+            encoder: Encoder::new(vb.pp("encoder"), &c.tower, true, precision)?,
             post_layernorm: norm(d, eps, vb.pp("post_layernorm"))?,
             projection,
             config: c.clone(),

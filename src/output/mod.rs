@@ -1,7 +1,9 @@
 //! What plip writes for people and other tools: printed hits, `.npy` files,
-//! HTML pages, and PNG pictures of slides (heatmaps, tiling checks).
+//! HTML pages, PNG pictures of slides (heatmaps, tiling checks), and exports
+//! for FAISS and clip-retrieval's tools.
 
 pub(crate) mod by_slide;
+pub(crate) mod export;
 pub(crate) mod html;
 pub(crate) mod npy;
 pub(crate) mod printers;

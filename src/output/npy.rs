@@ -7,17 +7,7 @@ use std::io::{self, Write};
 
 /// Writes `rows` (all of length `dim`) as a C-order float32 array of shape (n, dim).
 pub fn write_f32<W: Write>(mut w: W, rows: &[Vec<f32>], dim: usize) -> io::Result<()> {
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
-        rows.len(),
-        dim
-    );
-    let unpadded = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
-    header.push('\n');
-    w.write_all(b"\x93NUMPY\x01\x00")?;
-    w.write_all(&(header.len() as u16).to_le_bytes())?;
-    w.write_all(header.as_bytes())?;
+    write_f32_header(&mut w, rows.len(), dim)?;
     for row in rows {
         assert_eq!(row.len(), dim, "npy rows must share one length");
         for v in row {
@@ -25,6 +15,19 @@ pub fn write_f32<W: Write>(mut w: W, rows: &[Vec<f32>], dim: usize) -> io::Resul
         }
     }
     w.flush()
+}
+
+/// Writes the magic and header of a float32 array of shape (rows, dim); the
+/// caller writes the rows' little-endian values after it.
+pub(crate) fn write_f32_header<W: Write>(mut w: W, rows: usize, dim: usize) -> io::Result<()> {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    w.write_all(b"\x93NUMPY\x01\x00")?;
+    w.write_all(&(header.len() as u16).to_le_bytes())?;
+    w.write_all(header.as_bytes())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! of source adds a file here that finds its items and reads one item's pixels.
 
 mod file;
+pub(crate) mod shard;
 pub(crate) mod slide;
 pub(crate) mod walk;
 

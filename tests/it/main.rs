@@ -9,6 +9,7 @@
 mod common;
 mod mid_model;
 
+mod bf16;
 mod cli;
 mod data_loss;
 mod eval_cli;
@@ -19,4 +20,5 @@ mod parity;
 mod preprocess_parity;
 mod queries;
 mod serve;
+mod shards;
 mod slides;

@@ -15,6 +15,10 @@ pub(crate) enum WeightLayout {
     /// Panels of [`PANEL`] output features, packed once at load time (see
     /// [`pack_panels`]) for [`panels_linear`].
     Panels,
+    /// bf16 pairs in panels of [`PANEL`] output features, packed once at load
+    /// time (see [`pack_panels_bf16`]) for [`bf16_linear`]: the
+    /// [`Precision::Bf16`] layout, for any number of rows.
+    Bf16Panels,
 }
 
 /// A dense layer `x W^T + b` that picks the faster matmul formulation for its
@@ -33,8 +37,12 @@ pub(crate) enum WeightLayout {
 ///   25.4 ms for 800 rows;
 /// * many rows otherwise (`qkv`, `fc1`): candle's `Linear` as is, through gemm
 ///   with the epilogue fused.
+///
+/// In [`Precision::Bf16`] every layer keeps bf16 panels and runs
+/// [`bf16_linear`], whatever its shape.
 pub(crate) struct Dense {
-    /// For [`WeightLayout::Panels`], the packed panels as a 1-D tensor.
+    /// For [`WeightLayout::Panels`], the packed panels as a 1-D tensor; for
+    /// [`WeightLayout::Bf16Panels`], the packed bf16 pairs as a 1-D `u32` tensor.
     weight: Tensor,
     layout: WeightLayout,
     bias: Option<Tensor>,
@@ -57,7 +65,7 @@ pub(crate) const PANEL_ROWS: usize = 6;
 /// streams (8 KiB): the hardware prefetcher alone left a 4-row product at
 /// 6–9 GB/s per core, against 14 for a plain read of the same memory.
 #[cfg(target_arch = "x86_64")]
-const PANEL_PREFETCH: usize = 32;
+pub(crate) const PANEL_PREFETCH: usize = 32;
 
 /// Packs an `[out, in]` weight into panels: panel `p` holds, for each input
 /// feature in turn, the weights of output features `64p .. 64p + 64` side by
@@ -176,13 +184,13 @@ impl SharedOut {
 
 /// What [`panels_linear`] does to each output row after the product.
 #[derive(Clone, Copy)]
-struct PanelEpilogue<'a> {
+pub(crate) struct PanelEpilogue<'a> {
     /// Added first (`n` values).
-    bias: Option<&'a [f32]>,
+    pub(crate) bias: Option<&'a [f32]>,
     /// Added next (`m x n` values, row-major).
-    res: Option<&'a [f32]>,
+    pub(crate) res: Option<&'a [f32]>,
     /// QuickGELU last.
-    gelu: bool,
+    pub(crate) gelu: bool,
 }
 
 /// `x W^T + b (+ res)`, then QuickGELU when `gelu`, for the `m x k` row-major `x`
@@ -196,27 +204,38 @@ fn panels_linear(
     n: usize,
     then: PanelEpilogue,
 ) -> Vec<f32> {
-    let PanelEpilogue { bias, res, gelu } = then;
     debug_assert!(x.len() == m * k && packed.len() == n.div_ceil(PANEL) * k * PANEL);
+    panels_apply(m, n, then, |p, i0, rows, acc| {
+        let panel = &packed[p * k * PANEL..(p + 1) * k * PANEL];
+        // The first pass brings the panel in from memory; later ones find it
+        // in the core's cache.
+        panel_block(&x[i0 * k..(i0 + rows) * k], k, panel, i0 == 0, acc);
+    })
+}
+
+/// The loop of a packed-panel product around its kernel: for each panel `p`
+/// (in parallel unless [`with_serial_gemm`] is in force) and each group of at
+/// most [`PANEL_ROWS`] rows from `i0`, `block(p, i0, rows, acc)` fills
+/// `acc[..rows]` with the products of those rows and the panel's outputs;
+/// then the epilogue is applied and the rows stored. Returns `m x n`
+/// row-major.
+pub(crate) fn panels_apply(
+    m: usize,
+    n: usize,
+    then: PanelEpilogue,
+    block: impl Fn(usize, usize, usize, &mut [[f32; PANEL]]) + Sync,
+) -> Vec<f32> {
+    let PanelEpilogue { bias, res, gelu } = then;
     debug_assert!(bias.is_none_or(|b| b.len() == n) && res.is_none_or(|r| r.len() == m * n));
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     let dst = SharedOut(out.as_mut_ptr());
     let task = |p: usize| {
-        let panel = &packed[p * k * PANEL..(p + 1) * k * PANEL];
         let first = p * PANEL;
         let cols = PANEL.min(n - first);
         let mut acc = [[0f32; PANEL]; PANEL_ROWS];
         for i0 in (0..m).step_by(PANEL_ROWS) {
             let rows = PANEL_ROWS.min(m - i0);
-            // The first pass brings the panel in from memory; later ones find it
-            // in the core's cache.
-            panel_block(
-                &x[i0 * k..(i0 + rows) * k],
-                k,
-                panel,
-                i0 == 0,
-                &mut acc[..rows],
-            );
+            block(p, i0, rows, &mut acc[..rows]);
             for (r, acc) in acc[..rows].iter_mut().enumerate() {
                 let i = i0 + r;
                 let acc = &mut acc[..cols];
@@ -298,6 +317,22 @@ multiversion! {
     pub(crate) fn panel_row(x: &[f32], panel: &[f32], acc: &mut [f32; PANEL]) => panel_row_generic
 }
 
+/// Prefetches, into L1, the 256 bytes of a panel [`PANEL_PREFETCH`] input
+/// features after `w` (one panel row of f32, or two of bf16 pairs): the
+/// packed-panel kernels stream their weights through this. Prefetches never
+/// fault, and the address is formed with wrapping arithmetic, so any `w` is
+/// sound.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_panel_ahead<T>(w: *const T) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let ahead = w.wrapping_add(PANEL_PREFETCH * PANEL) as *const i8;
+    for offset in [0, 64, 128, 192] {
+        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(offset)) };
+    }
+}
+
 /// [`panel_block`] for `MX` rows: `MX` x 4 registers of accumulators, each
 /// 64-byte load of the panel used `MX` times.
 ///
@@ -326,11 +361,7 @@ unsafe fn panel_avx512<const MX: usize>(
         unsafe {
             let w = wp.add(kk * PANEL);
             if prefetch {
-                let ahead = w.wrapping_add(PANEL_PREFETCH * PANEL) as *const i8;
-                _mm_prefetch::<_MM_HINT_T0>(ahead);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(192));
+                prefetch_panel_ahead(w);
             }
             let wv = [
                 _mm512_loadu_ps(w),
@@ -356,11 +387,30 @@ unsafe fn panel_avx512<const MX: usize>(
 
 impl Dense {
     /// Wraps a loaded linear layer, choosing the layout for a layer that will see
-    /// many rows at once (`many_rows`) or only a few.
-    pub(crate) fn new(linear: Linear, many_rows: bool) -> candle_core::Result<Self> {
+    /// many rows at once (`many_rows`) or only a few, in `precision`.
+    pub(crate) fn new(
+        linear: Linear,
+        many_rows: bool,
+        precision: Precision,
+    ) -> candle_core::Result<Self> {
         let w = linear.weight();
         let (out, inp) = w.dims2()?;
-        let (weight, layout) = if !many_rows && w.device().is_cpu() && w.dtype() == DType::F32 {
+        let cpu_f32 = w.device().is_cpu() && w.dtype() == DType::F32;
+        let (weight, layout) = if precision == Precision::Bf16 && cpu_f32 {
+            let flat = w.contiguous()?.flatten_all()?;
+            let packed = {
+                let (storage, layout) = flat.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    unreachable!("checked to be on the CPU")
+                };
+                pack_panels_bf16(contiguous_f32("dense layer", cpu, layout)?, out, inp)
+            };
+            let len = packed.len();
+            (
+                Tensor::from_vec(packed, len, w.device())?,
+                WeightLayout::Bf16Panels,
+            )
+        } else if !many_rows && w.device().is_cpu() && w.dtype() == DType::F32 {
             let flat = w.contiguous()?.flatten_all()?;
             let packed = {
                 let (storage, layout) = flat.storage_and_layout();
@@ -411,7 +461,9 @@ impl Dense {
         let (rows, _) = xs.dims2()?;
         let cpu_f32 = xs.device().is_cpu() && xs.dtype() == DType::F32;
         let out = match self.layout {
-            WeightLayout::Panels => return self.panels_forward(xs, epilogue),
+            WeightLayout::Panels | WeightLayout::Bf16Panels => {
+                return self.panels_forward(xs, epilogue)
+            }
             _ if cpu_f32 && self.weight.dtype() == DType::F32 => {
                 let few = self.layout == WeightLayout::AsStored && rows <= FEW_ROWS;
                 return self.gemm_fused(xs, epilogue, few);
@@ -432,7 +484,7 @@ impl Dense {
         }
     }
 
-    /// [`panels_linear`] with the epilogue fused.
+    /// [`panels_linear`] (or [`bf16_linear`]) with the epilogue fused.
     fn panels_forward(&self, xs: &Tensor, epilogue: Epilogue) -> candle_core::Result<Tensor> {
         let (n, k) = self.features;
         let (m, k2) = xs.dims2()?;
@@ -461,18 +513,22 @@ impl Dense {
             Some((st, l)) => Some(cpu(st, l)?),
             None => None,
         };
-        let out = panels_linear(
-            cpu(&x_store, x_layout)?,
-            m,
-            k,
-            cpu(&w_store, w_layout)?,
-            n,
-            PanelEpilogue {
-                bias: bias.as_deref(),
-                res,
-                gelu: matches!(epilogue, Epilogue::QuickGelu),
-            },
-        );
+        let then = PanelEpilogue {
+            bias: bias.as_deref(),
+            res,
+            gelu: matches!(epilogue, Epilogue::QuickGelu),
+        };
+        let x = cpu(&x_store, x_layout)?;
+        let out = match (&*w_store, self.layout) {
+            (candle_core::Storage::Cpu(CpuStorage::U32(packed)), WeightLayout::Bf16Panels) => {
+                let packed = match w_layout.contiguous_offsets() {
+                    Some((start, end)) => &packed[start..end],
+                    None => candle_core::bail!("dense layer: bf16 panels are not contiguous"),
+                };
+                bf16_linear(x, m, k, packed, n, then)
+            }
+            _ => panels_linear(x, m, k, cpu(&w_store, w_layout)?, n, then),
+        };
         drop((x_store, w_store, res_guard));
         Tensor::from_vec(out, (m, n), xs.device())
     }
@@ -506,7 +562,9 @@ impl Dense {
             WeightLayout::AsStored => (self.weight.dim(0)?, 1, k as isize),
             // the stored [in, out] matrix is W^T itself
             WeightLayout::Transposed => (self.weight.dim(1)?, self.weight.dim(1)? as isize, 1),
-            WeightLayout::Panels => unreachable!("packed weights go through panels_forward"),
+            WeightLayout::Panels | WeightLayout::Bf16Panels => {
+                unreachable!("packed weights go through panels_forward")
+            }
         };
         if self.weight.elem_count() != n * k {
             candle_core::bail!(

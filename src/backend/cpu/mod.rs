@@ -4,7 +4,9 @@
 //! activation buffers from being returned to the kernel after every op.
 //!
 //! Every path here computes the same function as the candle ops it replaces, in
-//! f32; only the order of floating-point additions differs. The parity tests in
+//! f32; only the order of floating-point additions differs. The exception is
+//! opt-in: [`Precision::Bf16`] rounds the dense layers' weights and inputs to
+//! bf16 (see `bf16.rs`). The parity tests in
 //! `tests/parity.rs` run through them.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
@@ -15,6 +17,7 @@ use rayon::prelude::*;
 mod simd;
 mod activation;
 mod attention;
+mod bf16;
 mod dense;
 mod memory;
 mod norm;
@@ -24,6 +27,9 @@ pub(crate) mod tests;
 pub(crate) use activation::*;
 #[allow(unused_imports)]
 pub(crate) use attention::*;
+#[allow(unused_imports)]
+pub(crate) use bf16::*;
+pub use bf16::{bf16_supported, Precision, UnsupportedPrecision};
 #[allow(unused_imports)]
 pub(crate) use dense::*;
 pub use memory::tune_allocator;

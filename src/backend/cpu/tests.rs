@@ -27,7 +27,7 @@ fn dense_matches_candle_linear_in_every_layout_and_row_count() {
         let b = Tensor::randn(0f32, 1.0, out, &dev).unwrap();
         let reference = Linear::new(w.clone(), Some(b.clone()));
         for many_rows in [false, true] {
-            let dense = Dense::new(reference.clone(), many_rows).unwrap();
+            let dense = Dense::new(reference.clone(), many_rows, Precision::F32).unwrap();
             let layout = match (many_rows, out <= inp) {
                 (false, _) => WeightLayout::Panels,
                 (true, true) => WeightLayout::Transposed,
@@ -133,7 +133,7 @@ fn dense_without_bias_and_with_a_3d_residual() {
     let dev = Device::Cpu;
     let w = Tensor::randn(0f32, 1.0, (48, 40), &dev).unwrap();
     let reference = Linear::new(w, None);
-    let dense = Dense::new(reference.clone(), true).unwrap();
+    let dense = Dense::new(reference.clone(), true, Precision::F32).unwrap();
     let x = Tensor::randn(0f32, 1.0, (200, 40), &dev).unwrap();
     let residual = Tensor::randn(0f32, 1.0, (4, 50, 48), &dev).unwrap();
     let want = (reference.forward(&x).unwrap() + residual.reshape((200, 48)).unwrap()).unwrap();
@@ -321,3 +321,5 @@ fn quick_gelu_matches_the_op_by_op_formula() {
     let xt = x.t().unwrap();
     assert_eq!(quick_gelu(&xt).unwrap().dims(), &[70_000, 3]);
 }
+
+mod bf16;
