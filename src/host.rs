@@ -83,6 +83,8 @@ fn config(model: Option<String>, index: Option<PathBuf>) -> Config {
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         progress: false,
         quiet: true,
+        // The Python API embeds in f32, the reference's arithmetic.
+        precision: Default::default(),
     }
 }
 
