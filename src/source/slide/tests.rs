@@ -174,6 +174,12 @@ fn generic_tiff_matches_openslide() {
 }
 
 #[test]
+fn lzw_edge_tiles_and_predictor_match_openslide() {
+    // Both levels are lossless: exact, partial edge tiles included.
+    check_golden("lzw.tiff", &[0, 1]);
+}
+
+#[test]
 fn single_level_tiff_matches_openslide() {
     check_golden("single.tiff", &[]);
 }

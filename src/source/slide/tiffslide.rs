@@ -24,6 +24,11 @@
 //! ([`ycbcr_to_rgb`]). Decoded tiles are cached (see [`super::cache`]).
 //! A panic inside the decoder is caught; the tile is reported as corrupt and
 //! the level's decoder is rebuilt.
+//!
+//! LZW tiles are decoded here, not by the `tiff` crate: 0.11 with weezl 0.1
+//! fails ("no lzw end code found") on valid tiles whose decoded size fills its
+//! read buffer exactly (image-rs/image-tiff#395), which tifffile's LZW tiles
+//! hit. [`decode_lzw_tile`] stops when the tile is full, as libtiff does.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -88,6 +93,13 @@ pub(crate) struct TiffLevel {
     spp: u16,
     byte_counts: Vec<u64>,
     decoder: Mutex<Option<LevelDecoder>>,
+    /// LZW levels: tile offsets and the Predictor tag, for [`decode_lzw_tile`].
+    lzw: Option<LzwLevel>,
+}
+
+struct LzwLevel {
+    offsets: Vec<u64>,
+    predictor: u16,
 }
 
 type LevelDecoder = Decoder<BufReader<VirtualHeader>>;
@@ -614,6 +626,38 @@ impl TiffSlide {
                     ),
                 ));
             }
+            let lzw = if info.compression == COMPRESSION_LZW {
+                let offsets = d
+                    .find_tag_unsigned_vec::<u64>(Tag::TileOffsets)
+                    .map_err(|e| tiff_err(path, format!("level {li}: TileOffsets: {e}")))?
+                    .unwrap_or_default();
+                if (offsets.len() as u64) < across * down {
+                    return Err(tiff_err(
+                        path,
+                        format!(
+                            "level {li}: {} tile offsets for {} tiles",
+                            offsets.len(),
+                            across * down
+                        ),
+                    ));
+                }
+                let predictor = d
+                    .find_tag_unsigned::<u16>(Tag::Predictor)
+                    .map_err(|e| tiff_err(path, format!("level {li}: Predictor: {e}")))?
+                    .unwrap_or(1);
+                if !matches!(predictor, 1 | 2) {
+                    return Err(SlideError::Unsupported {
+                        path: path.to_path_buf(),
+                        msg: format!(
+                            "level {li} is LZW with predictor {predictor}; only none (1) and \
+                             horizontal differencing (2) are read for 8-bit samples"
+                        ),
+                    });
+                }
+                Some(LzwLevel { offsets, predictor })
+            } else {
+                None
+            };
             levels.push(TiffLevel {
                 width: info.width,
                 height: info.height,
@@ -626,6 +670,7 @@ impl TiffSlide {
                 spp: info.spp,
                 byte_counts,
                 decoder: Mutex::new(Some(d)),
+                lzw,
             });
         }
         // OpenSlide refuses slides whose downsamples are not increasing.
@@ -728,7 +773,25 @@ impl TiffSlide {
             });
         }
         let chunk = u32::try_from(index).map_err(|_| corrupt("tile index past u32".into()))?;
-        let decoded = {
+        let decoded = if let Some(lzw) = &l.lzw {
+            let i = index as usize;
+            let raw = read_at(&self.path, lzw.offsets[i], l.byte_counts[i])
+                .map_err(|e| corrupt(format!("cannot read the tile's bytes: {e}")))?;
+            let spp = usize::from(l.spp);
+            let full = decode_lzw_tile(&raw, l.tile_w as usize * spp, l.tile_h as usize)
+                .map_err(corrupt)?;
+            let w = (l.width - col * u64::from(l.tile_w)).min(u64::from(l.tile_w)) as u32;
+            let h = (l.height - row * u64::from(l.tile_h)).min(u64::from(l.tile_h)) as u32;
+            let data = crop_rows(
+                full,
+                l.tile_w as usize * spp,
+                w as usize * spp,
+                h as usize,
+                lzw.predictor,
+                spp,
+            );
+            ((w, h), DecodingResult::U8(data))
+        } else {
             let mut guard = l.decoder.lock().unwrap_or_else(|e| e.into_inner());
             if guard.is_none() {
                 *guard = Some(decoder_at(&self.path, self.header, l.ifd)?);
@@ -849,6 +912,78 @@ pub(crate) fn ycbcr_to_rgb(buf: &mut [u8]) {
         p[1] = (y + ((YCC.cb_g[cb] + YCC.cr_g[cr]) >> 16)).clamp(0, 255) as u8;
         p[2] = (y + YCC.cb_b[cb]).clamp(0, 255) as u8;
     }
+}
+
+/// Reads `len` bytes at `offset` of `path` (a tile's compressed bytes).
+fn read_at(path: &Path, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(len).read_to_end(&mut buf)?;
+    if (buf.len() as u64) < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the file ends {} bytes into a {len}-byte tile", buf.len()),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Decodes one LZW tile (TIFF flavour: MSB first, early code-size switch) of
+/// `rows` rows of `row_bytes` bytes. Decoding stops once the tile is full, with
+/// or without an end-of-information code after it, as libtiff does; a stream
+/// that ends before the tile is full is an error.
+fn decode_lzw_tile(raw: &[u8], row_bytes: usize, rows: usize) -> Result<Vec<u8>, String> {
+    use weezl::{decode::Decoder as LzwDecoder, BitOrder, LzwStatus};
+    let mut out = vec![0u8; row_bytes * rows];
+    let mut dec = LzwDecoder::with_tiff_size_switch(BitOrder::Msb, 8);
+    let (mut i, mut o) = (0, 0);
+    while o < out.len() {
+        let r = dec.decode_bytes(&raw[i..], &mut out[o..]);
+        i += r.consumed_in;
+        o += r.consumed_out;
+        match r.status {
+            Ok(LzwStatus::Ok) if r.consumed_in + r.consumed_out > 0 => {}
+            Ok(_) => break,
+            Err(e) if o < out.len() => return Err(format!("LZW data is corrupt: {e}")),
+            Err(_) => break,
+        }
+    }
+    if o < out.len() {
+        return Err(format!(
+            "LZW data ends after {o} of the tile's {} bytes",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// Undoes horizontal differencing (`predictor` 2, 8-bit samples) over each full
+/// row of a decoded tile, then keeps the first `rows` rows of `keep` bytes.
+fn crop_rows(
+    mut full: Vec<u8>,
+    row_bytes: usize,
+    keep: usize,
+    rows: usize,
+    predictor: u16,
+    spp: usize,
+) -> Vec<u8> {
+    if predictor == 2 {
+        for row in full.chunks_exact_mut(row_bytes) {
+            for j in spp..row_bytes {
+                row[j] = row[j].wrapping_add(row[j - spp]);
+            }
+        }
+    }
+    if keep == row_bytes {
+        full.truncate(row_bytes * rows);
+        return full;
+    }
+    full.chunks_exact(row_bytes)
+        .take(rows)
+        .flat_map(|r| &r[..keep])
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]
