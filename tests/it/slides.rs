@@ -510,3 +510,88 @@ fn an_index_written_before_slide_tiles_still_opens() {
         .any(|h| h["path"] == "images/g.tiff" && h.get("x").is_some()));
     assert_eq!(hits.iter().filter(|h| h.get("x").is_none()).count(), 2);
 }
+
+/// Sets every value of TIFF tag `tag` (a SHORT) in every IFD of a little-endian classic
+/// TIFF or BigTIFF to `value`; the number of entries changed.
+fn set_tiff_short(bytes: &mut [u8], tag: u16, value: u16) -> usize {
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    assert_eq!(&bytes[..2], b"II", "little-endian TIFF expected");
+    let big = u16_at(bytes, 2) == 43;
+    let mut ifd = if big {
+        u64_at(bytes, 8)
+    } else {
+        u32_at(bytes, 4) as u64
+    } as usize;
+    let mut changed = 0;
+    while ifd != 0 {
+        let (count, head, entry) = if big {
+            (u64_at(bytes, ifd) as usize, 8, 20)
+        } else {
+            (u16_at(bytes, ifd) as usize, 2, 12)
+        };
+        for i in 0..count {
+            let e = ifd + head + i * entry;
+            if u16_at(bytes, e) == tag {
+                assert_eq!(u16_at(bytes, e + 2), 3, "tag {tag} is not a SHORT");
+                let v = e + if big { 12 } else { 8 };
+                bytes[v..v + 2].copy_from_slice(&value.to_le_bytes());
+                changed += 1;
+            }
+        }
+        let next = ifd + head + count * entry;
+        ifd = if big {
+            u64_at(bytes, next)
+        } else {
+            u32_at(bytes, next) as u64
+        } as usize;
+    }
+    changed
+}
+
+#[test]
+fn a_slide_without_a_resolution_is_skipped_with_advice_then_indexed_with_slide_mpp() {
+    let env = TestEnv::new();
+    let d = env.copy_images("s", &["jpeg_rgb_640x480_q90.jpg"]);
+    // generic.tiff (768 x 512) records 0.5 um/px in its resolution tags; ResolutionUnit 1
+    // ("no absolute unit") takes that away, and it has no description or OME-XML.
+    let mut bytes = fs::read(slide_fixture("generic.tiff")).unwrap();
+    assert_eq!(set_tiff_short(&mut bytes, 296, 1), 3);
+    fs::write(d.join("no-mpp.tiff"), &bytes).unwrap();
+
+    let out = env.run(&["index", "s"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.contains("no-mpp.tiff"))
+        .unwrap_or_else(|| panic!("no warning names the slide: {err}"));
+    assert!(warning.contains("--slide-mpp"), "no advice: {warning}");
+    let paths: BTreeSet<String> = all_items(&env).into_iter().map(|i| i.0).collect();
+    assert_eq!(
+        paths,
+        BTreeSet::from(["s/jpeg_rgb_640x480_q90.jpg".to_string()])
+    );
+    let info = env.ok(&["info"]);
+    assert!(info.contains("s/no-mpp.tiff"), "{info}");
+
+    // With the resolution given, the slide is tiled at it: s0 = round(224 * 0.5 / 0.25)
+    // = 448, one whole tile in 768 x 512.
+    let out = env.run(&["index", "s", "--slide-mpp", "0.25", "--min-tissue", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let m = manifest(&env);
+    let slide = &m["slides"]["s/no-mpp.tiff"];
+    assert_eq!(slide["mpp_source"], "--slide-mpp", "{slide}");
+    assert_eq!(slide["tiles_total"], 1, "{slide}");
+    let tiles: Vec<_> = all_items(&env)
+        .into_iter()
+        .filter(|i| i.0 == "s/no-mpp.tiff")
+        .collect();
+    assert_eq!(tiles.len(), 1, "{tiles:?}");
+    assert_eq!(
+        (tiles[0].1, tiles[0].2, tiles[0].3, tiles[0].4),
+        (0, 0, 448, 448)
+    );
+}
