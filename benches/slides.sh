@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Whole-slide benchmarks (issue 17). Not a timed test: run by hand, numbers go in reports.
 #
-#   benches/slides.sh [speed|rss|tissue|all]   (env: MODEL, THREADS, SIDE, PY, SLIDEPY)
+#   benches/slides.sh [speed|rss|tissue|all]   (env: MODEL, THREADS, SIDE, ROUNDS, PY, SLIDEPY)
 #
 # speed:  tiles/s of `plip index` on a generated 20x slide (every grid tile, --min-tissue 0)
 #         vs benches/slides_reference.py (OpenSlide read_region + Pillow + CLIPProcessor +
@@ -28,14 +28,29 @@ what=${1:-all}
 if [[ $what == speed || $what == all ]]; then
   mkdir -p "$W/speed"
   $SLIDEPY benches/make_slide.py "$W/speed/s.svs" --side "$SIDE" --pyramid
-  start=$(date +%s.%N)
-  (cd "$W" && PLIP_MODEL="$MODEL" "$BIN" --threads "$THREADS" -q \
-      index speed --min-tissue 0 --batch-size 16)
-  end=$(date +%s.%N)
-  n=$(cd "$W" && PLIP_MODEL="$MODEL" "$BIN" info --json | \
-      python3 -c 'import json,sys; print(json.load(sys.stdin)["images"])')
-  python3 -c "print(f'plip: $n tiles in {$end-$start:.1f} s = {$n/($end-$start):.2f} tiles/s ($THREADS threads)')"
-  $PY benches/slides_reference.py "$W/speed/s.svs" "$MODEL" "$THREADS"
+  # Alternating rounds (plip, then the Python route), each a whole process from a fresh
+  # index; the ratio of each round's pair, then the median (this VM's speed drifts).
+  for round in $(seq "${ROUNDS:-3}"); do
+    start=$(date +%s.%N)
+    (cd "$W" && PLIP_MODEL="$MODEL" "$BIN" --threads "$THREADS" -q \
+        index speed --rebuild --min-tissue 0 --batch-size 16)
+    end=$(date +%s.%N)
+    n=$(cd "$W" && PLIP_MODEL="$MODEL" "$BIN" info --json | \
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["images"])')
+    plip_rate=$(python3 -c "print($n/($end-$start))")
+    echo "round $round plip: $n tiles in $(python3 -c "print(f'{$end-$start:.1f}')") s = $plip_rate tiles/s ($THREADS threads)"
+    ref=$($PY benches/slides_reference.py "$W/speed/s.svs" "$MODEL" "$THREADS")
+    echo "round $round $ref"
+    ref_rate=$(sed -n 's/.* = \([0-9.]*\) tiles\/s.*/\1/p' <<<"$ref")
+    echo "$plip_rate $ref_rate" >> "$W/rates"
+  done
+  python3 - "$W/rates" <<'PY'
+import statistics, sys
+pairs = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
+ratios = [p / r for p, r in pairs]
+print("plip / python route per round:", " ".join(f"{x:.2f}x" for x in ratios),
+      f"| median {statistics.median(ratios):.2f}x")
+PY
 fi
 
 if [[ $what == rss || $what == all ]]; then
