@@ -9,6 +9,10 @@ pub(crate) fn recorded_model(dir: &Path) -> Result<ModelInfo> {
     Manifest::load(dir).map(|m| m.model)
 }
 
+/// Hides stored paths from a search (`--under`), one per query of
+/// [`Index::search_many`].
+pub(crate) type PathFilter<'a> = Option<&'a (dyn Fn(&str) -> bool + Sync)>;
+
 /// A search result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IndexHit {
@@ -143,32 +147,67 @@ impl Index {
         ef: usize,
         allow: Option<&(dyn Fn(&str) -> bool + Sync)>,
     ) -> Vec<IndexHit> {
+        self.search_many(&[query], k, ef, &[allow])
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// [`Index::search`] for several queries at once, with a path filter each: the
+    /// exactly searched segments are scanned once for all of them
+    /// ([`ann::exact_search_many`]). Result `i` equals `search(queries[i], .., allow[i])`.
+    pub(crate) fn search_many(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        ef: usize,
+        allow: &[PathFilter<'_>],
+    ) -> Vec<Vec<IndexHit>> {
+        assert_eq!(queries.len(), allow.len(), "one filter per query");
         let dim = self.manifest.model.dim;
-        let mut hits = Vec::new();
+        let mut all: Vec<Vec<IndexHit>> = queries.iter().map(|_| Vec::new()).collect();
         for seg in &self.segments {
-            let keep = |row: usize| {
-                !seg.deleted.contains(&(row as u32))
-                    && allow.is_none_or(|f| f(&seg.entries[row].path))
-            };
-            let found: Vec<Hit> = match &seg.ann {
+            let keeps: Vec<_> = allow
+                .iter()
+                .map(|allow| {
+                    move |row: usize| {
+                        !seg.deleted.contains(&(row as u32))
+                            && allow.is_none_or(|f| f(&seg.entries[row].path))
+                    }
+                })
+                .collect();
+            let found: Vec<Vec<Hit>> = match &seg.ann {
                 // Graphs exist only for segments that were large enough.
-                Some(graph) => graph.search(query, k, ef.max(k), Some(&keep)),
-                _ => ann::exact_search(seg.vectors(), dim, query, k, Some(&keep)),
+                Some(graph) => queries
+                    .iter()
+                    .zip(&keeps)
+                    .map(|(q, keep)| graph.search(q, k, ef.max(k), Some(keep)))
+                    .collect(),
+                _ => {
+                    let filters: Vec<ann::RowFilter<'_>> = keeps
+                        .iter()
+                        .map(|f| Some(f as &(dyn Fn(usize) -> bool + Sync)))
+                        .collect();
+                    ann::exact_search_many(seg.vectors(), dim, queries, k, &filters)
+                }
             };
-            hits.extend(found.into_iter().map(|h| IndexHit {
-                score: h.score,
-                path: seg.entries[h.id].path.clone(),
-                region: seg.entries[h.id].region,
-            }));
+            for (hits, found) in all.iter_mut().zip(found) {
+                hits.extend(found.into_iter().map(|h| IndexHit {
+                    score: h.score,
+                    path: seg.entries[h.id].path.clone(),
+                    region: seg.entries[h.id].region,
+                }));
+            }
         }
-        hits.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| a.path.cmp(&b.path))
-                .then_with(|| a.region.map(|r| r.key()).cmp(&b.region.map(|r| r.key())))
-        });
-        hits.truncate(k);
-        hits
+        for hits in &mut all {
+            hits.sort_by(|a, b| {
+                b.score
+                    .total_cmp(&a.score)
+                    .then_with(|| a.path.cmp(&b.path))
+                    .then_with(|| a.region.map(|r| r.key()).cmp(&b.region.map(|r| r.key())))
+            });
+            hits.truncate(k);
+        }
+        all
     }
 
     /// Facts for `plip info`.

@@ -28,6 +28,9 @@ use crate::output::printers;
 
 /// Blocking threads (model, decoding, disk) at most.
 pub(crate) const MAX_BLOCKING: usize = 64;
+/// Searches answered at once (they share passes over the index); below
+/// [`MAX_BLOCKING`], so thumbnails still get threads.
+const SEARCHES_IN_FLIGHT: usize = 32;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -43,8 +46,11 @@ const CSP: &str =
 #[derive(Clone)]
 struct App {
     state: Arc<State>,
-    /// Searches and uploads in flight; more wait their turn.
+    /// Searches in flight; more wait their turn. Many, so that concurrent
+    /// searches can share one pass over the index (`batch`).
     search_gate: Arc<Semaphore>,
+    /// Uploaded query images being decoded and embedded; more wait their turn.
+    upload_gate: Arc<Semaphore>,
     /// Thumbnails being made; more wait their turn.
     thumb_gate: Arc<Semaphore>,
 }
@@ -54,7 +60,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let app = App {
         state,
-        search_gate: Arc::new(Semaphore::new(cores.clamp(2, 16))),
+        search_gate: Arc::new(Semaphore::new(SEARCHES_IN_FLIGHT)),
+        upload_gate: Arc::new(Semaphore::new(cores.clamp(2, 16))),
         thumb_gate: Arc::new(Semaphore::new((2 * cores).clamp(2, 32))),
     };
     let api = Router::new()
@@ -353,11 +360,21 @@ fn too_large() -> Response {
 }
 
 async fn run_search(app: App, params: SearchParams, image: Option<Bytes>) -> Response {
-    let Ok(_permit) = app.search_gate.clone().acquire_owned().await else {
-        return error(
+    let closed = || {
+        error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
-        );
+        )
+    };
+    let _upload = match &image {
+        Some(_) => match app.upload_gate.clone().acquire_owned().await {
+            Ok(p) => Some(p),
+            Err(_) => return closed(),
+        },
+        None => None,
+    };
+    let Ok(_permit) = app.search_gate.clone().acquire_owned().await else {
+        return closed();
     };
     let state = app.state.clone();
     let done = tokio::task::spawn_blocking(move || search_blocking(&state, params, image)).await;
@@ -404,14 +421,22 @@ fn search_blocking(
         }
     }
     let query = crate::query::combine(&parts).map_err(|e| bad(format!("{e:#}")))?;
-    let hits = crate::query::search_filtered(
-        &snap.index,
-        &query,
-        p.top,
-        state.ef,
-        p.under.as_deref(),
-        p.threshold,
-    );
+    let hits = state
+        .searches
+        .search(
+            Arc::clone(&snap),
+            query,
+            p.top,
+            state.ef,
+            p.under.as_deref(),
+            p.threshold,
+        )
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the search failed inside the server; try again".into(),
+            )
+        })?;
     let rows = printers::printable(&hits, &snap.root, &state.cwd);
     let hits: Vec<ApiHit> = rows
         .into_iter()

@@ -13,10 +13,12 @@
 //! `region` so a slide viewer can be added without changing the API.
 //!
 //! Layout: `params` parses the query string, `api` has the routes and
-//! handlers, `state` the shared model/index/caches, `thumbs` the thumbnails,
+//! handlers, `batch` answers concurrent searches in shared passes over the
+//! index, `state` the shared model/index/caches, `thumbs` the thumbnails,
 //! `assets/` the page.
 
 mod api;
+mod batch;
 mod params;
 mod state;
 #[cfg(test)]

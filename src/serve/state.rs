@@ -85,6 +85,8 @@ pub(crate) struct State {
     /// The current directory, which printed paths are relative to (as
     /// `plip search` prints them).
     pub cwd: PathBuf,
+    /// Concurrent searches, answered in shared passes over the index.
+    pub searches: super::batch::Batcher,
     /// Bearer token required on `/api/`, if any.
     pub token: Option<String>,
     /// Whether the listener is on a loopback address (then the Host header must
@@ -114,6 +116,7 @@ impl State {
             snapshot: RwLock::new(Arc::new(snapshot)),
             thumbs,
             text_cache: Mutex::new(HashMap::new()),
+            searches: Default::default(),
             ef,
             cwd,
             token,

@@ -21,44 +21,85 @@ pub fn exact_search(
     k: usize,
     allow: Option<&(dyn Fn(usize) -> bool + Sync)>,
 ) -> Vec<Hit> {
-    if dim == 0 || k == 0 || query.len() != dim || query.iter().any(|x| !x.is_finite()) {
-        return Vec::new();
-    }
-    let n = vectors.len() / dim;
-    let rows = &vectors[..n * dim];
+    exact_search_many(vectors, dim, &[query], k, &[allow])
+        .pop()
+        .unwrap_or_default()
+}
+
+/// A filter of rows by id, one per query of [`exact_search_many`].
+pub(crate) type RowFilter<'a> = Option<&'a (dyn Fn(usize) -> bool + Sync)>;
+
+/// [`exact_search`] for several queries in one pass over the rows: each row is
+/// read from memory once and scored against every query while it is in cache,
+/// so a batch of queries costs little more memory traffic than one (what
+/// `plip serve` does with concurrent requests). Result `i` is exactly what
+/// `exact_search` gives for `queries[i]` and `allow[i]`.
+///
+/// A filter is asked only about rows whose score would enter its query's top
+/// `k`, so a costly filter (a path prefix, tombstones) runs on few rows.
+pub(crate) fn exact_search_many(
+    vectors: &[f32],
+    dim: usize,
+    queries: &[&[f32]],
+    k: usize,
+    allow: &[RowFilter<'_>],
+) -> Vec<Vec<Hit>> {
+    assert_eq!(queries.len(), allow.len(), "one filter per query");
+    let mut out = vec![Vec::new(); queries.len()];
+    let n = vectors.len().checked_div(dim).unwrap_or(0);
     let k = k.min(n);
-    if k == 0 {
-        return Vec::new();
+    let live: Vec<usize> = (0..queries.len())
+        .filter(|&i| {
+            let q = queries[i];
+            dim > 0 && k > 0 && q.len() == dim && q.iter().all(|x| x.is_finite())
+        })
+        .collect();
+    if live.is_empty() {
+        return out;
     }
-    let scan = |chunk: &[f32], first_id: usize| scan_rows(chunk, first_id, query, k, allow);
-    if n < EXACT_PAR_MIN_ROWS {
-        return scan(rows, 0).finish();
+    let qs: Vec<&[f32]> = live.iter().map(|&i| queries[i]).collect();
+    let filters: Vec<RowFilter<'_>> = live.iter().map(|&i| allow[i]).collect();
+    let rows = &vectors[..n * dim];
+    let scan = |chunk: &[f32], first_id: usize| scan_rows(chunk, first_id, &qs, k, &filters);
+    let tops = if n < EXACT_PAR_MIN_ROWS {
+        scan(rows, 0)
+    } else {
+        rows.par_chunks(EXACT_CHUNK_ROWS * dim)
+            .enumerate()
+            .map(|(ci, chunk)| scan(chunk, ci * EXACT_CHUNK_ROWS))
+            .reduce(
+                || qs.iter().map(|_| TopK::new(k)).collect(),
+                |a, b| a.into_iter().zip(b).map(|(x, y)| x.merge(y)).collect(),
+            )
+    };
+    for (i, top) in live.into_iter().zip(tops) {
+        out[i] = top.finish();
     }
-    rows.par_chunks(EXACT_CHUNK_ROWS * dim)
-        .enumerate()
-        .map(|(ci, chunk)| scan(chunk, ci * EXACT_CHUNK_ROWS))
-        .reduce(|| TopK::new(k), TopK::merge)
-        .finish()
+    out
 }
 
 /// Top-`k` of the rows of `chunk` (ids from `first_id`) by dot product with
-/// `query`.
+/// each query.
 fn scan_rows(
     chunk: &[f32],
     first_id: usize,
-    query: &[f32],
+    queries: &[&[f32]],
     k: usize,
-    allow: Option<&(dyn Fn(usize) -> bool + Sync)>,
-) -> TopK {
-    let mut top = TopK::new(k);
-    for (i, row) in chunk.chunks_exact(query.len()).enumerate() {
+    allow: &[RowFilter<'_>],
+) -> Vec<TopK> {
+    let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k)).collect();
+    let dim = queries[0].len();
+    for (i, row) in chunk.chunks_exact(dim).enumerate() {
         let id = first_id + i;
-        if allow.is_some_and(|f| !f(id)) {
-            continue;
-        }
-        if let Some(score) = score_from_dot(dot(row, query)) {
-            top.push(Hit { id, score });
+        for ((query, top), filter) in queries.iter().zip(&mut tops).zip(allow) {
+            let Some(score) = score_from_dot(dot(row, query)) else {
+                continue;
+            };
+            let hit = Hit { id, score };
+            if top.admits(&hit) && filter.is_none_or(|f| f(id)) {
+                top.push(hit);
+            }
         }
     }
-    top
+    tops
 }

@@ -280,6 +280,43 @@ fn exact_search_matches_full_sort() {
     assert!(exact_search(&[1.0, 0.0], 0, &[], 1, None).is_empty());
 }
 
+#[test]
+fn exact_search_many_equals_one_search_per_query() {
+    for &(n, dim) in &[(37usize, 5usize), (40_000, 4)] {
+        let data = clustered(n, dim, 7, 0.6, 9 + n as u64);
+        let queries: Vec<Vec<f32>> = (0..5)
+            .map(|i| data[i * 3 * dim..(i * 3 + 1) * dim].to_vec())
+            .chain([vec![f32::NAN; dim], vec![1.0; dim + 1]])
+            .collect();
+        let odd = |id: usize| id % 2 == 1;
+        let low = |id: usize| id < n / 3;
+        let filters: Vec<RowFilter<'_>> = (0..queries.len())
+            .map(|i| match i % 3 {
+                0 => None,
+                1 => Some(&odd as &(dyn Fn(usize) -> bool + Sync)),
+                _ => Some(&low as &(dyn Fn(usize) -> bool + Sync)),
+            })
+            .collect();
+        let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+        for k in [1, 10, n + 5] {
+            let many = exact_search_many(&data, dim, &qs, k, &filters);
+            assert_eq!(many.len(), qs.len());
+            for (i, got) in many.iter().enumerate() {
+                assert_eq!(
+                    got,
+                    &exact_search(&data, dim, qs[i], k, filters[i]),
+                    "n={n} k={k} q={i}"
+                );
+            }
+            assert!(
+                many[5].is_empty() && many[6].is_empty(),
+                "bad queries give nothing"
+            );
+            assert_eq!(many[0].len(), k.min(n));
+        }
+    }
+}
+
 /// The oracle test: HNSW top-10 vs exact top-10 on clustered data, plus
 /// findability of every point (one build, to keep dev-profile tests fast).
 #[test]

@@ -30,12 +30,18 @@ impl TopK {
         }
     }
 
+    /// Whether [`TopK::push`] would keep `h` now.
+    #[inline]
+    pub(crate) fn admits(&self, h: &Hit) -> bool {
+        self.worst
+            .as_ref()
+            .is_none_or(|w| rank_cmp(h, w) == Ordering::Less)
+    }
+
     #[inline]
     pub(crate) fn push(&mut self, h: Hit) {
-        if let Some(w) = &self.worst {
-            if rank_cmp(&h, w) != Ordering::Less {
-                return;
-            }
+        if !self.admits(&h) {
+            return;
         }
         self.buf.push(h);
         if self.buf.len() >= self.k.saturating_mul(2).max(64) {
