@@ -590,21 +590,34 @@ fn embed_upload(state: &State, bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
     Ok(v.remove(0))
 }
 
+/// The indexed item an `/api/.../{id}` route names, or the 404 to answer.
+fn lookup<'a>(
+    snap: &'a Snapshot,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    url: &str,
+    field: &str,
+) -> Result<&'a crate::index::FileEntry, ApiError> {
+    let Some(id) = id.ok().and_then(|Path(s)| ItemId::parse(&s)) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{url} ends in an item id (16 hex digits), as `{field}` in a hit gives it"),
+        ));
+    };
+    snap.item(id)
+        .map(|(entry, _)| entry)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no item {id} in the index")))
+}
+
 /// What `/api/item/{id}` says of an item: its path and kind, and for a tile
 /// its region and slide (the viewer's shared URL names only the tile).
 async fn item(
     AxState(app): AxState<App>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
-    let Some(id) = id.ok().and_then(|Path(s)| ItemId::parse(&s)) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "an item URL ends in an item id (16 hex digits), as `id` in a hit gives it",
-        );
-    };
     let snap = app.state.snapshot();
-    let Some((entry, _)) = snap.item(id) else {
-        return error(StatusCode::NOT_FOUND, format!("no item {id} in the index"));
+    let entry = match lookup(&snap, id, "an item URL", "id") {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
     };
     let row = printers::PrintedHit {
         rank: 0,
@@ -643,15 +656,10 @@ async fn thumb(
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(id) = id.ok().and_then(|Path(s)| ItemId::parse(&s)) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "a thumbnail URL ends in an item id (16 hex digits), as `thumb` in a hit gives it",
-        );
-    };
     let snap = app.state.snapshot();
-    let Some((entry, _)) = snap.item(id) else {
-        return error(StatusCode::NOT_FOUND, format!("no item {id} in the index"));
+    let entry = match lookup(&snap, id, "a thumbnail URL", "thumb") {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
     };
     let what = entry.region.map_or(ThumbOf::Image, ThumbOf::Tile);
     send_thumb(&app, &snap, &entry.path, what, headers).await

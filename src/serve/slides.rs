@@ -16,7 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
-use super::api::{self, bad, error, json_ok, on_pool, ApiError, App, SlideRef};
+use super::api::{self, bad, json_ok, on_pool, ApiError, App, SlideRef};
 use super::state::Snapshot;
 use super::thumbs::{self, ThumbOf};
 use super::{dzi, params, ItemId};
@@ -32,12 +32,20 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/slide/{slide}/{level}/{tile}", get(tile))
 }
 
-fn not_found(message: impl Into<String>) -> Response {
-    error(StatusCode::NOT_FOUND, message)
+fn not_found(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, message.into())
+}
+
+/// The stored path of the slide a one-part route names, or the 404 to answer.
+fn named_slide(snap: &Snapshot, slide: PathArgs<String>, suffix: &str) -> Result<String, ApiError> {
+    let Ok(Path(raw)) = slide else {
+        return Err(not_found("no such slide route"));
+    };
+    slide_path(snap, &raw, suffix)
 }
 
 /// The stored path of the slide `raw` names (16 hex digits, then `suffix`).
-fn slide_path(snap: &Snapshot, raw: &str, suffix: &str) -> Result<String, Response> {
+fn slide_path(snap: &Snapshot, raw: &str, suffix: &str) -> Result<String, ApiError> {
     let id = raw
         .strip_suffix(suffix)
         .and_then(ItemId::parse)
@@ -53,17 +61,15 @@ fn slide_path(snap: &Snapshot, raw: &str, suffix: &str) -> Result<String, Respon
 }
 
 async fn descriptor(AxState(app): AxState<App>, slide: PathArgs<String>) -> Response {
-    let Ok(Path(raw)) = slide else {
-        return not_found("no such slide route");
-    };
     let snap = app.state.snapshot();
-    let path = match slide_path(&snap, &raw, ".dzi") {
+    let path = match named_slide(&snap, slide, ".dzi") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let r = SlideRef::of(&snap, &path);
     if r.slide_width == 0 || r.slide_height == 0 {
-        return not_found("the index records no size for this slide; index it again");
+        return not_found("the index records no size for this slide; index it again")
+            .into_response();
     }
     (
         [
@@ -92,12 +98,12 @@ async fn tile(
     headers: HeaderMap,
 ) -> Response {
     let Ok(Path((raw, level, tile))) = args else {
-        return not_found("no such slide route");
+        return not_found("no such slide route").into_response();
     };
     let snap = app.state.snapshot();
     let path = match slide_path(&snap, &raw, "_files") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let (Some(level), Some((col, row))) = (
         level
@@ -106,7 +112,8 @@ async fn tile(
             .filter(|_| level.len() <= 3 && level.bytes().all(|b| b.is_ascii_digit())),
         parse_tile(&tile),
     ) else {
-        return not_found("a Deep Zoom tile URL ends in LEVEL/COL_ROW.jpeg (whole numbers)");
+        return not_found("a Deep Zoom tile URL ends in LEVEL/COL_ROW.jpeg (whole numbers)")
+            .into_response();
     };
     let file = crate::source::walk::resolve(&snap.root, &path);
     let etag = format!("\"{raw}-{level}-{col}-{row}-{}\"", snap.generation);
@@ -140,13 +147,10 @@ async fn thumb(
     slide: PathArgs<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Ok(Path(raw)) = slide else {
-        return not_found("no such slide route");
-    };
     let snap = app.state.snapshot();
-    let path = match slide_path(&snap, &raw, "") {
+    let path = match named_slide(&snap, slide, "") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     api::send_thumb(&app, &snap, &path, ThumbOf::Slide, headers).await
 }
@@ -184,7 +188,7 @@ async fn heatmap(
     RawQuery(query): RawQuery,
 ) -> Response {
     let Ok(Path(raw)) = slide else {
-        return not_found("no such slide route");
+        return not_found("no such slide route").into_response();
     };
     let p = match params::parse(query.as_deref().unwrap_or(""), 10) {
         Ok(p) => p,

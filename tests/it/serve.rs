@@ -701,6 +701,18 @@ fn the_page_is_one_self_contained_document() {
         !server.get("/app.js").text().contains("innerHTML"),
         "names are set as text"
     );
+    // OpenSeadragon is vendored with its licence, and the viewer's shared URL is the page.
+    let osd = server.get("/vendor/openseadragon/openseadragon.min.js");
+    assert_eq!(osd.status, 200);
+    assert!(osd.text().starts_with("//! openseadragon 6.1.1"));
+    assert!(server
+        .get("/vendor/openseadragon/LICENSE.txt")
+        .text()
+        .contains("Redistribution and use"));
+    let viewer = server.get("/slide/0123456789abcdef?q=tumor");
+    assert_eq!(viewer.status, 200);
+    assert_eq!(viewer.text(), html);
+    assert!(viewer.header("content-security-policy").is_some());
 }
 
 #[test]
@@ -735,6 +747,14 @@ fn a_tile_hit(server: &Server, slide: &str) -> Value {
         .find(|h| h["path"] == slide)
         .unwrap_or_else(|| panic!("no tile of {slide}: {api}"))
         .clone()
+}
+
+/// A server over [`slides_indexed`] and a tile hit of `slide` (with its `slide_id`).
+fn slide_server(slide: &str) -> (TestEnv, Server, Value) {
+    let env = slides_indexed();
+    let server = Server::start(&env, &[]);
+    let tile = a_tile_hit(&server, slide);
+    (env, server, tile)
 }
 
 fn jpeg_size(r: &Resp) -> (u32, u32) {
@@ -799,9 +819,7 @@ fn slide_tiles_are_items_of_their_own_with_plip_search_json_fields() {
 
 #[test]
 fn deep_zoom_tiles_are_the_slide_read_by_plip_and_bad_addresses_are_404() {
-    let env = slides_indexed();
-    let server = Server::start(&env, &[]);
-    let tile = a_tile_hit(&server, "s/aperio_ycbcr.svs");
+    let (_env, server, tile) = slide_server("s/aperio_ycbcr.svs");
     let sid = tile["slide_id"].as_str().unwrap();
     let dzi = server.get(&format!("/api/slide/{sid}.dzi"));
     assert_eq!(dzi.status, 200, "{}", dzi.text());
@@ -870,9 +888,7 @@ fn deep_zoom_tiles_are_the_slide_read_by_plip_and_bad_addresses_are_404() {
 
 #[test]
 fn the_heatmap_scores_a_slides_tiles_as_plip_search_does() {
-    let env = slides_indexed();
-    let server = Server::start(&env, &[]);
-    let tile = a_tile_hit(&server, "s/generic.tiff");
+    let (env, server, tile) = slide_server("s/generic.tiff");
     let sid = tile["slide_id"].as_str().unwrap();
     let cases: &[(&str, &[&str])] = &[
         ("q=tissue", &["search", "tissue"]),

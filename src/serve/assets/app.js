@@ -196,6 +196,18 @@ function showMessage(text, kind) {
   m.hidden = !text;
 }
 
+// A result card for item `id` and its thumbnail button.
+function card(cls, id, path, title, label) {
+  labels.set(id, path);
+  const li = el("li", cls);
+  li.dataset.id = id;
+  const btn = el("button", "thumb");
+  btn.type = "button";
+  btn.title = title;
+  btn.setAttribute("aria-label", label);
+  return [li, btn];
+}
+
 function render(r) {
   const ol = $("results");
   ol.replaceChildren();
@@ -205,13 +217,7 @@ function render(r) {
   document.title = (state.q.trim() || "plip") + " · plip search";
   showMessage(n ? "" : "No matches. Lower the minimum score, widen the folder, or try other words.", "hint");
   for (const h of r.hits) {
-    labels.set(h.id, h.path);
-    const li = el("li", "card");
-    li.dataset.id = h.id;
-    const more = el("button", "thumb");
-    more.type = "button";
-    more.title = "More like this";
-    more.setAttribute("aria-label", `More like ${h.path} (rank ${h.rank}, score ${h.score.toFixed(3)})`);
+    const [li, more] = card("card", h.id, h.path, "More like this", `More like ${h.path} (rank ${h.rank}, score ${h.score.toFixed(3)})`);
     const img = el("img");
     img.loading = "lazy";
     img.decoding = "async";
@@ -270,13 +276,7 @@ function renderSlides(r) {
   document.title = (state.q.trim() || "plip") + " · plip slides";
   showMessage(n ? "" : "No slides match (this index may hold no slide tiles).", "hint");
   for (const s of r.slides) {
-    labels.set(s.best_id, s.path);
-    const li = el("li", "card slide");
-    li.dataset.id = s.best_id;
-    const open = el("button", "thumb");
-    open.type = "button";
-    open.title = "Open at the best tile";
-    open.setAttribute("aria-label", `Open ${s.path} (rank ${s.rank}, score ${s.score.toFixed(3)})`);
+    const [li, open] = card("card slide", s.best_id, s.path, "Open at the best tile", `Open ${s.path} (rank ${s.rank}, score ${s.score.toFixed(3)})`);
     const frame = el("span", "frame");
     const W = s.slide_width || 1, H = s.slide_height || 1;
     frame.style.aspectRatio = `${W} / ${H}`;
