@@ -221,7 +221,10 @@ with tempfile.TemporaryDirectory() as profile:
         check("a slide card was clicked", bool(best) and b.click("#results .card.slide .thumb"))
         check("it opens the viewer at the best tile",
               b.wait(f"location.pathname === '/slide/{best}'")
-              and b.wait("document.body.dataset.viewer === 'drawn'", 30))
+              and b.wait("document.body.dataset.viewer === 'drawn'", 30)
+              and b.js("!!document.getElementById('hitbox')"))
+        time.sleep(0.5)
+        b.shot("viewer-best-tile.png")
     finally:
         b.close()
 

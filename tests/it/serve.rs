@@ -879,6 +879,36 @@ fn deep_zoom_tiles_are_the_slide_read_by_plip_and_bad_addresses_are_404() {
     no("/api/slide/%2Fetc%2Fpasswd_files/0/0_0.jpeg");
     // A tile's id is not a slide's.
     no(&format!("/api/slide/{}.dzi", tile["id"].as_str().unwrap()));
+    // Over HTTP too: the full-resolution Deep Zoom tile at the origin of
+    // generic.tiff (768x512: levels 0..=10) holds the pixels of the indexed
+    // tile there, as its thumbnail shows them (both read by plip, both JPEG).
+    let api = server.json("/api/search?q=tissue&top=1000");
+    let origin = api["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["path"] == "s/generic.tiff" && h["x"] == 0 && h["y"] == 0 && h["w"] == 224)
+        .expect("generic.tiff has a tile at 0,0");
+    let decode = |r: Resp| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        image::load_from_memory(&r.body).unwrap().to_rgb8()
+    };
+    let dz = decode(server.get(&format!(
+        "/api/slide/{}_files/10/0_0.jpeg",
+        origin["slide_id"].as_str().unwrap()
+    )));
+    assert_eq!(dz.dimensions(), (255, 255));
+    let crop = image::imageops::crop_imm(&dz, 0, 0, 224, 224).to_image();
+    let thumb = decode(server.get(origin["thumb"].as_str().unwrap()));
+    assert_eq!(thumb.dimensions(), (224, 224));
+    let diff: u64 = crop
+        .as_raw()
+        .iter()
+        .zip(thumb.as_raw())
+        .map(|(a, b)| u64::from(a.abs_diff(*b)))
+        .sum();
+    let mean = diff as f64 / crop.as_raw().len() as f64;
+    assert!(mean < 4.0, "mean abs difference {mean}");
     // The slide's thumbnail keeps its aspect ratio.
     let (w, h) = jpeg_size(&server.get(&format!("/api/slide/{sid}/thumb")));
     assert_eq!(w, 320);
