@@ -63,12 +63,15 @@ class Browser:
         for fd in (to_browser_r, from_browser_w, hi_r, hi_w):
             os.close(fd)
         self.buf = b""
+        self.errors = []  # script exceptions, console errors, CSP violations, failed loads
         self.next_id = 0
         self.session = None
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         self.session = self.send("Target.attachToTarget",
                                  {"targetId": target, "flatten": True})["sessionId"]
         self.send("Page.enable")
+        self.send("Runtime.enable")
+        self.send("Log.enable")
         self.send("Emulation.setDeviceMetricsOverride",
                   {"width": 1440, "height": 900, "deviceScaleFactor": 1, "mobile": False})
 
@@ -93,6 +96,13 @@ class Browser:
         deadline = time.time() + timeout
         while True:
             m = self.recv(deadline)
+            method_ = m.get("method")
+            if method_ == "Runtime.exceptionThrown":
+                self.errors.append(m["params"]["exceptionDetails"].get("text", "exception"))
+            elif method_ == "Runtime.consoleAPICalled" and m["params"]["type"] == "error":
+                self.errors.append(str(m["params"]["args"])[:200])
+            elif method_ == "Log.entryAdded" and m["params"]["entry"]["level"] == "error":
+                self.errors.append(m["params"]["entry"].get("text", "")[:200])
             if m.get("id") == self.next_id:
                 if "error" in m:
                     raise RuntimeError(f"{method}: {m['error']}")
@@ -228,6 +238,7 @@ with tempfile.TemporaryDirectory() as profile:
               and b.js("!!document.getElementById('hitbox')"))
         time.sleep(0.5)
         b.shot("viewer-best-tile.png")
+        check(f"no script errors, CSP violations or failed loads {b.errors}", not b.errors)
     finally:
         b.close()
 

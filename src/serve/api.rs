@@ -41,10 +41,14 @@ const OSD_JS: &str = include_str!("assets/vendor/openseadragon/openseadragon.min
 const OSD_LICENSE: &str = include_str!("assets/vendor/openseadragon/LICENSE.txt");
 
 /// The page allows only its own script and style files: even a name that got
-/// past escaping could not run.
-const CSP: &str =
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
-                   connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// past escaping could not run. The one hash is the `<style>` OpenSeadragon 6.1.1
+/// adds for touch screens (`@media (hover: none) {...}` in openseadragon.min.js);
+/// `tests/serve_click.py` fails on any CSP violation, so a new OpenSeadragon
+/// that changes it is noticed.
+const CSP: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE='; \
+     img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
 
 #[derive(Clone)]
 pub(super) struct App {
