@@ -612,8 +612,9 @@ fn lookup<'a>(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no item {id} in the index")))
 }
 
-/// What `/api/item/{id}` says of an item: its path and kind, and for a tile
-/// its region and slide (the viewer's shared URL names only the tile).
+/// What `/api/item/{id}` says of an item: a hit's fields (rank and score 0, as
+/// no query ranked it), so for a tile its region and slide (the viewer's shared
+/// URL names only the tile).
 async fn item(
     AxState(app): AxState<App>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,

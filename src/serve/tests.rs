@@ -25,6 +25,9 @@ fn query_string_terms_weights_and_filters() {
     assert_eq!(p.under.as_deref(), Some("slides"));
     assert_eq!(p.threshold, Some(0.25));
     assert_eq!(parse("q=a", 7).unwrap().top, 7);
+    assert!(parse("q=a&by_slide=1", 7).unwrap().by_slide);
+    assert!(!parse("q=a&by_slide=0", 7).unwrap().by_slide);
+    assert!(parse("q=a&by_slide=2", 7).unwrap_err().contains("by_slide"));
     assert_eq!(
         parse("q=H%26E+image:+tumor", 10).unwrap().terms,
         vec![Term::Text(1.0, "H&E image: tumor".into())]
