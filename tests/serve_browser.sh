@@ -11,6 +11,9 @@
 #    the clicked image comes back first with score 1.000.
 # 3. Screenshots of both (1440x900, a laptop screen) go to OUT_DIR
 #    [default: target/serve-browser]; look at them.
+# 4. tests/serve_click.py drives Chromium over the DevTools pipe and CLICKS:
+#    an image result (more like this), a slide tile (the OpenSeadragon viewer,
+#    zoomed to the boxed hit, then the heatmap toggle), and the by-slide view.
 # Exits 0 when every check passes, 1 when one fails, and 77 (skipped, said
 # loudly) when there is no chromium.
 set -euo pipefail
@@ -32,9 +35,12 @@ cp fixtures/images/*.png fixtures/images/*.jpg "$work/slides/colon/"
 cp fixtures/images/*.tif fixtures/images/*.webp fixtures/images/*.bmp fixtures/images/*.gif "$work/slides/lung/"
 evil='<img src=x onerror=alert(1)>.png'
 cp fixtures/images/png_rgb_224x224.png "$work/slides/$evil"
+mkdir -p "$work/wsi"
+cp fixtures/slides/aperio_ycbcr.svs fixtures/slides/generic.tiff "$work/wsi/"
+repo=$PWD
 cd "$work"
 export PLIP_MODEL="$OLDPWD/fixtures/model" HF_HUB_OFFLINE=1
-"$plip" --quiet index slides
+"$plip" --quiet index slides wsi
 "$plip" --quiet serve --port 0 --no-thumb-cache >"$work/addr" 2>"$work/serve.log" &
 server=$!
 for _ in $(seq 100); do grep -q listening "$work/addr" && break; sleep 0.1; done
@@ -57,7 +63,7 @@ check() { # NAME COMMAND...
   if "${@:2}"; then echo "ok: $1"; else echo "FAIL: $1"; fails=$((fails + 1)); fi
 }
 
-dom=$(browse "$base/?q=tumor%20tissue&top=24" "$out/search.png")
+dom=$(browse "$base/?q=tumor%20tissue&top=24&under=slides" "$out/search.png")
 printf '%s' "$dom" >"$out/search.html"
 count() { grep -o "$1" <<<"$2" | wc -l || true; }
 cards=$(count '<li class="card"' "$dom")
@@ -78,7 +84,9 @@ check "more like this: scored 1.000" grep -q '<span class="score">1.000</span>' 
 check "more like this: shown as a query chip" grep -q 'like slides/colon/jpeg_rgb_640x480_q90.jpg\|like item '"$id" <<<"$dom2"
 dom3=$(browse "$base/?q=a&top=0" "$out/error.png")
 check "a bad query shows the server's message" grep -q 'class="message error"[^>]*>`top` must be' <<<"$dom3"
+echo "clicking through the page (tests/serve_click.py):"
+if python3 "$repo/tests/serve_click.py" "$base" "$out"; then echo "ok: every click check"; else echo "FAIL: a click check"; fails=$((fails + 1)); fi
 check "the server logged no panic" bash -c '! grep -qi panick "$1"' _ "$work/serve.log"
-echo "screenshots: $out/search.png $out/more-like-this.png $out/error.png"
+echo "screenshots: $out/*.png"
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all browser checks passed"

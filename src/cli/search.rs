@@ -143,13 +143,9 @@ fn by_slide(
     format: crate::output::printers::OutputFormat,
 ) -> Result<i32> {
     use crate::output::by_slide;
-    let all = index.search(query, index.len().max(1), 0, Some(allow));
-    let mut slides = crate::query::slides::rank_slides(&all);
-    if let Some(t) = args.threshold {
-        slides.retain(|s| s.score >= t);
-    }
-    slides.truncate(args.top);
-    if slides.is_empty() && all.iter().all(|h| h.region.is_none()) && !config.quiet {
+    let (slides, any_tiles) =
+        crate::query::slides::by_slide(index, query, allow, args.threshold, args.top);
+    if slides.is_empty() && !any_tiles && !config.quiet {
         warn("--by-slide ranks whole slides, and this index (or --under) holds no slide tiles");
     }
     let rows = by_slide::printable(&slides, &index.root(), &config.cwd);

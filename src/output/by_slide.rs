@@ -15,7 +15,7 @@ use super::html::escape;
 use super::printers::OutputFormat;
 use crate::index::Region;
 use crate::query::slides::SlideHit;
-use crate::source::slide::{OpenOptions, Slide};
+use crate::source::slide::{OpenOptions, Slide, SlideError};
 use crate::source::walk;
 
 /// Longest side of a slide thumbnail on the page.
@@ -145,12 +145,15 @@ fn jpeg_uri(img: &RgbImage) -> Option<String> {
     ))
 }
 
+/// A crop of the tile `r` of the slide at `path`, read as the tile was for the model
+/// (the pixels a page shows for a tile hit; `plip serve` uses it too).
+pub(crate) fn tile_crop(path: &Path, r: &Region) -> Result<RgbImage, SlideError> {
+    crate::source::slide::tiles::read_region_as_tile(path, (r.x, r.y, r.w, r.h), CROP, None)
+}
+
 /// A crop of the tile `r` of the slide at `path`, as a data URI.
 pub(crate) fn tile_uri(path: &Path, r: &Region) -> Option<String> {
-    let img =
-        crate::source::slide::tiles::read_region_as_tile(path, (r.x, r.y, r.w, r.h), CROP, None)
-            .ok()?;
-    jpeg_uri(&img)
+    jpeg_uri(&tile_crop(path, r).ok()?)
 }
 
 /// The slide's thumbnail with `boxes` outlined, as a data URI.

@@ -91,6 +91,25 @@ pub(crate) fn rank_slides(hits: &[IndexHit]) -> Vec<SlideHit> {
     out
 }
 
+/// `--by-slide` (CLI and server alike): every live item allowed by `allow` scored
+/// exactly, slides ranked by [`rank_slides`], those under `threshold` dropped and the
+/// best `top` kept. The flag says whether any slide tile was scored at all.
+pub(crate) fn by_slide(
+    index: &crate::index::Index,
+    query: &[f32],
+    allow: &(dyn Fn(&str) -> bool + Sync),
+    threshold: Option<f32>,
+    top: usize,
+) -> (Vec<SlideHit>, bool) {
+    let all = index.search(query, index.len().max(1), 0, Some(allow));
+    let mut slides = rank_slides(&all);
+    if let Some(t) = threshold {
+        slides.retain(|s| s.score >= t);
+    }
+    slides.truncate(top);
+    (slides, all.iter().any(|h| h.region.is_some()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

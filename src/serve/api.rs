@@ -1,6 +1,7 @@
 //! Routes and handlers: the page and its assets, `/api/search` (GET for text
-//! and items, POST for an image body), `/api/info`, `/api/thumb/{id}` and
-//! `/api/login`.
+//! and items, POST for an image body; `by_slide=1` ranks slides), `/api/info`,
+//! `/api/item/{id}`, `/api/thumb/{id}` and `/api/login`; the slide viewer's
+//! routes (`/api/slide/...`) are in `slides`.
 //!
 //! Every error is JSON, `{"error": MESSAGE, "status": CODE}`, with a 4xx code
 //! for anything the client can fix. Model and disk work runs on the blocking
@@ -22,37 +23,46 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use super::params::{self, SearchParams, Term};
-use super::state::State;
-use super::{ItemId, MAX_BODY};
-use crate::output::printers;
+use super::state::{Snapshot, State};
+use super::thumbs::ThumbOf;
+use super::{slides, ItemId, MAX_BODY};
+use crate::index::Region;
+use crate::output::{by_slide, printers};
 
 /// Blocking threads (model, decoding, disk) at most.
 pub(crate) const MAX_BLOCKING: usize = 64;
 /// Searches answered at once (they share passes over the index); below
-/// [`MAX_BLOCKING`], so thumbnails still get threads.
+/// [`MAX_BLOCKING`], so thumbnails and tiles still get threads.
 const SEARCHES_IN_FLIGHT: usize = 32;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
+/// OpenSeadragon, vendored from npm (`assets/vendor/openseadragon/README.md`).
+const OSD_JS: &str = include_str!("assets/vendor/openseadragon/openseadragon.min.js");
+const OSD_LICENSE: &str = include_str!("assets/vendor/openseadragon/LICENSE.txt");
 
 /// The page allows only its own script and style files: even a name that got
-/// past escaping could not run.
-const CSP: &str =
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
-                   connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// past escaping could not run. The one hash is the `<style>` OpenSeadragon 6.1.1
+/// adds for touch screens (`@media (hover: none) {...}` in openseadragon.min.js);
+/// `tests/serve_click.py` fails on any CSP violation, so a new OpenSeadragon
+/// that changes it is noticed.
+const CSP: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE='; \
+     img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
 
 #[derive(Clone)]
-struct App {
-    state: Arc<State>,
+pub(super) struct App {
+    pub(super) state: Arc<State>,
     /// Searches in flight; more wait their turn. Many, so that concurrent
     /// searches can share one pass over the index (`batch`).
-    search_gate: Arc<Semaphore>,
+    pub(super) search_gate: Arc<Semaphore>,
     /// Uploaded query images being decoded and embedded; more wait their turn.
-    upload_gate: Arc<Semaphore>,
-    /// Thumbnails being made; more wait their turn.
-    thumb_gate: Arc<Semaphore>,
+    pub(super) upload_gate: Arc<Semaphore>,
+    /// Thumbnails and deep-zoom tiles being made; more wait their turn.
+    pub(super) thumb_gate: Arc<Semaphore>,
 }
 
 /// The whole application.
@@ -68,9 +78,20 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/api/search", get(search_get).post(search_post))
         .route("/api/info", get(info))
         .route("/api/thumb/{id}", get(thumb))
+        .route("/api/item/{id}", get(item))
+        .merge(slides::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .route("/", get(page))
+        .route("/slide/{id}", get(page))
+        .route(
+            "/vendor/openseadragon/openseadragon.min.js",
+            get(|| asset("text/javascript; charset=utf-8", OSD_JS)),
+        )
+        .route(
+            "/vendor/openseadragon/LICENSE.txt",
+            get(|| asset("text/plain; charset=utf-8", OSD_LICENSE)),
+        )
         .route(
             "/app.js",
             get(|| asset("text/javascript; charset=utf-8", APP_JS)),
@@ -85,7 +106,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such page or API route; the API is /api/search, /api/info and /api/thumb/ID",
+                "no such page or API route; the API is /api/search, /api/info, /api/item/ID, \
+                 /api/thumb/ID and /api/slide/SLIDE_ID{.dzi,/thumb,/heatmap}",
             )
         })
         .method_not_allowed_fallback(|m: Method| async move {
@@ -101,7 +123,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 }
 
 /// An error response: JSON with the status repeated inside.
-pub(crate) struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -109,7 +131,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = json!({"error": message.into(), "status": status.as_u16()});
     (
         status,
@@ -119,11 +141,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(super) fn bad(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
-fn json_ok<T: Serialize>(value: &T) -> Response {
+pub(super) fn json_ok<T: Serialize>(value: &T) -> Response {
     match serde_json::to_string(value) {
         Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -278,21 +300,91 @@ async fn info(AxState(app): AxState<App>) -> Response {
     }))
 }
 
-/// One hit as the API returns it: `plip search --json`'s fields, then the
-/// server's own.
+/// One hit as the API returns it: `plip search --json`'s fields (for a tile:
+/// path, x, y, w, h, level, mpp), then the server's own.
 #[derive(Serialize)]
 struct ApiHit {
-    rank: usize,
-    score: f64,
-    path: String,
-    /// Item id: for `like=` and `/api/thumb/`.
+    #[serde(flatten)]
+    row: printers::PrintedHit,
+    /// Item id: for `like=`, `/api/item/` and `/api/thumb/`.
     id: String,
-    /// URL of a thumbnail.
+    /// URL of a thumbnail (for a tile: its crop, read by plip's slide reader).
     thumb: String,
-    /// `image` today; `slide` once whole slides are indexed.
+    /// `image`, or `slide` for a tile of a whole slide.
     kind: &'static str,
-    /// The slide region a slide hit covers (always null for images).
-    region: Option<()>,
+    /// The tile's region of its slide (null for images).
+    region: Option<Region>,
+    /// For a tile: its slide's id, level-0 size and Deep Zoom descriptor.
+    #[serde(flatten)]
+    slide: Option<SlideRef>,
+}
+
+/// The slide a tile belongs to, as the viewer needs it.
+#[derive(Serialize)]
+pub(super) struct SlideRef {
+    /// Slide id, for `/api/slide/{slide_id}...`.
+    pub(super) slide_id: String,
+    /// URL of its `.dzi` descriptor.
+    pub(super) dzi: String,
+    /// Level-0 size, pixels.
+    pub(super) slide_width: u64,
+    pub(super) slide_height: u64,
+}
+
+impl SlideRef {
+    /// The slide at stored path `path` (an indexed slide).
+    pub(super) fn of(snap: &Snapshot, path: &str) -> Self {
+        let id = ItemId::of_slide(path);
+        let (w, h) = snap
+            .index
+            .slides()
+            .get(path)
+            .map_or((0, 0), |r| (r.width, r.height));
+        SlideRef {
+            slide_id: id.to_string(),
+            dzi: format!("/api/slide/{id}.dzi"),
+            slide_width: w,
+            slide_height: h,
+        }
+    }
+}
+
+impl ApiHit {
+    fn new(snap: &Snapshot, row: printers::PrintedHit, stored_path: &str) -> Self {
+        let region = row.region;
+        let id = ItemId::of(stored_path, region.as_ref()).to_string();
+        ApiHit {
+            thumb: format!("/api/thumb/{id}"),
+            id,
+            kind: if region.is_some() { "slide" } else { "image" },
+            region,
+            slide: region.map(|_| SlideRef::of(snap, stored_path)),
+            row,
+        }
+    }
+}
+
+/// One slide of `/api/search?by_slide=1`: `plip search --by-slide --json`'s fields,
+/// then the server's own.
+#[derive(Serialize)]
+struct ApiSlide {
+    #[serde(flatten)]
+    row: by_slide::PrintedSlide,
+    #[serde(flatten)]
+    slide: SlideRef,
+    /// URL of the slide's thumbnail.
+    thumb: String,
+    /// Item id of the best tile (the viewer opens at it).
+    best_id: String,
+}
+
+/// The answer of `/api/search?by_slide=1`.
+#[derive(Serialize)]
+struct SlidesAnswer {
+    slides: Vec<ApiSlide>,
+    generation: u64,
+    images: usize,
+    took_ms: f64,
 }
 
 /// The answer of `/api/search`.
@@ -360,30 +452,44 @@ fn too_large() -> Response {
 }
 
 async fn run_search(app: App, params: SearchParams, image: Option<Bytes>) -> Response {
-    let closed = || {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down",
-        )
-    };
+    // An upload also waits for one of the few decode slots.
     let _upload = match &image {
         Some(_) => match app.upload_gate.clone().acquire_owned().await {
             Ok(p) => Some(p),
-            Err(_) => return closed(),
+            Err(_) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is shutting down",
+                )
+            }
         },
         None => None,
     };
-    let Ok(_permit) = app.search_gate.clone().acquire_owned().await else {
-        return closed();
-    };
     let state = app.state.clone();
-    let done = tokio::task::spawn_blocking(move || search_blocking(&state, params, image)).await;
-    match done {
+    on_pool(&app.search_gate, "searching", move || {
+        search_blocking(&state, params, image)
+    })
+    .await
+}
+
+/// Runs `work` on the blocking pool once `gate` lets it in; its error is the
+/// response, and a panic in it (a bug) is a 500 for this request only.
+pub(super) async fn on_pool<F>(gate: &Arc<Semaphore>, what: &str, work: F) -> Response
+where
+    F: FnOnce() -> Result<Response, ApiError> + Send + 'static,
+{
+    let Ok(_permit) = gate.clone().acquire_owned().await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        );
+    };
+    match tokio::task::spawn_blocking(work).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => e.into_response(),
         Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error while searching (a bug; please report it)",
+            format!("internal error while {what} (a bug; please report it)"),
         ),
     }
 }
@@ -395,6 +501,70 @@ fn search_blocking(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let snap = state.snapshot();
+    let query = query_vector(state, &snap, &p, image)?;
+    let took = |t: Instant| (t.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+    if p.by_slide {
+        let allow = |path: &str| crate::query::filter::under(p.under.as_deref(), path);
+        let (ranked, _) =
+            crate::query::slides::by_slide(&snap.index, &query, &allow, p.threshold, p.top);
+        let rows = by_slide::printable(&ranked, &snap.root, &state.cwd);
+        let slides = rows
+            .into_iter()
+            .zip(&ranked)
+            .map(|(row, s)| {
+                let slide = SlideRef::of(&snap, &s.path);
+                ApiSlide {
+                    thumb: format!("/api/slide/{}/thumb", slide.slide_id),
+                    best_id: ItemId::of(&s.path, Some(&s.best[0].0)).to_string(),
+                    row,
+                    slide,
+                }
+            })
+            .collect();
+        return Ok(json_ok(&SlidesAnswer {
+            slides,
+            generation: snap.generation,
+            images: snap.index.len(),
+            took_ms: took(started),
+        }));
+    }
+    let hits = state
+        .searches
+        .search(
+            Arc::clone(&snap),
+            query,
+            p.top,
+            state.ef,
+            p.under.as_deref(),
+            p.threshold,
+        )
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the search failed inside the server; try again".into(),
+            )
+        })?;
+    let rows = printers::printable(&hits, &snap.root, &state.cwd);
+    let hits: Vec<ApiHit> = rows
+        .into_iter()
+        .zip(&hits)
+        .map(|(row, h)| ApiHit::new(&snap, row, &h.path))
+        .collect();
+    Ok(json_ok(&SearchAnswer {
+        hits,
+        generation: snap.generation,
+        images: snap.index.len(),
+        took_ms: took(started),
+    }))
+}
+
+/// The unit query vector of checked parameters (and an uploaded image).
+pub(super) fn query_vector(
+    state: &State,
+    snap: &Snapshot,
+    p: &SearchParams,
+    image: Option<Bytes>,
+) -> Result<Vec<f32>, ApiError> {
     let mut parts: Vec<(f32, Vec<f32>)> = Vec::with_capacity(p.terms.len() + 1);
     if let Some(bytes) = image {
         parts.push((1.0, embed_upload(state, &bytes)?));
@@ -420,46 +590,7 @@ fn search_blocking(
             }
         }
     }
-    let query = crate::query::combine(&parts).map_err(|e| bad(format!("{e:#}")))?;
-    let hits = state
-        .searches
-        .search(
-            Arc::clone(&snap),
-            query,
-            p.top,
-            state.ef,
-            p.under.as_deref(),
-            p.threshold,
-        )
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the search failed inside the server; try again".into(),
-            )
-        })?;
-    let rows = printers::printable(&hits, &snap.root, &state.cwd);
-    let hits: Vec<ApiHit> = rows
-        .into_iter()
-        .zip(&hits)
-        .map(|(row, h)| {
-            let id = ItemId::of_path(&h.path).to_string();
-            ApiHit {
-                rank: row.rank,
-                score: row.score,
-                path: row.path,
-                thumb: format!("/api/thumb/{id}"),
-                id,
-                kind: "image",
-                region: None,
-            }
-        })
-        .collect();
-    Ok(json_ok(&SearchAnswer {
-        hits,
-        generation: snap.generation,
-        images: snap.index.len(),
-        took_ms: (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
-    }))
+    crate::query::combine(&parts).map_err(|e| bad(format!("{e:#}")))
 }
 
 /// Decodes an uploaded image with plip's decoder (limits on, panics caught)
@@ -491,55 +622,103 @@ fn embed_upload(state: &State, bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
     Ok(v.remove(0))
 }
 
+/// The indexed item an `/api/.../{id}` route names, or the 404 to answer.
+fn lookup<'a>(
+    snap: &'a Snapshot,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    url: &str,
+    field: &str,
+) -> Result<&'a crate::index::FileEntry, ApiError> {
+    let Some(id) = id.ok().and_then(|Path(s)| ItemId::parse(&s)) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{url} ends in an item id (16 hex digits), as `{field}` in a hit gives it"),
+        ));
+    };
+    snap.item(id)
+        .map(|(entry, _)| entry)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no item {id} in the index")))
+}
+
+/// What `/api/item/{id}` says of an item: a hit's fields (rank and score 0, as
+/// no query ranked it), so for a tile its region and slide (the viewer's shared
+/// URL names only the tile).
+async fn item(
+    AxState(app): AxState<App>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let snap = app.state.snapshot();
+    let entry = match lookup(&snap, id, "an item URL", "id") {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let row = printers::PrintedHit {
+        rank: 0,
+        score: 0.0,
+        path: crate::source::walk::relative(
+            &crate::source::walk::resolve(&snap.root, &entry.path),
+            &app.state.cwd,
+        ),
+        region: entry.region,
+    };
+    json_ok(&ApiHit::new(&snap, row, &entry.path))
+}
+
+/// A 304 when the client holds this ETag, else the JPEG.
+pub(super) fn jpeg_response(jpeg: Bytes, etag: String, headers: &HeaderMap) -> Response {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag)
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "image/jpeg".to_string()),
+            (header::CACHE_CONTROL, "private, max-age=60".to_string()),
+            (header::ETAG, etag),
+        ],
+        jpeg,
+    )
+        .into_response()
+}
+
 async fn thumb(
     AxState(app): AxState<App>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(id) = id.ok().and_then(|Path(s)| ItemId::parse(&s)) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "a thumbnail URL ends in an item id (16 hex digits), as `thumb` in a hit gives it",
-        );
-    };
     let snap = app.state.snapshot();
-    let Some((path, _)) = snap.item(id) else {
-        return error(StatusCode::NOT_FOUND, format!("no item {id} in the index"));
+    let entry = match lookup(&snap, id, "a thumbnail URL", "thumb") {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
     };
+    let what = entry.region.map_or(ThumbOf::Image, ThumbOf::Tile);
+    send_thumb(&app, &snap, &entry.path, what, headers).await
+}
+
+/// The thumbnail of `what` in the indexed file at stored path `path`.
+pub(super) async fn send_thumb(
+    app: &App,
+    snap: &Snapshot,
+    path: &str,
+    what: ThumbOf,
+    headers: HeaderMap,
+) -> Response {
     // The index names the file; nothing from the request goes into the path.
     let file = crate::source::walk::resolve(&snap.root, path);
-    let Ok(_permit) = app.thumb_gate.clone().acquire_owned().await else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down",
-        );
-    };
     let state = app.state.clone();
-    let made = tokio::task::spawn_blocking(move || state.thumbs.get(&file)).await;
-    match made {
-        Ok(Ok(t)) => {
-            let etag = format!("\"{}\"", t.key);
-            if headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v == etag)
-            {
-                return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
-            }
-            (
-                [
-                    (header::CONTENT_TYPE, "image/jpeg".to_string()),
-                    (header::CACHE_CONTROL, "private, max-age=60".to_string()),
-                    (header::ETAG, etag),
-                ],
-                Bytes::from_owner(t.jpeg),
-            )
-                .into_response()
-        }
-        Ok(Err(e)) => error(StatusCode::NOT_FOUND, format!("no thumbnail: {e}")),
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error making a thumbnail (a bug; please report it)",
-        ),
-    }
+    on_pool(&app.thumb_gate, "making a thumbnail", move || {
+        let t = state
+            .thumbs
+            .get(&file, &what)
+            .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("no thumbnail: {e}")))?;
+        Ok(jpeg_response(
+            Bytes::from_owner(t.jpeg),
+            format!("\"{}\"", t.key),
+            &headers,
+        ))
+    })
+    .await
 }

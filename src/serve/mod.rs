@@ -9,17 +9,24 @@
 //! `/api/` behind a bearer token; files are reached only through item ids that
 //! the index names, never through a path in the request; uploads are capped at
 //! [`MAX_BODY`]; the page builds every name with `textContent` under a
-//! script-src 'self' CSP. Slides are not indexed yet: hits carry `kind` and
-//! `region` so a slide viewer can be added without changing the API.
+//! script-src 'self' CSP. A tile of a whole slide is an item of its own (its
+//! id hashes the path and the region), its hit carries `kind: "slide"` and its
+//! region, and its thumbnail is the tile read by plip's slide reader; the page
+//! opens it in an OpenSeadragon viewer (vendored, embedded) over Deep Zoom
+//! tiles that the same reader renders, with the query's heatmap over the
+//! slide's stored tile embeddings.
 //!
 //! Layout: `params` parses the query string, `api` has the routes and
 //! handlers, `batch` answers concurrent searches in shared passes over the
-//! index, `state` the shared model/index/caches, `thumbs` the thumbnails,
-//! `assets/` the page.
+//! index, `slides` the slide viewer's routes and `dzi` its Deep Zoom pyramid,
+//! `state` the shared model/index/caches, `thumbs` the thumbnails, `assets/`
+//! the page (and `assets/vendor/` OpenSeadragon).
 
 mod api;
 mod batch;
+mod dzi;
 mod params;
+mod slides;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -39,9 +46,9 @@ use crate::preprocess::DecodeLimits;
 /// Largest request body (an uploaded query image); larger gives 413.
 pub(crate) const MAX_BODY: usize = 64 << 20;
 
-/// The id of an indexed item: a hash of its stored path, so it stays the same
-/// across commits and restarts, and reveals nothing a client could turn into a
-/// path of its own.
+/// The id of an indexed item (a hash of its stored path, and for a slide tile
+/// of its region) or of a slide, so it stays the same across commits and
+/// restarts, and reveals nothing a client could turn into a path of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ItemId(pub(crate) u64);
 

@@ -41,6 +41,8 @@ pub(crate) struct SearchParams {
     pub under: Option<String>,
     /// Minimum cosine score.
     pub threshold: Option<f32>,
+    /// Rank whole slides by their tiles (`plip search --by-slide`).
+    pub by_slide: bool,
 }
 
 /// Parses a query string (without the `?`). `default_top` applies when `top` is
@@ -52,6 +54,7 @@ pub(crate) fn parse(query: &str, default_top: usize) -> Result<SearchParams, Str
         top: default_top,
         under: None,
         threshold: None,
+        by_slide: false,
     };
     let mut seen_q = false;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -112,12 +115,19 @@ pub(crate) fn parse(query: &str, default_top: usize) -> Result<SearchParams, Str
                     })?;
                 p.threshold = Some(t);
             }
+            "by_slide" => {
+                p.by_slide = match value.trim() {
+                    "" | "1" | "true" => true,
+                    "0" | "false" => false,
+                    _ => return Err(format!("`by_slide` is 1 or 0, not {:?}", truncate(&value, 40))),
+                };
+            }
             // Cache busters and the like are harmless; anything else is a typo
             // the caller wants to hear about.
             "_" => {}
             other => {
                 return Err(format!(
-                "unknown parameter `{}`; known: q, add, sub, like, template, top, under, threshold",
+                "unknown parameter `{}`; known: q, add, sub, like, template, top, under, threshold, by_slide",
                 truncate(other, 40)
             ))
             }

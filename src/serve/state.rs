@@ -21,7 +21,7 @@ use anyhow::{bail, Result};
 use super::thumbs::{fnv1a, Thumbs};
 use super::ItemId;
 use crate::embed::Embedder;
-use crate::index::{Index, MANIFEST};
+use crate::index::{FileEntry, Index, Region, MANIFEST};
 
 /// One commit of the index, with the item-id lookup built for it.
 pub(crate) struct Snapshot {
@@ -29,6 +29,8 @@ pub(crate) struct Snapshot {
     pub index: Index,
     /// Item id -> (segment, row).
     pub ids: HashMap<ItemId, (u32, u32)>,
+    /// Slide id -> stored path of a slide with at least one live tile.
+    pub slides: HashMap<ItemId, String>,
     /// Commit counter from the manifest.
     pub generation: u64,
     /// The folder stored paths are relative to.
@@ -44,10 +46,16 @@ impl Snapshot {
             Index::open(dir)?
         };
         let mut ids = HashMap::with_capacity(index.len());
+        let mut slides = HashMap::new();
         for (s, seg) in index.segments.iter().enumerate() {
             for (r, e) in seg.entries.iter().enumerate() {
                 if !seg.deleted.contains(&(r as u32)) {
-                    ids.insert(ItemId::of_path(&e.path), (s as u32, r as u32));
+                    ids.insert(ItemId::of(&e.path, e.region.as_ref()), (s as u32, r as u32));
+                    if e.region.is_some() {
+                        slides
+                            .entry(ItemId::of_slide(&e.path))
+                            .or_insert_with(|| e.path.clone());
+                    }
                 }
             }
         }
@@ -55,20 +63,34 @@ impl Snapshot {
             generation: index.stats().generation,
             root: index.root(),
             ids,
+            slides,
             index,
         })
     }
 
-    /// The stored path and unit vector of an item.
-    pub(crate) fn item(&self, id: ItemId) -> Option<(&str, &[f32])> {
+    /// The stored entry (path, region) and unit vector of an item.
+    pub(crate) fn item(&self, id: ItemId) -> Option<(&FileEntry, &[f32])> {
         let &(s, r) = self.ids.get(&id)?;
         let seg = &self.index.segments[s as usize];
         let dim = self.index.model().dim;
         let r = r as usize;
-        Some((
-            seg.entries[r].path.as_str(),
-            &seg.vectors()[r * dim..(r + 1) * dim],
-        ))
+        Some((&seg.entries[r], &seg.vectors()[r * dim..(r + 1) * dim]))
+    }
+
+    /// The stored path of a slide the index has tiles of.
+    pub(crate) fn slide(&self, id: ItemId) -> Option<&str> {
+        self.slides.get(&id).map(String::as_str)
+    }
+
+    /// The live tiles of the slide at stored path `path`, with their unit vectors.
+    pub(crate) fn tiles_of<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> impl Iterator<Item = (Region, &'a [f32])> + 'a {
+        self.index
+            .iter()
+            .filter(move |(e, _)| e.path == path)
+            .filter_map(|(e, v)| e.region.map(|r| (r, v)))
     }
 }
 
@@ -79,6 +101,8 @@ pub(crate) struct State {
     snapshot: RwLock<Arc<Snapshot>>,
     /// Thumbnail caches.
     pub thumbs: Thumbs,
+    /// Slides kept open for Deep Zoom tiles.
+    pub slides: super::dzi::Slides,
     text_cache: Mutex<TextCache>,
     /// HNSW breadth (when graphs are loaded).
     pub ef: usize,
@@ -115,6 +139,7 @@ impl State {
             embedder,
             snapshot: RwLock::new(Arc::new(snapshot)),
             thumbs,
+            slides: super::dzi::Slides::new(),
             text_cache: Mutex::new(HashMap::new()),
             searches: Default::default(),
             ef,
@@ -228,8 +253,25 @@ pub(crate) fn watch(
 }
 
 impl ItemId {
-    /// The id of a stored (root-relative) path.
-    pub(crate) fn of_path(path: &str) -> Self {
-        ItemId(fnv1a(&[b"item", path.as_bytes()]))
+    /// The id of an item: its stored (root-relative) path, and for a tile of a
+    /// slide its region's `(x, y, w, h)`, so every tile of a slide has its own.
+    /// An image's id is the hash of its path alone (as before slides existed).
+    pub(crate) fn of(path: &str, region: Option<&Region>) -> Self {
+        match region {
+            None => ItemId(fnv1a(&[b"item", path.as_bytes()])),
+            Some(r) => {
+                let (x, y, w, h) = r.key();
+                let mut xywh = [0u8; 32];
+                for (i, v) in [x, y, w, h].into_iter().enumerate() {
+                    xywh[i * 8..(i + 1) * 8].copy_from_slice(&v.to_le_bytes());
+                }
+                ItemId(fnv1a(&[b"tile", path.as_bytes(), &xywh]))
+            }
+        }
+    }
+
+    /// The id of a whole slide (for its deep-zoom tiles and heatmap).
+    pub(crate) fn of_slide(path: &str) -> Self {
+        ItemId(fnv1a(&[b"slide", path.as_bytes()]))
     }
 }

@@ -6,7 +6,7 @@ use super::ItemId;
 
 #[test]
 fn query_string_terms_weights_and_filters() {
-    let id = ItemId::of_path("slides/a.png");
+    let id = ItemId::of("slides/a.png", None);
     let p = parse(
         &format!("q=tumor+tissue&add=2:lymphocytes&sub=necrosis&like=-0.5:{id}&top=20&under=./slides/&threshold=0.25"),
         10,
@@ -25,6 +25,9 @@ fn query_string_terms_weights_and_filters() {
     assert_eq!(p.under.as_deref(), Some("slides"));
     assert_eq!(p.threshold, Some(0.25));
     assert_eq!(parse("q=a", 7).unwrap().top, 7);
+    assert!(parse("q=a&by_slide=1", 7).unwrap().by_slide);
+    assert!(!parse("q=a&by_slide=0", 7).unwrap().by_slide);
+    assert!(parse("q=a&by_slide=2", 7).unwrap_err().contains("by_slide"));
     assert_eq!(
         parse("q=H%26E+image:+tumor", 10).unwrap().terms,
         vec![Term::Text(1.0, "H&E image: tumor".into())]
@@ -77,9 +80,26 @@ fn weights_split_as_plip_search_reads_them() {
 
 #[test]
 fn item_ids_round_trip_and_reject_anything_else() {
-    let id = ItemId::of_path("a/b.png");
+    let id = ItemId::of("a/b.png", None);
     assert_eq!(ItemId::parse(&id.to_string()), Some(id));
-    assert_ne!(ItemId::of_path("a/c.png"), id);
+    assert_ne!(ItemId::of("a/c.png", None), id);
+    // Every tile of a slide has its own id, stable for the same region.
+    let r = |x| crate::index::Region {
+        x,
+        y: 0,
+        w: 448,
+        h: 448,
+        level: 1,
+        mpp: 0.5,
+    };
+    let (a, b) = (
+        ItemId::of("s.svs", Some(&r(0))),
+        ItemId::of("s.svs", Some(&r(448))),
+    );
+    assert_ne!(a, b);
+    assert_eq!(a, ItemId::of("s.svs", Some(&r(0))));
+    assert_ne!(a, ItemId::of("s.svs", None));
+    assert_ne!(ItemId::of_slide("s.svs"), ItemId::of("s.svs", None));
     for s in [
         "",
         "..",

@@ -1,4 +1,5 @@
-//! Thumbnails, made on demand with plip's own decoder and kept in two bounded
+//! Thumbnails (of images, of slide tiles and of whole slides), made on demand
+//! with plip's own decoder and slide reader and kept in two bounded
 //! caches: memory (the most recent few thousand) and a folder on disk (survives
 //! restarts).
 //!
@@ -18,14 +19,17 @@ use std::sync::{Arc, Mutex};
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
 
+use crate::index::Region;
+use crate::output::by_slide;
 use crate::preprocess::{self, DecodeLimits};
+use crate::source::slide::{OpenOptions, Slide};
 
 /// Longest side of a thumbnail, in pixels (cards show about 220 CSS pixels;
 /// this stays sharp on a 1.5x laptop screen).
 pub(crate) const THUMB_SIDE: u32 = 320;
 const JPEG_QUALITY: u8 = 82;
 /// Bump when the thumbnail recipe changes, so old cached files are not reused.
-const RECIPE: u64 = 1;
+const RECIPE: u64 = 2;
 
 /// Why a thumbnail could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +91,8 @@ impl Thumbs {
         }
     }
 
-    /// The thumbnail of the image file at `path` (blocking: decodes on a miss).
-    pub(crate) fn get(&self, path: &Path) -> Result<Thumb, ThumbError> {
+    /// The thumbnail of `what` in the file at `path` (blocking: decodes on a miss).
+    pub(crate) fn get(&self, path: &Path, what: &ThumbOf) -> Result<Thumb, ThumbError> {
         let read_err = |source| ThumbError::Read {
             path: path.to_path_buf(),
             source,
@@ -108,6 +112,7 @@ impl Thumbs {
             &mtime.to_le_bytes(),
             &RECIPE.to_le_bytes(),
             &THUMB_SIDE.to_le_bytes(),
+            &what.key_bytes(),
         ]);
         if let Some(jpeg) = self.mem.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
             return Ok(Thumb {
@@ -118,7 +123,7 @@ impl Thumbs {
         let jpeg: Arc<[u8]> = match self.disk.as_ref().and_then(|d| d.get(key)) {
             Some(bytes) => bytes.into(),
             None => {
-                let bytes = make(path, &self.limits)?;
+                let bytes = make(path, what, &self.limits)?;
                 if let Some(d) = &self.disk {
                     d.put(key, &bytes);
                 }
@@ -136,21 +141,63 @@ impl Thumbs {
     }
 }
 
-/// Decodes `path` with plip's decoder and limits, shrinks it to fit
-/// [`THUMB_SIDE`] and encodes a JPEG.
-pub(crate) fn make(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>, ThumbError> {
-    let bytes = fs::read(path).map_err(|source| ThumbError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+/// What a thumbnail shows of a file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ThumbOf {
+    /// The whole image.
+    Image,
+    /// One tile of a slide, read as it was for the model.
+    Tile(Region),
+    /// A whole slide, from its pyramid.
+    Slide,
+}
+
+impl ThumbOf {
+    /// Bytes that tell the kinds (and tiles) apart in a cache key.
+    fn key_bytes(&self) -> Vec<u8> {
+        match self {
+            ThumbOf::Image => b"image".to_vec(),
+            ThumbOf::Slide => b"slide".to_vec(),
+            ThumbOf::Tile(r) => {
+                let (x, y, w, h) = r.key();
+                let mut v = b"tile".to_vec();
+                for n in [x, y, w, h] {
+                    v.extend_from_slice(&n.to_le_bytes());
+                }
+                v
+            }
+        }
+    }
+}
+
+/// Decodes `path` with plip's readers and limits (the image decoder, or the slide
+/// reader for a tile or a slide), shrinks it to fit [`THUMB_SIDE`] and encodes a JPEG.
+pub(crate) fn make(
+    path: &Path,
+    what: &ThumbOf,
+    limits: &DecodeLimits,
+) -> Result<Vec<u8>, ThumbError> {
     let decode_err = |message: String| ThumbError::Decode {
         path: path.to_path_buf(),
         message,
     };
+    let bytes = match what {
+        ThumbOf::Image => fs::read(path).map_err(|source| ThumbError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?,
+        _ => Vec::new(),
+    };
     // Decoders see bytes from disk that anyone may have put there; a decoder
     // panic costs this thumbnail only.
     let made = std::panic::catch_unwind(|| -> Result<Vec<u8>, String> {
-        let rgb = preprocess::decode_rgb(&bytes, limits).map_err(|e| e.to_string())?;
+        let rgb = match what {
+            ThumbOf::Image => preprocess::decode_rgb(&bytes, limits).map_err(|e| e.to_string())?,
+            ThumbOf::Tile(r) => by_slide::tile_crop(path, r).map_err(|e| e.to_string())?,
+            ThumbOf::Slide => Slide::open(path, &OpenOptions::default())
+                .and_then(|s| s.thumbnail(THUMB_SIDE))
+                .map_err(|e| e.to_string())?,
+        };
         let (w, h) = rgb.dimensions();
         let scale = (THUMB_SIDE as f64 / w.max(h) as f64).min(1.0);
         let (tw, th) = (
@@ -162,17 +209,20 @@ pub(crate) fn make(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>, ThumbE
         } else {
             image::imageops::resize(&rgb, tw, th, FilterType::Triangle)
         };
-        let mut out = Vec::new();
-        JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
-            .encode_image(&small)
-            .map_err(|e| e.to_string())?;
-        Ok(out)
+        encode_jpeg(&small).map_err(|e| e.to_string())
     });
     match made {
         Ok(Ok(jpeg)) => Ok(jpeg),
         Ok(Err(m)) => Err(decode_err(m)),
         Err(_) => Err(decode_err("the image decoder crashed on this file".into())),
     }
+}
+
+/// The server's JPEG encoding (thumbnails and deep-zoom tiles).
+pub(crate) fn encode_jpeg(img: &image::RgbImage) -> image::ImageResult<Vec<u8>> {
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY).encode_image(img)?;
+    Ok(out)
 }
 
 /// Most recently added thumbnails, at most `budget` bytes, oldest dropped first.
@@ -364,19 +414,22 @@ mod tests {
             Some((dir.path().join("c"), 1 << 20)),
             DecodeLimits::default(),
         );
-        let t = thumbs.get(&png).unwrap();
+        let t = thumbs.get(&png, &ThumbOf::Image).unwrap();
         let back = image::load_from_memory(&t.jpeg).unwrap();
         assert_eq!((back.width(), back.height()), (THUMB_SIDE, 100));
         assert_eq!(
-            thumbs.get(&png).unwrap().key,
+            thumbs.get(&png, &ThumbOf::Image).unwrap().key,
             t.key,
             "cached under the same key"
         );
         let bad = dir.path().join("bad.png");
         fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
-        assert!(matches!(thumbs.get(&bad), Err(ThumbError::Decode { .. })));
         assert!(matches!(
-            thumbs.get(&dir.path().join("gone.png")),
+            thumbs.get(&bad, &ThumbOf::Image),
+            Err(ThumbError::Decode { .. })
+        ));
+        assert!(matches!(
+            thumbs.get(&dir.path().join("gone.png"), &ThumbOf::Image),
             Err(ThumbError::Read { .. })
         ));
     }

@@ -701,6 +701,18 @@ fn the_page_is_one_self_contained_document() {
         !server.get("/app.js").text().contains("innerHTML"),
         "names are set as text"
     );
+    // OpenSeadragon is vendored with its licence, and the viewer's shared URL is the page.
+    let osd = server.get("/vendor/openseadragon/openseadragon.min.js");
+    assert_eq!(osd.status, 200);
+    assert!(osd.text().starts_with("//! openseadragon 6.1.1"));
+    assert!(server
+        .get("/vendor/openseadragon/LICENSE.txt")
+        .text()
+        .contains("Redistribution and use"));
+    let viewer = server.get("/slide/0123456789abcdef?q=tumor");
+    assert_eq!(viewer.status, 200);
+    assert_eq!(viewer.text(), html);
+    assert!(viewer.header("content-security-policy").is_some());
 }
 
 #[test]
@@ -713,4 +725,301 @@ fn listening_beyond_loopback_warns() {
         assert!(Instant::now() < deadline, "no warning: {}", server.stderr());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `s/` with two whole slides and two images, indexed.
+fn slides_indexed() -> TestEnv {
+    let env = TestEnv::new();
+    let d = env.copy_images("s", &["jpeg_rgb_640x480_q90.jpg", "png_rgb_224x224.png"]);
+    for n in ["aperio_ycbcr.svs", "generic.tiff"] {
+        std::fs::copy(fixtures().join("slides").join(n), d.join(n)).unwrap();
+    }
+    env.ok(&["index", "s"]);
+    env
+}
+
+fn a_tile_hit(server: &Server, slide: &str) -> Value {
+    let api = server.json("/api/search?q=tissue&top=1000");
+    api["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["path"] == slide)
+        .unwrap_or_else(|| panic!("no tile of {slide}: {api}"))
+        .clone()
+}
+
+/// A server over [`slides_indexed`] and a tile hit of `slide` (with its `slide_id`).
+fn slide_server(slide: &str) -> (TestEnv, Server, Value) {
+    let env = slides_indexed();
+    let server = Server::start(&env, &[]);
+    let tile = a_tile_hit(&server, slide);
+    (env, server, tile)
+}
+
+fn jpeg_size(r: &Resp) -> (u32, u32) {
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
+    let img = image::load_from_memory_with_format(&r.body, image::ImageFormat::Jpeg).unwrap();
+    (img.width(), img.height())
+}
+
+#[test]
+fn slide_tiles_are_items_of_their_own_with_plip_search_json_fields() {
+    let env = slides_indexed();
+    let server = Server::start(&env, &[]);
+    let api = server.json("/api/search?q=tissue&top=1000");
+    let hits = api["hits"].as_array().unwrap();
+    let cli = cli_hits(&env.ok(&["search", "tissue", "--json", "--top", "1000"]));
+    assert_eq!(triples(hits), triples(&cli));
+    let ids: std::collections::HashSet<&str> =
+        hits.iter().map(|h| h["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), hits.len(), "every tile has its own id");
+    let mut tiles = 0;
+    for (h, c) in hits.iter().zip(&cli) {
+        for k in ["x", "y", "w", "h", "level", "mpp"] {
+            assert_eq!(h.get(k), c.get(k), "{k}: {h} vs {c}");
+        }
+        if c.get("x").is_some() {
+            tiles += 1;
+            assert_eq!(h["kind"], "slide");
+            for k in ["x", "y", "w", "h", "level", "mpp"] {
+                assert_eq!(h["region"][k], c[k], "{k}");
+            }
+            let sid = h["slide_id"].as_str().unwrap();
+            assert_eq!(h["dzi"], format!("/api/slide/{sid}.dzi"));
+            assert!(h["slide_width"].as_u64().unwrap() > 0);
+        } else {
+            assert_eq!(h["kind"], "image");
+            assert!(h["region"].is_null() && h.get("slide_id").is_none(), "{h}");
+        }
+    }
+    assert!(tiles > 10, "{tiles} tiles");
+    // Ids are stable across restarts.
+    drop(server);
+    let again = Server::start(&env, &[]);
+    let api2 = again.json("/api/search?q=tissue&top=1000");
+    assert_eq!(api2["hits"], api["hits"]);
+    // A tile's thumbnail is its crop, read by plip's slide reader.
+    let tile = a_tile_hit(&again, "s/aperio_ycbcr.svs");
+    let thumb = again.get(tile["thumb"].as_str().unwrap());
+    assert_eq!(jpeg_size(&thumb), (224, 224));
+    // The item route names the tile, and "more like this" finds it first.
+    let id = tile["id"].as_str().unwrap();
+    let item = again.json(&format!("/api/item/{id}"));
+    assert_eq!(
+        (&item["path"], &item["x"], &item["y"]),
+        (&tile["path"], &tile["x"], &tile["y"])
+    );
+    let like = again.json(&format!("/api/search?like={id}&top=1"));
+    assert_eq!(like["hits"][0]["id"], tile["id"]);
+    assert!((like["hits"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4);
+    assert_json_error(&again.get("/api/item/0123456789abcdef"), 404, "no item");
+}
+
+#[test]
+fn deep_zoom_tiles_are_the_slide_read_by_plip_and_bad_addresses_are_404() {
+    let (_env, server, tile) = slide_server("s/aperio_ycbcr.svs");
+    let sid = tile["slide_id"].as_str().unwrap();
+    let dzi = server.get(&format!("/api/slide/{sid}.dzi"));
+    assert_eq!(dzi.status, 200, "{}", dzi.text());
+    assert_eq!(dzi.header("content-type"), Some("application/xml"));
+    let xml = dzi.text();
+    for want in [
+        "Width=\"1990\"",
+        "Height=\"1500\"",
+        "TileSize=\"254\"",
+        "Overlap=\"1\"",
+        "Format=\"jpeg\"",
+    ] {
+        assert!(xml.contains(want), "{xml} lacks {want}");
+    }
+    // 1990x1500 halves to 1x1 in 11 steps: levels 0..=11.
+    let t =
+        |l: u32, c: u32, r: u32| server.get(&format!("/api/slide/{sid}_files/{l}/{c}_{r}.jpeg"));
+    assert_eq!(jpeg_size(&t(11, 0, 0)), (255, 255));
+    assert_eq!(jpeg_size(&t(11, 1, 1)), (256, 256));
+    // The last column and row: 1990 - 7*254 = 212 and 1500 - 5*254 = 230, plus overlap.
+    assert_eq!(jpeg_size(&t(11, 7, 5)), (213, 231));
+    assert_eq!(
+        jpeg_size(&t(10, 3, 2)),
+        (995 - 3 * 254 + 1, 750 - 2 * 254 + 1)
+    );
+    assert_eq!(jpeg_size(&t(0, 0, 0)), (1, 1));
+    // Revalidation works for tiles as for thumbnails.
+    let etag = t(11, 0, 0).header("etag").unwrap().to_string();
+    let again = request(
+        &server.addr,
+        "GET",
+        &format!("/api/slide/{sid}_files/11/0_0.jpeg"),
+        &[("If-None-Match", &etag)],
+        b"",
+    );
+    assert_eq!(again.status, 304);
+    let no = |path: &str| assert_json_error(&server.get(path), 404, "");
+    no(&format!("/api/slide/{sid}_files/12/0_0.jpeg"));
+    no(&format!("/api/slide/{sid}_files/11/8_0.jpeg"));
+    no(&format!("/api/slide/{sid}_files/11/0_6.jpeg"));
+    no(&format!("/api/slide/{sid}_files/0/1_0.jpeg"));
+    no(&format!("/api/slide/{sid}_files/11/99999999999_0.jpeg"));
+    no(&format!(
+        "/api/slide/{sid}_files/11/184467440737095516160_0.jpeg"
+    ));
+    no(&format!(
+        "/api/slide/{sid}_files/99999999999999999999/0_0.jpeg"
+    ));
+    no(&format!("/api/slide/{sid}_files/-1/0_0.jpeg"));
+    no(&format!("/api/slide/{sid}_files/11/a_b.jpeg"));
+    no(&format!("/api/slide/{sid}_files/11/0_0.png"));
+    no(&format!("/api/slide/{sid}/11/0_0.jpeg"));
+    no("/api/slide/0123456789abcdef_files/11/0_0.jpeg");
+    no("/api/slide/0123456789abcdef.dzi");
+    no(&format!("/api/slide/{sid}.xml"));
+    no("/api/slide/..%2F..%2Fetc%2Fpasswd.dzi");
+    no("/api/slide/%2Fetc%2Fpasswd_files/0/0_0.jpeg");
+    // A tile's id is not a slide's.
+    no(&format!("/api/slide/{}.dzi", tile["id"].as_str().unwrap()));
+    // Over HTTP too: the full-resolution Deep Zoom tile at the origin of
+    // generic.tiff (768x512: levels 0..=10) holds the pixels of the indexed
+    // tile there, as its thumbnail shows them (both read by plip, both JPEG).
+    let api = server.json("/api/search?q=tissue&top=1000");
+    let origin = api["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["path"] == "s/generic.tiff" && h["x"] == 0 && h["y"] == 0 && h["w"] == 224)
+        .expect("generic.tiff has a tile at 0,0");
+    let decode = |r: Resp| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        image::load_from_memory(&r.body).unwrap().to_rgb8()
+    };
+    let dz = decode(server.get(&format!(
+        "/api/slide/{}_files/10/0_0.jpeg",
+        origin["slide_id"].as_str().unwrap()
+    )));
+    assert_eq!(dz.dimensions(), (255, 255));
+    let crop = image::imageops::crop_imm(&dz, 0, 0, 224, 224).to_image();
+    let thumb = decode(server.get(origin["thumb"].as_str().unwrap()));
+    assert_eq!(thumb.dimensions(), (224, 224));
+    let diff: u64 = crop
+        .as_raw()
+        .iter()
+        .zip(thumb.as_raw())
+        .map(|(a, b)| u64::from(a.abs_diff(*b)))
+        .sum();
+    let mean = diff as f64 / crop.as_raw().len() as f64;
+    assert!(mean < 4.0, "mean abs difference {mean}");
+    // The slide's thumbnail keeps its aspect ratio.
+    let (w, h) = jpeg_size(&server.get(&format!("/api/slide/{sid}/thumb")));
+    assert_eq!(w, 320);
+    assert!((f64::from(h) - 320.0 * 1500.0 / 1990.0).abs() <= 1.0, "{h}");
+    assert!(!server.stderr().to_lowercase().contains("panick"));
+}
+
+#[test]
+fn the_heatmap_scores_a_slides_tiles_as_plip_search_does() {
+    let (env, server, tile) = slide_server("s/generic.tiff");
+    let sid = tile["slide_id"].as_str().unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        ("q=tissue", &["search", "tissue"]),
+        (
+            "q=tumor&add=2:lymphocytes&sub=0.5:necrosis",
+            &[
+                "search",
+                "tumor",
+                "--add",
+                "2:lymphocytes",
+                "--subtract",
+                "0.5:necrosis",
+            ],
+        ),
+    ];
+    for (query, args) in cases {
+        let heat = server.json(&format!("/api/slide/{sid}/heatmap?{query}"));
+        let mut args = args.to_vec();
+        args.extend(["--json", "--top", "1000"]);
+        let cli: Vec<Value> = cli_hits(&env.ok(&args))
+            .into_iter()
+            .filter(|h| h["path"] == "s/generic.tiff")
+            .collect();
+        let tiles = heat["tiles"].as_array().unwrap();
+        assert_eq!(tiles.len(), cli.len(), "{query}");
+        assert!(!tiles.is_empty());
+        for c in &cli {
+            let t = tiles
+                .iter()
+                .find(|t| t["x"] == c["x"] && t["y"] == c["y"])
+                .unwrap_or_else(|| panic!("{c} not in the heatmap"));
+            let (a, b) = (t["score"].as_f64().unwrap(), c["score"].as_f64().unwrap());
+            assert!((a - b).abs() <= 2e-6, "{query}: {a} vs {b}");
+        }
+        let max = tiles
+            .iter()
+            .map(|t| t["score"].as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert_eq!(heat["max"].as_f64().unwrap(), max);
+    }
+    assert_json_error(
+        &server.get(&format!("/api/slide/{sid}/heatmap")),
+        400,
+        "empty",
+    );
+    assert_json_error(
+        &server.get(&format!("/api/slide/{sid}/heatmap?q=a&top=0")),
+        400,
+        "top",
+    );
+    assert_json_error(
+        &server.get("/api/slide/0123456789abcdef/heatmap?q=a"),
+        404,
+        "no slide",
+    );
+}
+
+#[test]
+fn by_slide_gives_what_plip_search_by_slide_json_prints() {
+    let env = slides_indexed();
+    let server = Server::start(&env, &[]);
+    for (query, args) in [
+        (
+            "q=tissue&by_slide=1",
+            vec!["search", "tissue", "--by-slide", "--json"],
+        ),
+        (
+            "q=tumor&add=lymphocytes&by_slide=1&top=1",
+            vec![
+                "search",
+                "tumor",
+                "--add",
+                "lymphocytes",
+                "--by-slide",
+                "--json",
+                "--top",
+                "1",
+            ],
+        ),
+    ] {
+        let api = server.json(&format!("/api/search?{query}"));
+        let rows = api["slides"].as_array().unwrap();
+        let cli = cli_hits(&env.ok(&args));
+        assert_eq!(rows.len(), cli.len(), "{query}");
+        for (r, c) in rows.iter().zip(&cli) {
+            for k in ["rank", "score", "path", "tiles", "best"] {
+                assert_eq!(r[k], c[k], "{query}: {k}");
+            }
+            let sid = r["slide_id"].as_str().unwrap();
+            assert_eq!(r["thumb"], format!("/api/slide/{sid}/thumb"));
+            let best = server.json(&format!("/api/item/{}", r["best_id"].as_str().unwrap()));
+            assert_eq!((&best["x"], &best["y"]), (&c["best"]["x"], &c["best"]["y"]));
+            assert_eq!(best["slide_id"], r["slide_id"]);
+        }
+    }
+    assert_eq!(
+        server.json("/api/search?q=tissue&by_slide=1")["slides"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_json_error(&server.get("/api/search?q=a&by_slide=yes"), 400, "by_slide");
 }

@@ -1,6 +1,7 @@
-// plip serve's page. No dependencies. Every name from the index is put on the
+// plip serve's page. No dependencies but OpenSeadragon (vendored, served by plip,
+// loaded only for the slide viewer). Every name from the index is put on the
 // page with textContent or as an attribute value, never as HTML, and the CSP
-// allows only this file as script.
+// allows only same-origin scripts.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -19,6 +20,7 @@ const state = {
   under: "",
   threshold: "",
   top: "24",
+  bySlide: false,
   image: null, // {blob, name, url}
 };
 
@@ -38,6 +40,7 @@ function toParams(withTop) {
   if (state.under.trim()) p.set("under", state.under.trim());
   if (state.threshold !== "") p.set("threshold", state.threshold);
   if (withTop || state.top !== "24") p.set("top", state.top);
+  if (state.bySlide) p.set("by_slide", "1");
   return p;
 }
 
@@ -58,6 +61,7 @@ function fromUrl() {
   state.under = p.get("under") || "";
   state.threshold = p.get("threshold") || "";
   state.top = p.get("top") || "24";
+  state.bySlide = p.get("by_slide") === "1";
   state.image = null;
 }
 
@@ -79,6 +83,7 @@ function syncControls() {
   const top = $("top");
   if (![...top.options].some((o) => o.value === state.top)) top.append(el("option", "", state.top));
   top.value = state.top;
+  $("byslide").checked = state.bySlide;
   renderTerms();
 }
 
@@ -124,6 +129,7 @@ function hasQuery() {
 
 // Something in the query changed: update the address bar, then search.
 function changed(now, push) {
+  closeViewer();
   renderTerms();
   const p = toParams(false).toString();
   const url = p ? "/?" + p : "/";
@@ -190,21 +196,28 @@ function showMessage(text, kind) {
   m.hidden = !text;
 }
 
+// A result card for item `id` and its thumbnail button.
+function card(cls, id, path, title, label) {
+  labels.set(id, path);
+  const li = el("li", cls);
+  li.dataset.id = id;
+  const btn = el("button", "thumb");
+  btn.type = "button";
+  btn.title = title;
+  btn.setAttribute("aria-label", label);
+  return [li, btn];
+}
+
 function render(r) {
   const ol = $("results");
   ol.replaceChildren();
+  if (r.slides) return renderSlides(r);
   const n = r.hits.length;
   $("status").textContent = `${n} of ${r.images.toLocaleString()} images · commit ${r.generation} · ${r.took_ms} ms`;
   document.title = (state.q.trim() || "plip") + " · plip search";
   showMessage(n ? "" : "No matches. Lower the minimum score, widen the folder, or try other words.", "hint");
   for (const h of r.hits) {
-    labels.set(h.id, h.path);
-    const li = el("li", "card");
-    li.dataset.id = h.id;
-    const more = el("button", "thumb");
-    more.type = "button";
-    more.title = "More like this";
-    more.setAttribute("aria-label", `More like ${h.path} (rank ${h.rank}, score ${h.score.toFixed(3)})`);
+    const [li, more] = card("card", h.id, h.path, "More like this", `More like ${h.path} (rank ${h.rank}, score ${h.score.toFixed(3)})`);
     const img = el("img");
     img.loading = "lazy";
     img.decoding = "async";
@@ -212,7 +225,14 @@ function render(r) {
     img.src = h.thumb;
     img.addEventListener("error", () => more.classList.add("broken"), { once: true });
     more.append(img);
-    more.addEventListener("click", () => moreLike(h));
+    if (h.kind === "slide") {
+      li.classList.add("tile");
+      more.title = "Open in the slide viewer";
+      more.setAttribute("aria-label", `Open ${h.path} at ${h.x},${h.y} (rank ${h.rank}, score ${h.score.toFixed(3)})`);
+      more.addEventListener("click", () => openSlide(h.id));
+    } else {
+      more.addEventListener("click", () => moreLike(h));
+    }
     const meta = el("div", "meta");
     const top = el("div", "line");
     top.append(el("span", "rank", "#" + h.rank), el("span", "score", h.score.toFixed(3)));
@@ -230,6 +250,14 @@ function render(r) {
     const dir = el("div", "dir", cut >= 0 ? h.path.slice(0, cut + 1) : "./");
     name.title = dir.title = h.path;
     meta.append(top, name, dir);
+    if (h.kind === "slide") {
+      const like = el("button", "mini", "≈");
+      like.type = "button";
+      like.title = "More like this tile";
+      like.addEventListener("click", () => moreLike(h));
+      top.append(like);
+      meta.append(el("div", "tilepos", `@ ${h.x},${h.y} · ${h.w}×${h.h} px`));
+    }
     li.append(more, meta);
     ol.append(li);
   }
@@ -238,6 +266,183 @@ function render(r) {
     for (const l of state.likes) l.label = l.label || labels.get(l.id) || "";
     renderTerms();
   }
+}
+
+// By-slide view: one card per slide, its thumbnail with the best tile boxed.
+function renderSlides(r) {
+  const ol = $("results");
+  const n = r.slides.length;
+  $("status").textContent = `${n} slides · commit ${r.generation} · ${r.took_ms} ms`;
+  document.title = (state.q.trim() || "plip") + " · plip slides";
+  showMessage(n ? "" : "No slides match (this index may hold no slide tiles).", "hint");
+  for (const s of r.slides) {
+    const [li, open] = card("card slide", s.best_id, s.path, "Open at the best tile", `Open ${s.path} (rank ${s.rank}, score ${s.score.toFixed(3)})`);
+    const frame = el("span", "frame");
+    const W = s.slide_width || 1, H = s.slide_height || 1;
+    frame.style.aspectRatio = `${W} / ${H}`;
+    if (W >= H) frame.style.width = "100%";
+    else frame.style.height = "100%";
+    const img = el("img");
+    img.alt = "";
+    img.loading = "lazy";
+    img.src = s.thumb;
+    img.addEventListener("error", () => open.classList.add("broken"), { once: true });
+    const box = el("span", "hitbox");
+    box.style.left = (100 * s.best.x / W) + "%";
+    box.style.top = (100 * s.best.y / H) + "%";
+    box.style.width = (100 * s.best.w / W) + "%";
+    box.style.height = (100 * s.best.h / H) + "%";
+    frame.append(img, box);
+    open.append(frame);
+    open.addEventListener("click", () => openSlide(s.best_id));
+    const meta = el("div", "meta");
+    const top = el("div", "line");
+    top.append(el("span", "rank", "#" + s.rank), el("span", "score", s.score.toFixed(3)));
+    const cut = s.path.lastIndexOf("/");
+    const name = el("div", "name", s.path.slice(cut + 1));
+    name.title = s.path;
+    meta.append(top, name, el("div", "tilepos", `${s.tiles} tiles · best ${s.best.score.toFixed(3)} @ ${s.best.x},${s.best.y}`));
+    li.append(open, meta);
+    ol.append(li);
+  }
+}
+
+// The slide viewer: /slide/TILE_ID?QUERY, a URL that can be shared.
+function openSlide(id) {
+  const p = toParams(false);
+  p.delete("by_slide");
+  const q = p.toString();
+  location.assign("/slide/" + id + (q ? "?" + q : ""));
+}
+
+let viewer = null; // {osd, item}
+let osdLoading = null;
+
+function loadOsd() {
+  if (window.OpenSeadragon) return Promise.resolve();
+  if (!osdLoading) {
+    osdLoading = new Promise((resolve, reject) => {
+      const sc = document.createElement("script");
+      sc.src = "/vendor/openseadragon/openseadragon.min.js";
+      sc.onload = resolve;
+      sc.onerror = () => reject(new Error("could not load the slide viewer's script"));
+      document.head.append(sc);
+    });
+  }
+  return osdLoading;
+}
+
+async function showViewer(id) {
+  $("results").replaceChildren();
+  $("viewer").hidden = false;
+  document.body.dataset.viewer = "loading";
+  try {
+    const item = await api("/api/item/" + encodeURIComponent(id));
+    if (item.kind !== "slide") throw new Error("this item is not a tile of a slide");
+    $("vname").textContent = item.path;
+    $("vinfo").textContent = `tile @ ${item.x},${item.y} · ${item.w}×${item.h} px (level ${item.level}, ${item.mpp.toFixed(3)} µm/px) · slide ${item.slide_width}×${item.slide_height} px`;
+    document.title = item.path + " · plip viewer";
+    $("heat").disabled = !hasQuery();
+    $("heat").parentElement.title = hasQuery() ? "Colour every tile of this slide by its score for the query" : "Search for something first";
+    await loadOsd();
+    const osd = window.OpenSeadragon({
+      element: $("osd"),
+      tileSources: item.dzi,
+      showNavigationControl: false,
+      crossOriginPolicy: false,
+      maxZoomPixelRatio: 4,
+      visibilityRatio: 0.5,
+      gestureSettingsMouse: { clickToZoom: false },
+    });
+    viewer = { osd, item, heat: null };
+    osd.addHandler("open", () => {
+      const vp = osd.viewport;
+      const r = vp.imageToViewportRectangle(item.x, item.y, item.w, item.h);
+      const box = el("div", "hitbox");
+      box.id = "hitbox";
+      box.title = "The hit";
+      osd.addOverlay({ element: box, location: r });
+      vp.fitBounds(new window.OpenSeadragon.Rect(r.x - r.width, r.y - r.height, 3 * r.width, 3 * r.height), true);
+      document.body.dataset.viewer = "open";
+      const tiled = osd.world.getItemAt(0);
+      const done = () => { if (tiled.getFullyLoaded()) document.body.dataset.viewer = "drawn"; };
+      tiled.addHandler("fully-loaded-change", done);
+      done();
+      if ($("heat").checked) toggleHeat();
+    });
+    osd.addHandler("open-failed", (ev) => showMessage("The slide could not be opened: " + (ev.message || "error"), "error"));
+  } catch (e) {
+    $("viewer").hidden = true;
+    showMessage(e.message, "error");
+    document.body.dataset.viewer = "failed";
+  }
+}
+
+function closeViewer() {
+  if (!viewer && $("viewer").hidden) return;
+  if (viewer) viewer.osd.destroy();
+  viewer = null;
+  $("viewer").hidden = true;
+  $("legend").hidden = true;
+  delete document.body.dataset.viewer;
+}
+
+// matplotlib's viridis at 0, 1/8, ..., 1 (as `plip heatmap` draws it).
+const VIRIDIS = [[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
+  [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37]];
+function viridis(t) {
+  const f = Math.min(1, Math.max(0, t || 0)) * 8;
+  const i = Math.min(7, Math.floor(f));
+  const a = f - i;
+  const c = VIRIDIS[i].map((p, k) => Math.round(p + a * (VIRIDIS[i + 1][k] - p)));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
+
+async function toggleHeat() {
+  if (!viewer) return;
+  const on = $("heat").checked;
+  if (viewer.heat) {
+    viewer.osd.removeOverlay(viewer.heat);
+    viewer.heat = null;
+  }
+  $("legend").hidden = true;
+  if (!on || !hasQuery()) return;
+  const v = viewer;
+  const p = toParams(false);
+  p.delete("top");
+  p.delete("by_slide");
+  let hm;
+  try {
+    hm = await api(`/api/slide/${encodeURIComponent(v.item.slide_id)}/heatmap?${p}`);
+  } catch (e) {
+    showMessage(e.message, "error");
+    return;
+  }
+  if (viewer !== v || !$("heat").checked) return;
+  const W = hm.slide_width, H = hm.slide_height;
+  const k = Math.min(1, 2048 / Math.max(W, H));
+  const c = el("canvas", "heat");
+  c.id = "heatmap";
+  c.width = Math.max(1, Math.round(W * k));
+  c.height = Math.max(1, Math.round(H * k));
+  const g = c.getContext("2d");
+  const span = hm.max - hm.min;
+  for (const t of hm.tiles) {
+    g.fillStyle = viridis(span > 0 ? (t.score - hm.min) / span : 1);
+    g.fillRect(t.x * k, t.y * k, t.w * k, t.h * k);
+  }
+  v.osd.addOverlay({ element: c, location: v.osd.viewport.imageToViewportRectangle(0, 0, W, H) });
+  v.heat = c;
+  const bar = $("lbar");
+  const bg = bar.getContext("2d");
+  for (let x = 0; x < bar.width; x++) {
+    bg.fillStyle = viridis(x / (bar.width - 1));
+    bg.fillRect(x, 0, 1, bar.height);
+  }
+  $("lmin").textContent = hm.min.toFixed(3);
+  $("lmax").textContent = hm.max.toFixed(3);
+  $("legend").hidden = false;
+  $("legend").title = `${hm.tiles.length} tiles; cosine ${hm.min.toFixed(4)} (dark) to ${hm.max.toFixed(4)} (yellow)`;
 }
 
 function moreLike(h) {
@@ -378,6 +583,13 @@ function init() {
   $("under").addEventListener("input", () => { state.under = $("under").value; changed(false); });
   $("threshold").addEventListener("input", () => { state.threshold = $("threshold").value; changed(false); });
   $("top").addEventListener("change", () => { state.top = $("top").value; changed(true); });
+  $("byslide").addEventListener("change", () => { state.bySlide = $("byslide").checked; changed(true, true); });
+  $("heat").addEventListener("change", toggleHeat);
+  $("vback").addEventListener("click", () => {
+    const q = location.search;
+    location.assign("/" + q);
+  });
+  $("vlike").addEventListener("click", () => { if (viewer) location.assign("/?like=" + viewer.item.id); });
   $("termform").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const text = $("term").value;
@@ -388,6 +600,7 @@ function init() {
     changed(true);
   });
   window.addEventListener("popstate", () => { fromUrl(); syncControls(); search(); });
+  const slide = /^\/slide\/([0-9a-f]{16})$/.exec(location.pathname);
 
   const m = /^#token=(.+)$/.exec(location.hash);
   const ready = m ? login(decodeURIComponent(m[1])) : Promise.resolve(true);
@@ -404,12 +617,13 @@ function init() {
         o.label = `${f.path} (${f.images})`;
         dl.append(o);
       }
-      if (!hasQuery()) search();
+      if (!hasQuery() && !slide) search();
       else if (!$("status").textContent) $("status").textContent = infoLine;
     }).catch(() => {});
     fromUrl();
     syncControls();
-    search();
+    if (slide) showViewer(slide[1]);
+    else search();
   });
 }
 
