@@ -79,6 +79,103 @@ pub(crate) fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     reduce(acc, a, b)
 }
 
+/// `out[r * nq + q] = dot(rows[r], queries[q])` for every row of `rows` and every
+/// query of `queries` (both row-major with `dim` columns; `nq = queries.len() /
+/// dim`), bit for bit what [`dot`] gives. On AVX-512, eight (then four) queries are
+/// scored against a row at once as independent sums: one load of the row feeds
+/// them all, and their additions overlap instead of waiting on one another
+/// (exact search of many queries at once, `plip serve`).
+pub(crate) fn dot_rows(rows: &[f32], queries: &[f32], dim: usize, out: &mut [f32]) {
+    if dim == 0 {
+        return;
+    }
+    let nq = queries.len() / dim;
+    let n = (rows.len() / dim).min(out.len() / nq.max(1));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe {
+            dot_rows_avx512(
+                &rows[..n * dim],
+                &queries[..nq * dim],
+                dim,
+                &mut out[..n * nq],
+            )
+        };
+        return;
+    }
+    for (row, out) in rows.chunks_exact(dim).zip(out.chunks_exact_mut(nq)).take(n) {
+        for (query, o) in queries.chunks_exact(dim).zip(out) {
+            *o = dot(row, query);
+        }
+    }
+}
+
+/// [`dot_rows`] on AVX-512 registers.
+///
+/// # Safety
+/// The CPU must have AVX-512F. `rows` holds `n * dim` values, `queries` `nq * dim`
+/// and `out` `n * nq` (checked).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_rows_avx512(rows: &[f32], queries: &[f32], dim: usize, out: &mut [f32]) {
+    let nq = queries.len() / dim;
+    assert_eq!(queries.len(), nq * dim);
+    assert_eq!(rows.len() / dim * nq, out.len());
+    for (row, out) in rows.chunks_exact(dim).zip(out.chunks_exact_mut(nq)) {
+        let mut q = 0;
+        while q + 8 <= nq {
+            // SAFETY: 8 whole queries from q; the CPU has AVX-512F.
+            unsafe { dots_avx512::<8>(row, &queries[q * dim..(q + 8) * dim], &mut out[q..q + 8]) };
+            q += 8;
+        }
+        while q + 4 <= nq {
+            // SAFETY: as above, 4 queries.
+            unsafe { dots_avx512::<4>(row, &queries[q * dim..(q + 4) * dim], &mut out[q..q + 4]) };
+            q += 4;
+        }
+        while q < nq {
+            // SAFETY: the CPU has AVX-512F.
+            out[q] = unsafe { dot_avx512(row, &queries[q * dim..(q + 1) * dim]) };
+            q += 1;
+        }
+    }
+}
+
+/// `Q` dot products of `row` with the `Q` rows of `qs`, each with the arithmetic
+/// of [`dot_avx512`] (multiply, then add, per lane; then [`reduce`]).
+///
+/// # Safety
+/// The CPU must have AVX-512F. `qs` holds `Q * row.len()` values and `out` `Q`
+/// (checked).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn dots_avx512<const Q: usize>(row: &[f32], qs: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let dim = row.len();
+    assert!(qs.len() == Q * dim && out.len() == Q);
+    let mut acc = [_mm512_setzero_ps(); Q];
+    let (r, y) = (row.as_ptr(), qs.as_ptr());
+    for c in 0..dim / LANES {
+        // SAFETY: lanes c*16..c*16+16 lie in `row` and in each query of `qs`
+        // (lengths checked above); unaligned loads.
+        unsafe {
+            let x = _mm512_loadu_ps(r.add(c * LANES));
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let yj = _mm512_loadu_ps(y.add(j * dim + c * LANES));
+                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(x, yj));
+            }
+        }
+    }
+    for (j, (acc, out)) in acc.into_iter().zip(out).enumerate() {
+        let mut lanes = [0.0f32; LANES];
+        // SAFETY: `lanes` holds 16 f32.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
+        *out = reduce(lanes, row, &qs[j * dim..(j + 1) * dim]);
+    }
+}
+
 /// The partial sums of [`dot`]: one AVX-512 register, or two AVX2 ones.
 pub(crate) const LANES: usize = 16;
 
@@ -168,6 +265,28 @@ mod tests {
                 (*state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
             })
             .sum()
+    }
+
+    #[test]
+    fn dot_rows_equals_dot_bit_for_bit() {
+        let mut state = 5u64;
+        for dim in [1, 16, 17, 512] {
+            for nq in [1, 3, 4, 5, 8, 13, 16] {
+                let rows: Vec<f32> = (0..7 * dim).map(|_| gauss(&mut state)).collect();
+                let qs: Vec<f32> = (0..nq * dim).map(|_| gauss(&mut state)).collect();
+                let mut out = vec![f32::NAN; 7 * nq];
+                dot_rows(&rows, &qs, dim, &mut out);
+                for (r, row) in rows.chunks_exact(dim).enumerate() {
+                    for (q, query) in qs.chunks_exact(dim).enumerate() {
+                        assert_eq!(
+                            out[r * nq + q].to_bits(),
+                            dot(row, query).to_bits(),
+                            "dim {dim} nq {nq} row {r} query {q}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

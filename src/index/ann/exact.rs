@@ -78,6 +78,9 @@ pub(crate) fn exact_search_many(
     out
 }
 
+/// Rows scored at a time by [`scan_rows`] (their scores stay in cache).
+const SCORE_BLOCK_ROWS: usize = 256;
+
 /// Top-`k` of the rows of `chunk` (ids from `first_id`) by dot product with
 /// each query.
 fn scan_rows(
@@ -89,15 +92,23 @@ fn scan_rows(
 ) -> Vec<TopK> {
     let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k)).collect();
     let dim = queries[0].len();
-    for (i, row) in chunk.chunks_exact(dim).enumerate() {
-        let id = first_id + i;
-        for ((query, top), filter) in queries.iter().zip(&mut tops).zip(allow) {
-            let Some(score) = score_from_dot(dot(row, query)) else {
-                continue;
-            };
-            let hit = Hit { id, score };
-            if top.admits(&hit) && filter.is_none_or(|f| f(id)) {
-                top.push(hit);
+    let nq = queries.len();
+    let flat: Vec<f32> = queries.concat();
+    let mut scores = vec![0.0f32; SCORE_BLOCK_ROWS * nq];
+    for (b, block) in chunk.chunks(SCORE_BLOCK_ROWS * dim).enumerate() {
+        let rows = block.len() / dim;
+        let scores = &mut scores[..rows * nq];
+        dot_rows(&block[..rows * dim], &flat, dim, scores);
+        for (r, row_scores) in scores.chunks_exact(nq).enumerate() {
+            let id = first_id + b * SCORE_BLOCK_ROWS + r;
+            for ((&d, top), filter) in row_scores.iter().zip(&mut tops).zip(allow) {
+                let Some(score) = score_from_dot(d) else {
+                    continue;
+                };
+                let hit = Hit { id, score };
+                if top.admits(&hit) && filter.is_none_or(|f| f(id)) {
+                    top.push(hit);
+                }
             }
         }
     }
