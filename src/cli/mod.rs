@@ -158,6 +158,15 @@ enum Command {
     #[command(subcommand)]
     Eval(EvalCommand),
     /// Search in a web browser: a local web app and JSON API over the index.
+    ///
+    /// Open the printed address: results come as you type; drop an image to search by
+    /// it; click a result for more like it. A whole-slide tile opens a deep-zoom
+    /// viewer (OpenSeadragon, embedded) zoomed to the boxed hit, with a toggle for the
+    /// query's heatmap over the slide; "By slide" ranks slides. Scripts can use the
+    /// JSON API: `GET /api/search?q=TEXT&top=N[&by_slide=1]`, `POST /api/search` with
+    /// an image as the body, `/api/slide/ID.dzi`. Everything is served from the binary
+    /// (no network), files only by item id. New commits of `plip index` are picked up
+    /// while it runs. Research use only, not for diagnosis; English queries.
     Serve(serve::ServeArgs),
 }
 
