@@ -11,35 +11,24 @@ venv of fixtures/requirements.txt. Run from the repository root:
 
 The inputs are the fixture images opened with Pillow (not converted: the
 processor converts them, compositing transparency onto white) and three arrays
-built here from integer arithmetic (see `arrays()`, which test_parity.py
-repeats), each passed as `Image.fromarray(a)`.
+built from integer arithmetic (`inputs.arrays()`, which test_parity.py
+uses too), each passed as `Image.fromarray(a)`.
 """
 
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from inputs import arrays
+
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "fixtures" / "model"
 IMAGES = ROOT / "fixtures" / "images"
 OUT = Path(__file__).resolve().parent / "golden" / "in_memory.json"
-
-
-def arrays():
-    """Deterministic test arrays: RGB (H, W, 3), RGBA (H, W, 4) and grey (H, W)."""
-    y, x = np.mgrid[0:150, 0:260]
-    rgb = np.stack([(x * 3 + y) % 256, (y * 5 + x // 2) % 256, (x * y // 7) % 256], -1)
-    alpha = (x * 255 // 259).astype(np.uint8)
-    return {
-        "array_rgb_150x260": rgb.astype(np.uint8),
-        "array_rgba_150x260": np.dstack([rgb.astype(np.uint8), alpha]),
-        "array_grey_150x260": ((x + 2 * y) % 256).astype(np.uint8),
-    }
 
 
 def unit(t):

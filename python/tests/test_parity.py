@@ -9,18 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import GOLDEN, IMAGES
-
-
-def arrays():
-    # The same arrays as make_goldens.arrays().
-    y, x = np.mgrid[0:150, 0:260]
-    rgb = np.stack([(x * 3 + y) % 256, (y * 5 + x // 2) % 256, (x * y // 7) % 256], -1)
-    alpha = (x * 255 // 259).astype(np.uint8)
-    return {
-        "array_rgb_150x260": rgb.astype(np.uint8),
-        "array_rgba_150x260": np.dstack([rgb.astype(np.uint8), alpha]),
-        "array_grey_150x260": ((x + 2 * y) % 256).astype(np.uint8),
-    }
+from inputs import arrays
 
 
 @pytest.fixture(scope="module")
