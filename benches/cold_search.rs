@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use plip::{FileEntry, Index, IndexWriter};
+use plip::Index;
 
 #[path = "common/mod.rs"]
 mod common;
@@ -63,19 +63,9 @@ fn main() {
         let t = Instant::now();
         let dim = info.dim;
         let vectors = clustered(n, dim, 7);
-        let mut w = IndexWriter::open(&index_dir, &info, true).unwrap();
-        for (i, v) in vectors.chunks_exact(dim).enumerate() {
-            let entry = FileEntry {
-                path: format!("slides/case{:03}/tile{i:06}.jpg", i % 500),
-                size: 0,
-                mtime_ns: 0,
-                crc32: 0,
-                region: None,
-            };
-            w.add(entry, v);
-        }
-        w.compact().unwrap();
-        drop(w);
+        common::write_index(&index_dir, &info, &vectors, |i| {
+            format!("slides/case{:03}/tile{i:06}.jpg", i % 500)
+        });
         let rows: Vec<Vec<f32>> = vectors.chunks_exact(dim).map(<[f32]>::to_vec).collect();
         let f = std::fs::File::create(&matrix).unwrap();
         plip::write_npy(std::io::BufWriter::new(f), &rows, dim).unwrap();

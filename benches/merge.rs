@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use plip::{FileEntry, Index, IndexWriter};
+use plip::Index;
 
 #[path = "common/mod.rs"]
 mod common;
@@ -58,18 +58,9 @@ fn main() {
             let _ = std::fs::remove_dir_all(&dir);
             let t = Instant::now();
             let vectors = clustered(n, dim, 1000 + s as u64);
-            let mut w = IndexWriter::open(&dir, &info, true).unwrap();
-            for (i, v) in vectors.chunks_exact(dim).enumerate() {
-                let entry = FileEntry {
-                    path: format!("../../slides/shard{s:02}/case{:03}/tile{i:06}.jpg", i % 500),
-                    size: 0,
-                    mtime_ns: 0,
-                    crc32: 0,
-                    region: None,
-                };
-                w.add(entry, v);
-            }
-            w.compact().unwrap();
+            common::write_index(&dir, &info, &vectors, |i| {
+                format!("../../slides/shard{s:02}/case{:03}/tile{i:06}.jpg", i % 500)
+            });
             eprintln!(
                 "built shard {s} ({n} vectors{}) in {:.1} s",
                 if graphs { ", with its graph" } else { "" },

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plip::{FileEntry, Index, IndexWriter};
+use plip::Index;
 
 #[path = "common/mod.rs"]
 mod common;
@@ -59,28 +59,16 @@ fn main() {
             .map(|e| e.unwrap().path())
             .collect();
         let vectors = clustered(n, info.dim, 11);
-        let mut w = IndexWriter::open(&index_dir, &info, true).unwrap();
-        for (i, v) in vectors.chunks_exact(info.dim).enumerate() {
-            let path = if i < REAL {
+        common::write_index(&index_dir, &info, &vectors, |i| {
+            if i < REAL {
                 let src = &fixtures[i % fixtures.len()];
                 let name = format!("real/{i:03}.{}", src.extension().unwrap().to_string_lossy());
                 std::fs::copy(src, work.join("slides").join(&name)).unwrap();
                 format!("slides/{name}")
             } else {
                 format!("slides/case{:03}/tile{i:06}.jpg", i % 500)
-            };
-            w.add(
-                FileEntry {
-                    path,
-                    size: 0,
-                    mtime_ns: 0,
-                    crc32: 0,
-                    region: None,
-                },
-                v,
-            );
-        }
-        w.compact().unwrap();
+            }
+        });
     }
     let thumbs = work.join("thumb-cache");
     let _ = std::fs::remove_dir_all(&thumbs);

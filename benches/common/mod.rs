@@ -70,3 +70,26 @@ pub fn bench_model(default_dir: &str, make: &str) -> Option<(std::path::PathBuf,
     let embedder = plip::Embedder::load(&files, plip::Towers::TEXT).expect("loading the model");
     Some((model, embedder))
 }
+
+/// Writes `vectors` (rows of `info.dim` values) as a new, compacted index at `dir`,
+/// row `i` stored under the path `path(i)` (no region, zero size and mtime).
+#[allow(dead_code)] // not every bench writes an index
+pub fn write_index(
+    dir: &std::path::Path,
+    info: &plip::ModelInfo,
+    vectors: &[f32],
+    mut path: impl FnMut(usize) -> String,
+) {
+    let mut w = plip::IndexWriter::open(dir, info, true).unwrap();
+    for (i, v) in vectors.chunks_exact(info.dim).enumerate() {
+        let entry = plip::FileEntry {
+            path: path(i),
+            size: 0,
+            mtime_ns: 0,
+            crc32: 0,
+            region: None,
+        };
+        w.add(entry, v);
+    }
+    w.compact().unwrap();
+}
