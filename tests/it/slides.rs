@@ -24,6 +24,16 @@ fn mixed_folder(env: &TestEnv) -> PathBuf {
     d
 }
 
+/// `s/a.svs` in `env`: the Aperio YCbCr fixture.
+fn one_slide(env: &TestEnv) {
+    fs::create_dir_all(env.path().join("s")).unwrap();
+    fs::copy(
+        slide_fixture("aperio_ycbcr.svs"),
+        env.path().join("s/a.svs"),
+    )
+    .unwrap();
+}
+
 fn json_lines(s: &str) -> Vec<serde_json::Value> {
     s.lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -235,12 +245,7 @@ fn kill_in_the_middle_of_a_slide_then_rerun_equals_a_fresh_index() {
         "16",
     ];
     let fresh = TestEnv::new();
-    fs::create_dir_all(fresh.path().join("s")).unwrap();
-    fs::copy(
-        slide_fixture("aperio_ycbcr.svs"),
-        fresh.path().join("s/a.svs"),
-    )
-    .unwrap();
+    one_slide(&fresh);
     let mut args = vec!["index", "s"];
     args.extend(flags);
     fresh.ok(&args);
@@ -248,12 +253,7 @@ fn kill_in_the_middle_of_a_slide_then_rerun_equals_a_fresh_index() {
     assert_eq!(want.len(), 165);
 
     let env = TestEnv::new();
-    fs::create_dir_all(env.path().join("s")).unwrap();
-    fs::copy(
-        slide_fixture("aperio_ycbcr.svs"),
-        env.path().join("s/a.svs"),
-    )
-    .unwrap();
+    one_slide(&env);
     let mut child = env
         .plip()
         .args(&args)
@@ -334,12 +334,7 @@ fn bad_slides_are_skipped_by_name_and_nothing_indexed_is_lost() {
 #[test]
 fn heatmap_and_tiles_pictures_keep_the_slide_aspect() {
     let env = TestEnv::new();
-    fs::create_dir_all(env.path().join("s")).unwrap();
-    fs::copy(
-        slide_fixture("aperio_ycbcr.svs"),
-        env.path().join("s/a.svs"),
-    )
-    .unwrap();
+    one_slide(&env);
     let dims = |p: &Path| image::image_dimensions(p).unwrap();
 
     // not indexed: embedded on the fly
