@@ -57,10 +57,11 @@ pub(crate) fn exact_search_many(
     if live.is_empty() {
         return out;
     }
-    let qs: Vec<&[f32]> = live.iter().map(|&i| queries[i]).collect();
+    // The live queries, row-major, as `dot_rows` takes them.
+    let flat: Vec<f32> = live.iter().flat_map(|&i| queries[i]).copied().collect();
     let filters: Vec<RowFilter<'_>> = live.iter().map(|&i| allow[i]).collect();
     let rows = &vectors[..n * dim];
-    let scan = |chunk: &[f32], first_id: usize| scan_rows(chunk, first_id, &qs, k, &filters);
+    let scan = |chunk: &[f32], first_id: usize| scan_rows(chunk, first_id, &flat, dim, k, &filters);
     let tops = if n < EXACT_PAR_MIN_ROWS {
         scan(rows, 0)
     } else {
@@ -68,7 +69,7 @@ pub(crate) fn exact_search_many(
             .enumerate()
             .map(|(ci, chunk)| scan(chunk, ci * EXACT_CHUNK_ROWS))
             .reduce(
-                || qs.iter().map(|_| TopK::new(k)).collect(),
+                || live.iter().map(|_| TopK::new(k)).collect(),
                 |a, b| a.into_iter().zip(b).map(|(x, y)| x.merge(y)).collect(),
             )
     };
@@ -82,23 +83,22 @@ pub(crate) fn exact_search_many(
 const SCORE_BLOCK_ROWS: usize = 256;
 
 /// Top-`k` of the rows of `chunk` (ids from `first_id`) by dot product with
-/// each query.
+/// each query of `queries` (row-major, `dim` columns; one filter each).
 fn scan_rows(
     chunk: &[f32],
     first_id: usize,
-    queries: &[&[f32]],
+    queries: &[f32],
+    dim: usize,
     k: usize,
     allow: &[RowFilter<'_>],
 ) -> Vec<TopK> {
-    let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k)).collect();
-    let dim = queries[0].len();
-    let nq = queries.len();
-    let flat: Vec<f32> = queries.concat();
+    let nq = allow.len();
+    let mut tops: Vec<TopK> = allow.iter().map(|_| TopK::new(k)).collect();
     let mut scores = vec![0.0f32; SCORE_BLOCK_ROWS * nq];
     for (b, block) in chunk.chunks(SCORE_BLOCK_ROWS * dim).enumerate() {
         let rows = block.len() / dim;
         let scores = &mut scores[..rows * nq];
-        dot_rows(&block[..rows * dim], &flat, dim, scores);
+        dot_rows(&block[..rows * dim], queries, dim, scores);
         for (r, row_scores) in scores.chunks_exact(nq).enumerate() {
             let id = first_id + b * SCORE_BLOCK_ROWS + r;
             for ((&d, top), filter) in row_scores.iter().zip(&mut tops).zip(allow) {
