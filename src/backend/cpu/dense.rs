@@ -8,7 +8,8 @@ use super::*;
 /// Which layout a [`Dense`] layer keeps its weight in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WeightLayout {
-    /// `[out, in]`, as stored in the checkpoint.
+    /// `[out, in]`, as stored in the checkpoint: few-row layers whose weight
+    /// is not f32 on the CPU, which run through candle's matmul.
     AsStored,
     /// `[in, out]`, transposed once at load time.
     Transposed,
@@ -32,11 +33,14 @@ pub(crate) enum WeightLayout {
 ///   repacks them on every call; the panels are read once, as one stream per
 ///   thread. 4 rows by 512 → 2048: 0.24–0.45 ms against 1.0–1.6 ms; 77 rows:
 ///   0.8 against 1.9 ms;
-/// * many rows, more inputs than outputs (`fc2`, 3072 → 768, and the 768 → 768
-///   `out_proj`): `x W^T` with `W^T` made contiguous at load time, 17.5 instead of
-///   25.4 ms for 800 rows;
-/// * many rows otherwise (`qkv`, `fc1`): candle's `Linear` as is, through gemm
-///   with the epilogue fused.
+/// * many rows (the vision tower, 50 rows per image): `x W^T` through gemm,
+///   with `W^T` made contiguous at load time and the epilogue fused. gemm reads
+///   a contiguous `W^T` faster than the stored `W`, in every layer's shape:
+///   with one thread and 400 rows (8 images, what each core runs at batch 16),
+///   `qkv` 149–154 against 144–146 GFLOP/s, `fc1` 152 against 145, `fc2` 153–155
+///   against 127–131 (peak 171 on that machine). The whole tower at batch 16 ran
+///   1.3–4.3% faster than with `W` as stored for `qkv` and `fc1` (bit for bit
+///   the same vectors; 6 runs of 20 alternating batches).
 ///
 /// In [`Precision::Bf16`] every layer keeps bf16 panels and runs
 /// [`bf16_linear`], whatever its shape.
@@ -66,6 +70,60 @@ pub(crate) const PANEL_ROWS: usize = 6;
 /// 6–9 GB/s per core, against 14 for a plain read of the same memory.
 #[cfg(target_arch = "x86_64")]
 pub(crate) const PANEL_PREFETCH: usize = 32;
+
+/// The values of the f32 CPU tensor `w`, re-laid out by `f`.
+fn relaid<T>(w: &Tensor, f: impl FnOnce(&[f32]) -> Vec<T>) -> candle_core::Result<Vec<T>> {
+    let flat = w.contiguous()?.flatten_all()?;
+    let (storage, layout) = flat.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("dense layer: expected a CPU weight")
+    };
+    Ok(f(contiguous_f32("dense layer", cpu, layout)?))
+}
+
+/// The `[k, n]` transpose of the row-major `[n, k]` matrix `w`, in parallel
+/// over 16-row strips of the result, 16 x 16 blocks at a time in registers on
+/// AVX-512 (candle's strided copy took most of a second for PLIP's vision tower).
+pub(crate) fn transposed(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    assert_eq!(
+        w.len(),
+        n * k,
+        "transposed: {n} x {k} matrix of {} values",
+        w.len()
+    );
+    let mut t = zeroed_f32(n * k);
+    if n == 0 {
+        return t;
+    }
+    t.par_chunks_mut(16 * n).enumerate().for_each(|(s, strip)| {
+        let k0 = s * 16;
+        let rows = strip.len() / n;
+        let mut c0 = 0;
+        #[cfg(target_arch = "x86_64")]
+        if rows == 16 && std::arch::is_x86_feature_detected!("avx512f") {
+            while c0 + 16 <= n {
+                // SAFETY: the CPU has avx512f; the block read starts at row c0,
+                // column k0 of the n x k `w` (c0 + 15 < n, k0 + 15 < k), and
+                // the block written at row 0, column c0 of this 16 x n strip.
+                unsafe {
+                    transpose16_avx512(
+                        w.as_ptr().add(c0 * k + k0),
+                        k,
+                        strip.as_mut_ptr().add(c0),
+                        n,
+                    )
+                };
+                c0 += 16;
+            }
+        }
+        for r in 0..rows {
+            for c in c0..n {
+                strip[r * n + c] = w[c * k + k0 + r];
+            }
+        }
+    });
+    t
+}
 
 /// Packs an `[out, in]` weight into panels: panel `p` holds, for each input
 /// feature in turn, the weights of output features `64p .. 64p + 64` side by
@@ -397,34 +455,26 @@ impl Dense {
         let (out, inp) = w.dims2()?;
         let cpu_f32 = w.device().is_cpu() && w.dtype() == DType::F32;
         let (weight, layout) = if precision == Precision::Bf16 && cpu_f32 {
-            let flat = w.contiguous()?.flatten_all()?;
-            let packed = {
-                let (storage, layout) = flat.storage_and_layout();
-                let candle_core::Storage::Cpu(cpu) = &*storage else {
-                    unreachable!("checked to be on the CPU")
-                };
-                pack_panels_bf16(contiguous_f32("dense layer", cpu, layout)?, out, inp)
-            };
+            let packed = relaid(w, |w| pack_panels_bf16(w, out, inp))?;
             let len = packed.len();
             (
                 Tensor::from_vec(packed, len, w.device())?,
                 WeightLayout::Bf16Panels,
             )
-        } else if !many_rows && w.device().is_cpu() && w.dtype() == DType::F32 {
-            let flat = w.contiguous()?.flatten_all()?;
-            let packed = {
-                let (storage, layout) = flat.storage_and_layout();
-                let candle_core::Storage::Cpu(cpu) = &*storage else {
-                    unreachable!("checked to be on the CPU")
-                };
-                pack_panels(contiguous_f32("dense layer", cpu, layout)?, out, inp)
-            };
+        } else if !many_rows && cpu_f32 {
+            let packed = relaid(w, |w| pack_panels(w, out, inp))?;
             let len = packed.len();
             (
                 Tensor::from_vec(packed, len, w.device())?,
                 WeightLayout::Panels,
             )
-        } else if many_rows && out <= inp {
+        } else if many_rows && cpu_f32 {
+            let wt = relaid(w, |w| transposed(w, out, inp))?;
+            (
+                Tensor::from_vec(wt, (inp, out), w.device())?,
+                WeightLayout::Transposed,
+            )
+        } else if many_rows {
             (w.t()?.contiguous()?, WeightLayout::Transposed)
         } else {
             (w.contiguous()?, WeightLayout::AsStored)
@@ -465,8 +515,7 @@ impl Dense {
                 return self.panels_forward(xs, epilogue)
             }
             _ if cpu_f32 && self.weight.dtype() == DType::F32 => {
-                let few = self.layout == WeightLayout::AsStored && rows <= FEW_ROWS;
-                return self.gemm_fused(xs, epilogue, few);
+                return self.gemm_fused(xs, epilogue);
             }
             WeightLayout::AsStored if rows <= FEW_ROWS => {
                 self.bias_add(self.weight.matmul(&xs.t()?)?.t()?)?
@@ -540,20 +589,9 @@ impl Dense {
         }
     }
 
-    /// `x W^T + b` and the epilogue as one gemm call on f32 CPU tensors.
-    ///
-    /// `few_rows` has gemm write the product column-major, the orientation in
-    /// which its kernels run along the few rows of `x` (what candle's
-    /// `(W x^T)^T` route did; see [`Dense`]), and then transposes it while
-    /// adding bias and residual. With a row-major destination gemm runs along
-    /// the outputs instead: 110 ms for a 77-token prompt against 56-60 ms,
-    /// measured when prompts took this path (now only one or two images do).
-    fn gemm_fused(
-        &self,
-        xs: &Tensor,
-        epilogue: Epilogue,
-        few_rows: bool,
-    ) -> candle_core::Result<Tensor> {
+    /// `x W^T + b` and the epilogue as one gemm call on f32 CPU tensors, into
+    /// a row-major product that starts as the bias (plus the residual).
+    fn gemm_fused(&self, xs: &Tensor, epilogue: Epilogue) -> candle_core::Result<Tensor> {
         let xs = xs.contiguous()?;
         let (m, k) = xs.dims2()?;
         // Strides (row, column) of W^T as a k x n matrix.
@@ -603,86 +641,50 @@ impl Dense {
         } else {
             gemm::Parallelism::None
         };
-        // Before QuickGELU on a row-major product, the bias is added in the
-        // activation's pass, which saves a pass that writes the whole output.
+        // Before QuickGELU, the bias is added in the activation's pass, which
+        // saves a pass that writes the whole output.
         let gelu_bias = match epilogue {
-            Epilogue::QuickGelu if !few_rows => bias.take(),
+            Epilogue::QuickGelu => bias.take(),
             _ => None,
         };
         let mut out: Vec<f32> = Vec::with_capacity(m * n);
-        if few_rows {
-            // gemm into a column-major product, then one pass that transposes
-            // it and adds bias and residual
-            let mut t: Vec<f32> = Vec::with_capacity(m * n);
-            // SAFETY: `t` has room for m x n values and gemm writes them all
-            // (read_dst false); `x` holds m x k and `w` k x n (checked above),
-            // read with in-bounds strides.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    t.as_mut_ptr(),
-                    m as isize,
-                    1,
-                    false,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    wt_cs,
-                    wt_rs,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-                t.set_len(m * n);
-            }
-            from_columns(&t, m, n, bias.as_deref(), res, out.spare_capacity_mut());
-            // SAFETY: `from_columns` wrote all m x n values.
-            unsafe { out.set_len(m * n) };
-        } else {
-            // The starting value of each output row: bias, plus the residual row.
-            let read_dst = bias.is_some() || residual.is_some();
-            if read_dst {
-                prefill_rows(
-                    n,
-                    bias.as_deref(),
-                    res,
-                    &mut out.spare_capacity_mut()[..m * n],
-                );
-            }
-            // SAFETY: `out` has room for m x n values, `x` holds m x k and `w`
-            // k x n (checked above) read with in-bounds strides; with `read_dst`
-            // every value of `out` was written above, without it gemm writes
-            // them all.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    read_dst,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    wt_cs,
-                    wt_rs,
-                    1.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-                out.set_len(m * n);
-            }
+        // The starting value of each output row: bias, plus the residual row.
+        let read_dst = bias.is_some() || residual.is_some();
+        if read_dst {
+            prefill_rows(
+                n,
+                bias.as_deref(),
+                res,
+                &mut out.spare_capacity_mut()[..m * n],
+            );
+        }
+        // SAFETY: `out` has room for m x n values, `x` holds m x k and `w`
+        // k x n (checked above) read with in-bounds strides; with `read_dst`
+        // every value of `out` was written above, without it gemm writes
+        // them all.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                read_dst,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                wt_cs,
+                wt_rs,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+            out.set_len(m * n);
         }
         drop(res_guard);
         match (epilogue, gelu_bias) {
@@ -737,37 +739,6 @@ fn prefill_rows(
                         }
                     }
                     (None, None) => unreachable!("prefill needs a bias or a residual"),
-                }
-            }
-        });
-}
-
-/// `dst[i][j] = cols[j][i] + bias[j] + res[i][j]` for the column-major `m x n`
-/// product `cols`, 16 rows at a time, so that both sides are read and written
-/// in runs.
-fn from_columns(
-    cols: &[f32],
-    m: usize,
-    n: usize,
-    bias: Option<&[f32]>,
-    res: Option<&[f32]>,
-    dst: &mut [std::mem::MaybeUninit<f32>],
-) {
-    const BLOCK: usize = 16;
-    dst[..m * n]
-        .par_chunks_mut(BLOCK * n)
-        .with_min_len(min_len())
-        .enumerate()
-        .for_each(|(blk, rows)| {
-            let i0 = blk * BLOCK;
-            let h = rows.len() / n;
-            for j in 0..n {
-                let col = &cols[j * m + i0..j * m + i0 + h];
-                let b = bias.map_or(0.0, |b| b[j]);
-                for (r, &v) in col.iter().enumerate() {
-                    let at = r * n + j;
-                    let add = res.map_or(0.0, |res| res[(i0 + r) * n + j]);
-                    rows[at].write(v + b + add);
                 }
             }
         });

@@ -28,10 +28,10 @@ fn dense_matches_candle_linear_in_every_layout_and_row_count() {
         let reference = Linear::new(w.clone(), Some(b.clone()));
         for many_rows in [false, true] {
             let dense = Dense::new(reference.clone(), many_rows, Precision::F32).unwrap();
-            let layout = match (many_rows, out <= inp) {
-                (false, _) => WeightLayout::Panels,
-                (true, true) => WeightLayout::Transposed,
-                (true, false) => WeightLayout::AsStored,
+            let layout = if many_rows {
+                WeightLayout::Transposed
+            } else {
+                WeightLayout::Panels
             };
             assert_eq!(dense.layout(), layout);
             for rows in [
@@ -69,6 +69,26 @@ fn dense_matches_candle_linear_in_every_layout_and_row_count() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn transposed_matches_candles_transpose() {
+    // 64 x 48: whole 16 x 16 blocks on AVX-512; 70 x 37: a partial strip and
+    // columns past the last block; 5 x 3 and 1 x 40: the scalar loop only.
+    for (n, k) in [(64, 48), (70, 37), (5, 3), (1, 40), (0, 4)] {
+        let w: Vec<f32> = (0..n * k).map(|i| i as f32 * 0.5 - 7.0).collect();
+        let want = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu)
+            .unwrap()
+            .t()
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(transposed(&w, n, k), want, "{n} x {k}");
     }
 }
 
