@@ -153,8 +153,54 @@ pub(crate) fn read_rgb(path: &Path, limits: &DecodeLimits) -> Result<(RgbImage, 
     let mut bytes = Vec::with_capacity(len as usize);
     file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
     let crc32 = crc32fast::hash(&bytes);
-    let rgb = guarded(|| preprocess::decode_rgb(&bytes, limits))?;
+    let rgb = match guarded(|| preprocess::decode_rgb(&bytes, limits)) {
+        Ok(rgb) => rgb,
+        Err(e) if is_tiff(&bytes) => tiff_by_tiles(path).ok_or(e)?,
+        Err(e) => return Err(e),
+    };
     Ok((rgb, crc32))
+}
+
+/// Whether `bytes` start with a TIFF or BigTIFF header.
+fn is_tiff(bytes: &[u8]) -> bool {
+    matches!(
+        bytes.get(..4),
+        Some(b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+")
+    )
+}
+
+/// A TIFF the image crate could not decode, read with the whole-slide reader
+/// instead: its first page, in strips of [`STRIP_ROWS`] rows. The `tiff` crate
+/// 0.11 fails on valid LZW tiles whose decoded data fills its buffer
+/// (image-rs/image-tiff#395), which the slide reader decodes itself; pixels are
+/// the file's own (the codecs it reads are lossless or JPEG, decoded as
+/// libjpeg does), alpha dropped as Pillow's `convert("RGB")` drops it.
+/// `None` when that reader cannot read the file either.
+fn tiff_by_tiles(path: &Path) -> Option<RgbImage> {
+    use crate::source::slide::{OpenOptions, Slide};
+    const STRIP_ROWS: u32 = 512;
+    let read = || -> Option<RgbImage> {
+        let opts = OpenOptions {
+            user_mpp: None,
+            cache_bytes: 16 << 20,
+        };
+        let slide = Slide::open(path, &opts).ok()?;
+        let l0 = slide.levels().first()?;
+        let (w, h) = (
+            u32::try_from(l0.width).ok()?,
+            u32::try_from(l0.height).ok()?,
+        );
+        let mut out = RgbImage::new(w, h);
+        let row_bytes = w as usize * 3;
+        for y in (0..h).step_by(STRIP_ROWS as usize) {
+            let rows = STRIP_ROWS.min(h - y);
+            let strip = slide.read_region(0, i64::from(y), 0, w, rows).ok()?;
+            let at = y as usize * row_bytes;
+            out.as_mut()[at..at + strip.as_raw().len()].copy_from_slice(strip.as_raw());
+        }
+        Some(out)
+    };
+    std::panic::catch_unwind(read).ok().flatten()
 }
 
 /// Runs a decoder step, turning its error or its panic into a message.
@@ -182,4 +228,49 @@ pub(crate) fn load_image(
         mtime_ns,
         crc32,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/tiff")
+            .join(name)
+    }
+
+    #[test]
+    fn a_tiled_lzw_tiff_the_image_crate_fails_on_is_read_by_the_slide_reader() {
+        // One 64 x 64 LZW tile holding an 8 x 64 image (fixtures/make_slides.py).
+        let tif = fixture("plain_lzw.tif");
+        let limits = DecodeLimits::default();
+        let bytes = std::fs::read(&tif).unwrap();
+        let (png, _) = read_rgb(&fixture("plain_lzw.png"), &limits).unwrap();
+        assert_eq!(png.dimensions(), (8, 64));
+        let by_tiles = tiff_by_tiles(&tif).expect("the slide reader reads it");
+        assert!(
+            by_tiles.as_raw() == png.as_raw(),
+            "pixels differ from the PNG"
+        );
+        let (rgb, crc) = read_rgb(&tif, &limits).unwrap();
+        assert!(
+            rgb.as_raw() == png.as_raw(),
+            "read_rgb's pixels differ from the PNG"
+        );
+        assert_eq!(crc, crc32fast::hash(&bytes));
+        // What the fallback is for; when the `tiff` crate is fixed, this
+        // fails and the fallback can go.
+        assert!(preprocess::decode_rgb(&bytes, &limits).is_err());
+    }
+
+    #[test]
+    fn a_tiff_neither_decoder_reads_keeps_the_image_decoders_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.tif");
+        let bytes = std::fs::read(fixture("plain_lzw.tif")).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = read_rgb(&path, &DecodeLimits::default()).unwrap_err();
+        assert!(err.contains("decode"), "{err}");
+    }
 }

@@ -603,6 +603,23 @@ impl TiffSlide {
                     ),
                 });
             }
+            // Grey is white- or black-is-zero (the tag's default is taken as RGB,
+            // so an untagged grey page passes); colour is RGB or YCbCr. Palette,
+            // CMYK, CIELab and the rest would be read as grey or RGB, wrongly.
+            let colour_ok = match info.spp {
+                1 => info.photometric <= PHOTOMETRIC_RGB,
+                _ => matches!(info.photometric, PHOTOMETRIC_RGB | PHOTOMETRIC_YCBCR),
+            };
+            if !colour_ok {
+                return Err(SlideError::Unsupported {
+                    path: path.to_path_buf(),
+                    msg: format!(
+                        "level {li} has photometric interpretation {} with {} samples; only \
+                         grey, RGB and YCbCr are read",
+                        info.photometric, info.spp
+                    ),
+                });
+            }
             if info.photometric == PHOTOMETRIC_YCBCR && info.compression != COMPRESSION_JPEG {
                 return Err(SlideError::Unsupported {
                     path: path.to_path_buf(),
