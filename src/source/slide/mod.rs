@@ -115,11 +115,11 @@ pub(crate) fn has_slide_extension(path: &Path) -> bool {
 /// Whether `path` should be indexed as a whole slide rather than as one image.
 ///
 /// By extension for `.svs` and the OpenSlide formats (a broken one is still a slide, so that
-/// the user gets the slide reader's error). A `.tif`/`.tiff` is a slide when its first page
-/// is tiled and it is pyramidal (more than one level), an Aperio or OME-TIFF file, tiled JPEG
-/// (which the image path cannot decode), or too big to decode as one image (over Pillow's
-/// decompression-bomb limit, which the image path applies); any other TIFF, and any TIFF this
-/// reader cannot parse, stays an ordinary image.
+/// the user gets the slide reader's error). A `.tif`/`.tiff` is a slide when it is pyramidal
+/// (more than one level), an Aperio or OME-TIFF file, tiled JPEG (which the image path cannot
+/// decode), or too big to decode as one image (over Pillow's decompression-bomb limit, which
+/// the image path applies; tiled or stripped); any other TIFF, and any TIFF this reader cannot
+/// parse, stays an ordinary image.
 pub(crate) fn is_slide(path: &Path) -> bool {
     let ext = path
         .extension()

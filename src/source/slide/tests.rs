@@ -513,11 +513,70 @@ fn non_tiff_missing_and_unsupported_files_name_the_file() {
     std::fs::write(&empty, b"").unwrap();
     let e = open(&empty).err().unwrap().to_string();
     assert!(e.contains("empty.svs"), "{e}");
-    // a stripped TIFF says how to convert it
-    let stripped = dir.path().join("strip.tif");
-    RgbImage::new(8, 8).save(&stripped).unwrap();
-    let e = open(&stripped).err().unwrap().to_string();
-    assert!(e.contains("strip.tif") && e.contains("--tile"), "{e}");
+}
+
+/// A stripped TIFF written by the `tiff` crate: `rows` rows per strip, with
+/// the given compression and a resolution of 0.5 µm/px.
+fn write_stripped(path: &Path, img: &RgbImage, rows: u32, compression: tiff::encoder::Compression) {
+    use tiff::encoder::{colortype::RGB8, Rational, TiffEncoder};
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = TiffEncoder::new(file)
+        .unwrap()
+        .with_compression(compression);
+    let mut im = enc.new_image::<RGB8>(img.width(), img.height()).unwrap();
+    im.rows_per_strip(rows).unwrap();
+    im.resolution(
+        tiff::tags::ResolutionUnit::Centimeter,
+        Rational { n: 20_000, d: 1 },
+    );
+    im.write_data(img.as_raw()).unwrap();
+}
+
+#[test]
+fn stripped_tiffs_are_read_strip_by_strip() {
+    use tiff::encoder::Compression;
+    let dir = tempfile::tempdir().unwrap();
+    // 301 x 250 with 16-row strips: the last strip holds 10 rows.
+    let img = RgbImage::from_fn(301, 250, |x, y| {
+        image::Rgb([(x * 3 + y) as u8, (y * 7) as u8, ((x * y) % 251) as u8])
+    });
+    for (name, compression) in [
+        ("raw.tif", Compression::Uncompressed),
+        ("lzw.tif", Compression::Lzw),
+        ("packbits.tif", Compression::Packbits),
+    ] {
+        let p = dir.path().join(name);
+        write_stripped(&p, &img, 16, compression);
+        let s = open(&p).unwrap();
+        assert_eq!(s.levels().len(), 1, "{name}");
+        let l = s.levels()[0];
+        assert_eq!((l.width, l.height, l.tile_w, l.tile_h), (301, 250, 301, 16));
+        assert_eq!(s.mpp(), Some((0.5, MppSource::TiffResolution)), "{name}");
+        // Regions across strip boundaries, in the last strip and past the edge.
+        for (x, y, w, h) in [(0, 0, 301, 250), (17, 9, 40, 30), (250, 230, 80, 40)] {
+            let got = s.read_region(x, y, 0, w, h).unwrap();
+            for (gx, gy, p) in got.enumerate_pixels() {
+                let (sx, sy) = (x as u32 + gx, y as u32 + gy);
+                let want = if sx < 301 && sy < 250 {
+                    *img.get_pixel(sx, sy)
+                } else {
+                    image::Rgb([0, 0, 0])
+                };
+                assert_eq!(*p, want, "{name} ({sx}, {sy})");
+            }
+        }
+    }
+    // A small stripped TIFF stays an ordinary image; one over the pixel limit is a slide.
+    assert!(!is_slide(&dir.path().join("lzw.tif")));
+    // One strip holding the whole image is too big to cache: refused with advice.
+    let big = RgbImage::from_pixel(3000, 3000, image::Rgb([200, 100, 150]));
+    let one = dir.path().join("one_strip.tif");
+    write_stripped(&one, &big, 3000, Compression::Lzw);
+    let e = open(&one).err().unwrap().to_string();
+    assert!(
+        e.contains("one_strip.tif") && e.contains("3000x3000") && e.contains("--tile"),
+        "{e}"
+    );
 }
 
 #[test]

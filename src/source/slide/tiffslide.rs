@@ -1,4 +1,4 @@
-//! Pure-Rust reader for tiled TIFF slides: Aperio `.svs`, generic pyramidal
+//! Pure-Rust reader for TIFF slides: Aperio `.svs`, generic pyramidal
 //! TIFF/BigTIFF and OME-TIFF with SubIFD pyramids.
 //!
 //! Level discovery follows OpenSlide 4.0.1 (commit
@@ -11,7 +11,9 @@
 //!   <https://github.com/openslide/openslide/blob/fe79a9713bef2bfd64bbfefd15704060764b1274/src/openslide-vendor-aperio.c#L412-L527>
 //! * Generic TIFF ([`generic_tiff_open`]): IFD 0 must be tiled; later IFDs
 //!   count when tiled and NewSubfileType has the reduced-image bit; levels
-//!   are sorted by width, largest first.
+//!   are sorted by width, largest first. An extension: a stripped IFD 0 (a
+//!   big single-page TIFF, which OpenSlide refuses) is read with each strip
+//!   as a full-width tile, when a strip decodes to at most 32 MB.
 //!   <https://github.com/openslide/openslide/blob/fe79a9713bef2bfd64bbfefd15704060764b1274/src/openslide-vendor-generic-tiff.c#L205-L266>
 //! * OME-TIFF (an extension: OpenSlide 4.0.1 sees only IFD 0 of these): when
 //!   IFD 0's description holds OME-XML and IFD 0 has SubIFDs (tag 330), the
@@ -57,6 +59,11 @@ pub(crate) const APERIO_JP2K_RGB: u16 = 33005;
 const PHOTOMETRIC_MINISWHITE: u16 = 0;
 const PHOTOMETRIC_RGB: u16 = 2;
 const PHOTOMETRIC_YCBCR: u16 = 6;
+/// Largest strip, in bytes of decoded RGBA, of a stripped page read as a
+/// slide: strips are the cached unit, so one that holds the whole image (no
+/// RowsPerStrip) would put it all in memory.
+const MAX_STRIP_BYTES: u64 = 32 << 20;
+
 /// Most IFDs walked in one file (a guard against hostile chains).
 const MAX_IFDS: usize = 4096;
 
@@ -67,6 +74,11 @@ struct IfdInfo {
     width: u64,
     height: u64,
     tile: Option<(u32, u32)>,
+    /// RowsPerStrip of a stripped IFD (the image height when the tag is absent).
+    rows_per_strip: Option<u64>,
+    /// Whether `tile` is a stripped page's strips (full-width, the last one
+    /// not padded).
+    strips: bool,
     subfile: u32,
     compression: u16,
     photometric: u16,
@@ -95,6 +107,9 @@ pub(crate) struct TiffLevel {
     decoder: Mutex<Option<LevelDecoder>>,
     /// LZW levels: tile offsets and the Predictor tag, for [`decode_lzw_tile`].
     lzw: Option<LzwLevel>,
+    /// The level is a stripped page: its tiles are strips, and the last one
+    /// holds only the rows left (tiles at the edge are padded to full size).
+    strips: bool,
 }
 
 struct LzwLevel {
@@ -112,7 +127,7 @@ pub(crate) struct TiffSlide {
     pub(crate) vendor: &'static str,
     pub(crate) mpp: Option<(f64, MppSource)>,
     pub(crate) cache: TileCache,
-    /// Level 0 is JPEG-compressed (tiled JPEG TIFFs are read as slides: the image
+    /// Level 0 is tiled JPEG (tiled JPEG TIFFs are read as slides: the image
     /// path does not decode them).
     pub(crate) jpeg_level0: bool,
 }
@@ -434,6 +449,12 @@ fn read_ifd(dec: &mut LevelDecoder, ptr: u64) -> tiff::TiffResult<(IfdInfo, Opti
         if tw > 0 && th > 0 && tw <= 1 << 16 && th <= 1 << 16 {
             info.tile = Some((tw as u32, th as u32));
         }
+    } else {
+        info.rows_per_strip = Some(
+            u(Tag::RowsPerStrip)?
+                .unwrap_or(info.height)
+                .min(info.height),
+        );
     }
     info.description = match t.find_tag(Tag::ImageDescription)? {
         Some(Value::Ascii(s)) => Some(s),
@@ -514,14 +535,27 @@ impl TiffSlide {
             .first()
             .cloned()
             .ok_or_else(|| tiff_err(path, "no IFD"))?;
+        // A stripped first page is read strip by strip, each strip a full-width
+        // tile, when the strips are small enough to cache; any other stripped
+        // page (a thumbnail, label or macro) is never a level.
+        let mut ifd0 = ifd0;
         if ifd0.tile.is_none() {
-            return Err(SlideError::Unsupported {
-                path: path.to_path_buf(),
-                msg: "the TIFF is not tiled (stripped images cannot be read region by region); \
-                      convert it, e.g. `vips tiffsave in.tif out.tif --tile --pyramid \
-                      --compression jpeg`"
-                    .into(),
-            });
+            let rows = ifd0.rows_per_strip.unwrap_or(ifd0.height).max(1);
+            let strip_bytes = ifd0.width.saturating_mul(rows).saturating_mul(4);
+            if ifd0.width > u64::from(u32::MAX) || strip_bytes > MAX_STRIP_BYTES {
+                return Err(SlideError::Unsupported {
+                    path: path.to_path_buf(),
+                    msg: format!(
+                        "the TIFF is stripped with strips of {}x{rows} pixels, too large to \
+                         read region by region; convert it to a tiled pyramid, e.g. `vips \
+                         tiffsave in.tif out.tif --tile --pyramid --compression jpeg`",
+                        ifd0.width
+                    ),
+                });
+            }
+            ifd0.tile = Some((ifd0.width as u32, rows as u32));
+            ifd0.strips = true;
+            ifds[0] = ifd0.clone();
         }
         let desc0 = ifd0.description.clone().unwrap_or_default();
 
@@ -629,8 +663,13 @@ impl TiffSlide {
             let across = info.width.div_ceil(u64::from(tile_w));
             let down = info.height.div_ceil(u64::from(tile_h));
             let mut d = decoder_at(path, header, info.ptr)?;
+            let (counts_tag, offsets_tag) = if info.strips {
+                (Tag::StripByteCounts, Tag::StripOffsets)
+            } else {
+                (Tag::TileByteCounts, Tag::TileOffsets)
+            };
             let byte_counts = d
-                .find_tag_unsigned_vec::<u64>(Tag::TileByteCounts)
+                .find_tag_unsigned_vec::<u64>(counts_tag)
                 .map_err(|e| tiff_err(path, format!("level {li}: TileByteCounts: {e}")))?
                 .unwrap_or_default();
             if (byte_counts.len() as u64) < across * down {
@@ -645,7 +684,7 @@ impl TiffSlide {
             }
             let lzw = if info.compression == COMPRESSION_LZW {
                 let offsets = d
-                    .find_tag_unsigned_vec::<u64>(Tag::TileOffsets)
+                    .find_tag_unsigned_vec::<u64>(offsets_tag)
                     .map_err(|e| tiff_err(path, format!("level {li}: TileOffsets: {e}")))?
                     .unwrap_or_default();
                 if (offsets.len() as u64) < across * down {
@@ -688,6 +727,7 @@ impl TiffSlide {
                 byte_counts,
                 decoder: Mutex::new(Some(d)),
                 lzw,
+                strips: info.strips,
             });
         }
         // OpenSlide refuses slides whose downsamples are not increasing.
@@ -731,7 +771,7 @@ impl TiffSlide {
             vendor,
             mpp,
             cache: TileCache::new(cache_bytes),
-            jpeg_level0: chosen[0].compression == COMPRESSION_JPEG,
+            jpeg_level0: chosen[0].compression == COMPRESSION_JPEG && !chosen[0].strips,
         })
     }
 
@@ -795,10 +835,11 @@ impl TiffSlide {
             let raw = read_at(&self.path, lzw.offsets[i], l.byte_counts[i])
                 .map_err(|e| corrupt(format!("cannot read the tile's bytes: {e}")))?;
             let spp = usize::from(l.spp);
-            let full = decode_lzw_tile(&raw, l.tile_w as usize * spp, l.tile_h as usize)
-                .map_err(corrupt)?;
             let w = (l.width - col * u64::from(l.tile_w)).min(u64::from(l.tile_w)) as u32;
             let h = (l.height - row * u64::from(l.tile_h)).min(u64::from(l.tile_h)) as u32;
+            let coded_rows = if l.strips { h } else { l.tile_h };
+            let full = decode_lzw_tile(&raw, l.tile_w as usize * spp, coded_rows as usize)
+                .map_err(corrupt)?;
             let data = crop_rows(
                 full,
                 l.tile_w as usize * spp,
