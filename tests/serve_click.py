@@ -180,8 +180,11 @@ with tempfile.TemporaryDirectory() as profile:
               b.wait(f"location.search.includes('like={clicked}')"))
         check("the clicked image comes back first",
               b.wait(f"document.querySelector('#results .card')?.dataset.id === '{clicked}'"))
+        # Waited for, not read once: when the clicked image already ranked first
+        # for the text query, the check above passes before "more like this"
+        # has rendered.
         check("scored 1.000",
-              b.js("document.querySelector('#results .card .score')?.textContent") == "1.000")
+              b.wait("document.querySelector('#results .card .score')?.textContent === '1.000'"))
         b.shot("click-more-like-this.png")
 
         # 2. A click on a slide tile: the viewer, zoomed to the hit, then the heatmap.

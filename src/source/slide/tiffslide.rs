@@ -670,13 +670,13 @@ impl TiffSlide {
             };
             let byte_counts = d
                 .find_tag_unsigned_vec::<u64>(counts_tag)
-                .map_err(|e| tiff_err(path, format!("level {li}: TileByteCounts: {e}")))?
+                .map_err(|e| tiff_err(path, format!("level {li}: {counts_tag:?}: {e}")))?
                 .unwrap_or_default();
             if (byte_counts.len() as u64) < across * down {
                 return Err(tiff_err(
                     path,
                     format!(
-                        "level {li}: {} tile byte counts for {} tiles",
+                        "level {li}: {} {counts_tag:?} for {} tiles",
                         byte_counts.len(),
                         across * down
                     ),
@@ -685,13 +685,13 @@ impl TiffSlide {
             let lzw = if info.compression == COMPRESSION_LZW {
                 let offsets = d
                     .find_tag_unsigned_vec::<u64>(offsets_tag)
-                    .map_err(|e| tiff_err(path, format!("level {li}: TileOffsets: {e}")))?
+                    .map_err(|e| tiff_err(path, format!("level {li}: {offsets_tag:?}: {e}")))?
                     .unwrap_or_default();
                 if (offsets.len() as u64) < across * down {
                     return Err(tiff_err(
                         path,
                         format!(
-                            "level {li}: {} tile offsets for {} tiles",
+                            "level {li}: {} {offsets_tag:?} for {} tiles",
                             offsets.len(),
                             across * down
                         ),
