@@ -668,35 +668,27 @@ impl TiffSlide {
             } else {
                 (Tag::TileByteCounts, Tag::TileOffsets)
             };
-            let byte_counts = d
-                .find_tag_unsigned_vec::<u64>(counts_tag)
-                .map_err(|e| tiff_err(path, format!("level {li}: {counts_tag:?}: {e}")))?
-                .unwrap_or_default();
-            if (byte_counts.len() as u64) < across * down {
-                return Err(tiff_err(
-                    path,
-                    format!(
-                        "level {li}: {} {counts_tag:?} for {} tiles",
-                        byte_counts.len(),
-                        across * down
-                    ),
-                ));
-            }
-            let lzw = if info.compression == COMPRESSION_LZW {
-                let offsets = d
-                    .find_tag_unsigned_vec::<u64>(offsets_tag)
-                    .map_err(|e| tiff_err(path, format!("level {li}: {offsets_tag:?}: {e}")))?
+            // One entry per tile (or strip) of the level, or the level is broken.
+            let mut table = |tag: Tag| -> Result<Vec<u64>, SlideError> {
+                let v = d
+                    .find_tag_unsigned_vec::<u64>(tag)
+                    .map_err(|e| tiff_err(path, format!("level {li}: {tag:?}: {e}")))?
                     .unwrap_or_default();
-                if (offsets.len() as u64) < across * down {
+                if (v.len() as u64) < across * down {
                     return Err(tiff_err(
                         path,
                         format!(
-                            "level {li}: {} {offsets_tag:?} for {} tiles",
-                            offsets.len(),
+                            "level {li}: {} {tag:?} for {} tiles",
+                            v.len(),
                             across * down
                         ),
                     ));
                 }
+                Ok(v)
+            };
+            let byte_counts = table(counts_tag)?;
+            let lzw = if info.compression == COMPRESSION_LZW {
+                let offsets = table(offsets_tag)?;
                 let predictor = d
                     .find_tag_unsigned::<u16>(Tag::Predictor)
                     .map_err(|e| tiff_err(path, format!("level {li}: Predictor: {e}")))?
