@@ -148,6 +148,11 @@ impl IndexJob {
         cancel: &AtomicBool,
     ) -> Result<JobSummary> {
         let started = Instant::now();
+        // The faces check the flags as they parse them; this is the last line of
+        // defence before the plan can remove anything (issue 27).
+        if let Err(e) = self.options.slides.validate() {
+            anyhow::bail!("invalid tiling, nothing was changed: {e}");
+        }
         let (todo, slide_todo, tiling) = self.plan(progress)?;
         progress.start(todo.len() as u64);
         let paths: Vec<PathBuf> = todo.iter().map(|t| t.abs.clone()).collect();

@@ -120,3 +120,25 @@ def test_slide_tiles_and_by_slide_match_the_cli(tmp_path):
     for got, want in zip(slides, cli):
         assert (got["rank"], got["score"], got["tiles"]) == (want["rank"], want["score"], want["tiles"])
         assert {k: got["best"][k] for k in want["best"]} == want["best"]
+
+
+def test_non_integer_top_is_refused_not_truncated(indexed):
+    # issue 27: top=1.5 used to mean 1 silently, where `--top 1.5` is an error.
+    tmp, _ = indexed
+    ix = pr.Index(tmp / ".plip")
+    for bad in (1.5, "3", True):
+        with pytest.raises(ValueError, match="top must be a whole number"):
+            ix.search("tumor", top=bad)
+    assert len(ix.search("tumor", top=np.int64(2))) == 2
+
+
+def test_non_finite_tiling_values_are_refused_before_the_index_is_written(indexed):
+    # issue 27: mpp=NaN used to commit a manifest that no longer opened.
+    tmp, _ = indexed
+    manifest = (tmp / ".plip" / "MANIFEST").read_bytes()
+    for kw in (dict(mpp=float("nan")), dict(mpp=float("inf")), dict(min_tissue=5.0),
+               dict(slide_mpp=0.0), dict(tile=0), dict(tile=2.5)):
+        with pytest.raises(ValueError):
+            pr.index(tmp / "slides", index=tmp / ".plip", **kw)
+    assert (tmp / ".plip" / "MANIFEST").read_bytes() == manifest
+    assert len(pr.Index(tmp / ".plip")) == len(list(IMAGES.iterdir()))

@@ -8,10 +8,17 @@ use crate::output::export;
 pub(super) fn cmd_export(config: &Config, args: ExportArgs) -> Result<i32> {
     let index = open_index(config)?;
     let out = absolute(&config.cwd, &args.out);
-    let summary = export::export(&index, &out, args.rows_per_part, args.relative)?;
+    let mode = if args.resume {
+        export::Mode::Resume
+    } else if args.replace {
+        export::Mode::Replace
+    } else {
+        export::Mode::New
+    };
+    let summary = export::export(&index, &out, args.rows_per_part, args.relative, mode)?;
     if !config.quiet {
         eprintln!(
-            "plip: exported {} rows of {} dimensions in {} part(s){} → {}",
+            "plip: exported {} rows of {} dimensions in {} part(s){}{} → {}",
             summary.rows,
             summary.dim,
             summary.parts,
@@ -19,6 +26,11 @@ pub(super) fn cmd_export(config: &Config, args: ExportArgs) -> Result<i32> {
                 " (with tile regions)"
             } else {
                 ""
+            },
+            if summary.resumed_parts > 0 {
+                format!(" ({} kept from the interrupted run)", summary.resumed_parts)
+            } else {
+                String::new()
             },
             walk::relative(&out, &config.cwd),
         );

@@ -104,10 +104,16 @@ impl Manifest {
             }
             Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
         };
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| corrupt(&path, format!("not valid JSON: {e}")))?;
+        Self::parse(dir, &path, &bytes)
+    }
+
+    /// The manifest in `bytes` (read from `path`, in index `dir`), with every check
+    /// of [`Manifest::load`].
+    fn parse(dir: &Path, path: &Path, bytes: &[u8]) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| corrupt(path, format!("not valid JSON: {e}")))?;
         if value.get("format").and_then(|f| f.as_str()) != Some("plip-index") {
-            return Err(corrupt(&path, "not a plip index manifest"));
+            return Err(corrupt(path, "not a plip index manifest"));
         }
         let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
         if !SUPPORTED_VERSIONS.contains(&version) {
@@ -118,9 +124,9 @@ impl Manifest {
             });
         }
         let m: Manifest = serde_json::from_value(value)
-            .map_err(|e| corrupt(&path, format!("unexpected content: {e}")))?;
+            .map_err(|e| corrupt(path, format!("unexpected content: {e}")))?;
         if m.checksum != m.body_crc() {
-            return Err(corrupt(&path, "checksum mismatch"));
+            return Err(corrupt(path, "checksum mismatch"));
         }
         Ok(m)
     }
@@ -133,6 +139,16 @@ impl Manifest {
             .unwrap_or(0);
         self.checksum = self.body_crc();
         let bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        // Only a manifest that reads back is committed: serde_json writes a NaN as
+        // `null`, which would make the index unreadable (issue 27). The old manifest
+        // stays in place.
+        if let Err(e) = Self::parse(dir, &dir.join(MANIFEST), &bytes) {
+            self.generation -= 1;
+            return Err(StoreError::RefusedCommit {
+                path: dir.join(MANIFEST),
+                reason: e.to_string(),
+            });
+        }
         write_atomic(dir, MANIFEST, &bytes)
     }
 }

@@ -99,6 +99,12 @@ impl Index {
         root_of(&self.dir)
     }
 
+    /// Which commit this is: the manifest's generation and checksum (an export
+    /// resumes only over the same commit).
+    pub(crate) fn commit_id(&self) -> (u64, u32) {
+        (self.manifest.generation, self.manifest.checksum)
+    }
+
     /// The model that built the index.
     pub fn model(&self) -> &ModelInfo {
         &self.manifest.model

@@ -222,3 +222,38 @@ fn compaction_keeps_results_and_drops_dead_files() {
 }
 
 mod precision;
+
+#[test]
+fn nan_in_manifest_is_refused_and_the_previous_commit_stays() {
+    // issue 27: serde_json writes NaN as null, and such a manifest no longer reads.
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join(".plip");
+    let mut w = IndexWriter::open(&idx, &model(4), false).unwrap();
+    w.add(entry("a.png"), &unit(1, 4));
+    w.commit().unwrap();
+    // Built from JSON so that fields added later with serde defaults need no edit here.
+    let mut record: SlideRecord = serde_json::from_value(serde_json::json!({
+        "vendor": "aperio", "width": 10, "height": 10, "levels": 1,
+        "mpp": 0.25, "mpp_source": "aperio-description", "level": 0,
+        "tiles_kept": 0, "tiles_total": 0,
+        "tiling": {"mpp": 0.5, "tile": 224, "min_tissue": 0.5},
+        "complete": true, "size": 1, "mtime_ns": 2, "crc32": 3
+    }))
+    .unwrap();
+    record.tiling.mpp = f64::NAN;
+    w.set_slide_record("s.svs", record);
+    w.add(entry("b.png"), &unit(2, 4));
+    let err = w.commit().unwrap_err();
+    assert!(matches!(err, StoreError::RefusedCommit { .. }), "{err:#}");
+    assert!(
+        err.to_string().contains("previous commit is intact"),
+        "{err}"
+    );
+    drop(w);
+    let index = Index::open(&idx).unwrap();
+    assert_eq!(
+        index.len(),
+        1,
+        "the previous commit still opens and holds a.png"
+    );
+}

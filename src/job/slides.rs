@@ -17,9 +17,10 @@
 //!   unchanged file plans the same grid again and embeds only the tiles not yet stored,
 //!   so no tile is duplicated or lost.
 //! * A slide that cannot be opened or planned (truncated, unsupported compression, no
-//!   resolution, ...) is skipped with a warning that names it and counted; if it was
-//!   indexed before, its old tiles are removed, as for an unreadable image. A tile over
-//!   a corrupt stored tile is skipped and counted in the slide's record.
+//!   resolution, a tiling that does not fit it, ...) is skipped with a warning that names
+//!   it and counted; if it was indexed before, its tiles and record are kept as they were
+//!   (nothing indexed is lost to a flag or a planning error; the next run tries again).
+//!   A tile over a corrupt stored tile is skipped and counted in the slide's record.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -40,6 +41,30 @@ pub(crate) struct SlideFlags {
     pub(crate) tile: Option<u32>,
     pub(crate) min_tissue: Option<f64>,
     pub(crate) slide_mpp: Option<f64>,
+}
+
+impl SlideFlags {
+    /// Checks each number given (see [`crate::source::slide::tiling`]); the error
+    /// starts with the flag's name without dashes (`mpp: ...`), which each face
+    /// translates. Called before anything is opened for writing.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        use crate::source::slide::tiling::{check_min_tissue, check_mpp, check_tile};
+        let named = |name: &str, r: Result<(), String>| r.map_err(|e| format!("{name}: {e}"));
+        named("mpp", self.mpp.map_or(Ok(()), |v| check_mpp(v).map(drop)))?;
+        named(
+            "tile",
+            self.tile.map_or(Ok(()), |v| check_tile(v).map(drop)),
+        )?;
+        named(
+            "min_tissue",
+            self.min_tissue
+                .map_or(Ok(()), |v| check_min_tissue(v).map(drop)),
+        )?;
+        named(
+            "slide_mpp",
+            self.slide_mpp.map_or(Ok(()), |v| check_mpp(v).map(drop)),
+        )
+    }
 }
 
 /// The tiling of this run: each flag given, else what the index recorded, else the
@@ -161,12 +186,17 @@ impl SlideRun<'_> {
         let ((size, mtime_ns, crc32), plan) = match plan {
             Ok(x) => x,
             Err(reason) => {
-                self.progress.warn(&format!("skipping slide {reason}"));
-                if todo.existed {
-                    // The slide is unreadable now: do not keep serving its old tiles.
-                    self.writer.remove(&todo.rel);
-                    self.writer.stats_mut().removed += 1;
-                }
+                // Never drop what was indexed because a slide cannot be planned now
+                // (a flag, a resolution, a read error): its old tiles and record stay,
+                // so the next run tries again (issue 27).
+                let kept = if todo.existed {
+                    let n = self.writer.regions_of(&todo.rel).len();
+                    format!("; its {n} indexed tile(s) are kept as they were")
+                } else {
+                    String::new()
+                };
+                self.progress
+                    .warn(&format!("skipping slide {reason}{kept}"));
                 self.writer.stats_mut().skipped.push(Skipped {
                     path: todo.rel.clone(),
                     reason,
@@ -181,7 +211,20 @@ impl SlideRun<'_> {
                 plan.skipped_stored_tiles
             ));
         }
-        let done: HashSet<_> = if todo.resume {
+        // A file replaced by another of the same size and mtime during an unfinished
+        // record must not be resumed: its stored tiles are of the old file (issue 27).
+        let resume = todo.resume
+            && self
+                .writer
+                .slide_record(&todo.rel)
+                .is_some_and(|r| r.crc32 == crc32);
+        if todo.resume && !resume {
+            self.progress.warn(&format!(
+                "{}: the file changed since the unfinished run (its CRC32 differs); tiling it again",
+                todo.abs.display()
+            ));
+        }
+        let done: HashSet<_> = if resume {
             self.writer.regions_of(&todo.rel)
         } else {
             if todo.existed {

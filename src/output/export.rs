@@ -17,7 +17,10 @@
 //! written uncompressed with arrow-rs's low-level writer (the `parquet` crate
 //! without its default features), which pyarrow, pandas and DuckDB read.
 //! Every file is written under a temporary name and renamed into place, so an
-//! interrupted export leaves no half-written part under a final name.
+//! interrupted export leaves no half-written part under a final name, and
+//! `OUT/plip-export.json` says whether the set is complete
+//! ([`export_marker`]: written incomplete first, complete last; `--resume`,
+//! `--replace`).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -32,6 +35,8 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
 
 use crate::index::{FileEntry, Index};
+pub(crate) use crate::output::export_marker::Mode;
+use crate::output::export_marker::{self, Marker};
 use crate::source::walk;
 
 /// The most rows clip-retrieval puts in one part.
@@ -76,32 +81,31 @@ pub(crate) struct ExportSummary {
     pub(crate) parts: usize,
     pub(crate) dim: usize,
     pub(crate) with_regions: bool,
+    /// Parts kept from an interrupted run (`--resume`).
+    pub(crate) resumed_parts: usize,
 }
 
-/// Writes the live rows of `index` to `out` (see the module docs). `out` must
-/// be missing or hold no `img_emb/` or `metadata/` with files in them.
+/// Writes the live rows of `index` to `out` (see the module docs). What `out` may
+/// already hold, and what happens to it, is `mode`'s ([`export_marker::prepare`]).
 pub(crate) fn export(
     index: &Index,
     out: &Path,
     rows_per_part: usize,
     relative: bool,
+    mode: Mode,
 ) -> Result<ExportSummary> {
     if rows_per_part == 0 || rows_per_part > DEFAULT_ROWS_PER_PART {
         bail!("--rows-per-part must be between 1 and {DEFAULT_ROWS_PER_PART}");
     }
     let emb_dir = out.join("img_emb");
     let meta_dir = out.join("metadata");
-    for d in [&emb_dir, &meta_dir] {
-        if fs::read_dir(d).is_ok_and(|mut r| r.next().is_some()) {
-            bail!(
-                "{} is not empty (an earlier export?); remove it or choose another OUT",
-                d.display()
-            );
-        }
-    }
+    let mut marker = Marker::new(index.commit_id(), rows_per_part, relative);
+    let keep_done = export_marker::prepare(out, mode, &marker)?;
     for d in [&emb_dir, &meta_dir] {
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
+    // Before the first part: an interrupted export is marked as such.
+    marker.store(out)?;
     let root = index.root();
     let dim = index.model().dim;
     let with_regions = index.iter().any(|(e, _)| Row::region(e).is_some());
@@ -118,11 +122,16 @@ pub(crate) fn export(
         }
         let i = summary.parts;
         let npy = emb_dir.join(format!("img_emb_{i}.npy"));
-        write_new(&npy, |w| write_npy(w, vectors, dim))?;
         let parquet = meta_dir.join(format!("metadata_{i}.parquet"));
-        write_new(&parquet, |w| {
-            write_parquet(w, rows, with_regions).map_err(io::Error::other)
-        })?;
+        if keep_done && npy.is_file() && parquet.is_file() {
+            // Written (renamed into place) by the interrupted run of the same commit.
+            summary.resumed_parts += 1;
+        } else {
+            write_new(&npy, |w| write_npy(w, vectors, dim))?;
+            write_new(&parquet, |w| {
+                write_parquet(w, rows, with_regions).map_err(io::Error::other)
+            })?;
+        }
         summary.parts += 1;
         summary.rows += rows.len();
         rows.clear();
@@ -148,6 +157,11 @@ pub(crate) fn export(
     }
     // The last part (or an empty one, so that readers find the layout).
     flush(&mut rows, &mut vectors)?;
+    marker.complete = true;
+    marker.parts = summary.parts;
+    marker.rows = summary.rows;
+    marker.dim = dim;
+    marker.store(out)?;
     Ok(summary)
 }
 

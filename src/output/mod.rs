@@ -4,6 +4,7 @@
 
 pub(crate) mod by_slide;
 pub(crate) mod export;
+pub(crate) mod export_marker;
 pub(crate) mod html;
 pub(crate) mod npy;
 pub(crate) mod printers;

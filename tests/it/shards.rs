@@ -518,7 +518,10 @@ fn export_writes_aligned_npy_and_parquet_parts() {
     }
     // A second export into the same folder is refused rather than mixed.
     let err = fails(&env, &["export", "ex", "--index", "m/.plip"]);
-    assert!(err.contains("not empty"), "{err}");
+    assert!(
+        err.contains("finished export") && err.contains("--replace"),
+        "{err}"
+    );
 }
 
 /// `slides/` with whole slides and two images.

@@ -37,6 +37,7 @@ pub(crate) mod openslide;
 mod tests;
 mod tiffslide;
 pub(crate) mod tiles;
+pub(crate) mod tiling;
 pub(crate) mod tissue;
 
 use std::path::{Path, PathBuf};

@@ -87,21 +87,7 @@ impl TilePlan {
             path: path.to_path_buf(),
             msg,
         };
-        if !(opts.mpp.is_finite() && opts.mpp > 0.0) {
-            return Err(bad(format!(
-                "--mpp must be a positive number, not {}",
-                opts.mpp
-            )));
-        }
-        if opts.tile == 0 {
-            return Err(bad("--tile must be at least 1 pixel".into()));
-        }
-        if !(0.0..=1.0).contains(&opts.min_tissue) {
-            return Err(bad(format!(
-                "--min-tissue must lie in 0..=1, not {}",
-                opts.min_tissue
-            )));
-        }
+        opts.validate().map_err(bad)?;
         let slide = Slide::open(
             path,
             &OpenOptions {
