@@ -73,6 +73,7 @@ fn bench(c: &mut Criterion) {
         .then(|| {
             let options = LoadOptions {
                 precision: Precision::Bf16,
+                text_f32: false,
             };
             Embedder::load_with(&files, Towers::VISION, options).unwrap()
         });

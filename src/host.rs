@@ -18,8 +18,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 
+use crate::backend::cpu::{Precision, PrecisionChoice};
 use crate::cli::{Cli, Config};
-use crate::embed::Embedder;
+use crate::embed::{Embedder, LoadOptions};
 use crate::index::Region;
 use crate::index::{Index, IndexWriter, Skipped, StoreError};
 use crate::job::{IndexJob, IndexOptions, Progress, SlideFlags};
@@ -70,10 +71,22 @@ pub fn model_source(model: Option<&str>, index_dir: Option<&Path>) -> String {
     config(model.map(str::to_string), None).model_source(index_dir)
 }
 
-/// Loads the requested towers of the model `source` (a Hub id or a folder).
+/// Loads the requested towers of the model `source` (a Hub id or a folder), in f32.
 pub fn load_model(source: &str, towers: Towers) -> Result<Embedder> {
+    load_model_with(source, towers, PrecisionChoice::Fixed(Precision::F32))
+}
+
+/// Loads the requested towers of the model `source` in `precision` (as
+/// `--precision`: `auto` picks the image tower's arithmetic for this CPU).
+pub fn load_model_with(
+    source: &str,
+    towers: Towers,
+    precision: PrecisionChoice,
+) -> Result<Embedder> {
+    let (options, _) = LoadOptions::resolve(precision, towers)?;
     let files = hub::resolve(source)?;
-    Embedder::load(&files, towers).with_context(|| format!("loading model `{source}`"))
+    Embedder::load_with(&files, towers, options)
+        .with_context(|| format!("loading model `{source}`"))
 }
 
 fn config(model: Option<String>, index: Option<PathBuf>) -> Config {
@@ -112,6 +125,8 @@ pub struct IndexRequest {
     pub min_tissue: Option<f64>,
     /// Whole slides: level-0 mpp for slides that do not record it (`--slide-mpp`).
     pub slide_mpp: Option<f64>,
+    /// The image tower's arithmetic (`--precision`; `auto` by default).
+    pub precision: PrecisionChoice,
 }
 
 impl Default for IndexRequest {
@@ -128,6 +143,7 @@ impl Default for IndexRequest {
             tile: None,
             min_tissue: None,
             slide_mpp: None,
+            precision: PrecisionChoice::Auto,
         }
     }
 }
@@ -155,6 +171,8 @@ pub struct IndexReport {
     pub elapsed: Duration,
     /// Every warning the run would have printed, in order.
     pub warnings: Vec<String>,
+    /// The image tower's precision and why, as `plip index` prints it.
+    pub precision: String,
 }
 
 /// Collects the job's warnings instead of printing them.
@@ -185,20 +203,28 @@ pub fn index_folders(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexRep
             .into());
         }
     }
+    let slides = SlideFlags {
+        mpp: req.mpp,
+        tile: req.tile,
+        min_tissue: req.min_tissue,
+        slide_mpp: req.slide_mpp,
+    };
+    // Before anything is opened for writing (issue 27).
+    slides
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let config = config(req.model.clone(), req.index.clone());
     let index_dir = config.index_for_writing();
     let source = config.model_source(if req.rebuild { None } else { Some(&index_dir) });
-    let embedder = load_model(&source, Towers::VISION)?;
-    let writer = IndexWriter::open(&index_dir, embedder.info(), req.rebuild)?;
+    let embedder = load_model_with(&source, Towers::VISION, req.precision)?;
+    let (_, chosen) = LoadOptions::resolve(req.precision, Towers::VISION)?;
+    let mut writer = IndexWriter::open(&index_dir, embedder.info(), req.rebuild)?
+        .with_precision(embedder.precision());
+    writer.stats_mut().precision = Some(chosen.to_string());
     let options = IndexOptions {
         batch_size: req.batch_size,
         commit_every: req.commit_every,
-        slides: SlideFlags {
-            mpp: req.mpp,
-            tile: req.tile,
-            min_tissue: req.min_tissue,
-            slide_mpp: req.slide_mpp,
-        },
+        slides,
         ..IndexOptions::default()
     };
     let progress = Collect::default();
@@ -216,6 +242,7 @@ pub fn index_folders(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexRep
         interrupted: summary.interrupted,
         elapsed: summary.elapsed,
         warnings: progress.0.into_inner().unwrap_or_else(|e| e.into_inner()),
+        precision: chosen.to_string(),
     })
 }
 

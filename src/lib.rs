@@ -31,13 +31,16 @@ mod query;
 mod serve;
 mod source;
 
-pub use backend::cpu::{bf16_supported, threads, tune_allocator, Precision, UnsupportedPrecision};
+pub use backend::cpu::{
+    bf16_supported, cpu_name, threads, tune_allocator, Chosen, Precision, PrecisionChoice,
+    UnsupportedPrecision,
+};
 pub use cli::{run, Cli};
 pub use embed::{embed_image_files, embed_rgb_images, Embedder, Interrupted, LoadOptions};
 pub use host::{
-    check_model, find_index, index_folders, is_slide, load_model, main_with_args, model_source,
-    parse_term, query_term, query_vector, search, search_slides, IndexReport, IndexRequest,
-    SearchHit, SearchOptions, SlideSearchHit,
+    check_model, find_index, index_folders, is_slide, load_model, load_model_with, main_with_args,
+    model_source, parse_term, query_term, query_vector, search, search_slides, IndexReport,
+    IndexRequest, SearchHit, SearchOptions, SlideSearchHit,
 };
 pub use index::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
 pub use index::{FileEntry, Index, IndexWriter, ModelInfo, Region, Skipped, StoreError};

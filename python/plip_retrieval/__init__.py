@@ -25,6 +25,7 @@ used for diagnosis. It was trained on English text only: write queries in
 English.
 """
 
+import numbers
 import os
 import warnings
 
@@ -41,6 +42,14 @@ _SHOWN_WARNINGS = 20
 
 def _is_path(x):
     return isinstance(x, (str, bytes, os.PathLike))
+
+
+def _whole(name, x):
+    """``x`` as an int, refusing what is not a whole number (``top=1.5`` is an
+    error, as ``--top 1.5`` is for the CLI, not a silent 1)."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+        raise ValueError(f"{name} must be a whole number, not {x!r}")
+    return int(x)
 
 
 def _path(x):
@@ -85,14 +94,17 @@ class Model:
 
     ``model`` is a Hugging Face repo id (resolved through the Hugging Face cache,
     honouring HF_HOME and HF_HUB_OFFLINE) or a local model folder, exactly as
-    ``plip --model``; ``None`` is ``vinid/plip``.
+    ``plip --model``; ``None`` is ``vinid/plip``. ``precision`` is the image
+    tower's arithmetic, as ``plip --precision``: ``"auto"`` (bf16 where this CPU
+    runs it faster, measured once and cached; text stays f32), ``"f32"`` or
+    ``"bf16"``.
     """
 
-    def __init__(self, model=None):
+    def __init__(self, model=None, *, precision="auto"):
         if isinstance(model, Model):
             self._native = model._native
         else:
-            self._native = _native.Model(None if model is None else _path(model))
+            self._native = _native.Model(None if model is None else _path(model), str(precision))
 
     @property
     def source(self):
@@ -153,6 +165,7 @@ def index(
     tile=None,
     min_tissue=None,
     slide_mpp=None,
+    precision="auto",
 ):
     """Indexes image folders (or files) as ``plip index`` does, and returns the
     summary it prints, as a dict: ``added``, ``updated``, ``removed``,
@@ -167,6 +180,8 @@ def index(
     images or 30 s; Ctrl-C commits what is done and raises KeyboardInterrupt.
     Whole slides are tiled with ``mpp``, ``tile``, ``min_tissue`` and
     ``slide_mpp`` (the flags of the same names; ``None`` keeps the index's).
+    ``precision`` is as for :class:`Model`; the summary's ``precision`` says what
+    was chosen and why.
     """
     if dirs is None:
         dirs = []
@@ -179,12 +194,13 @@ def index(
         None if index is None else _path(index),
         None if model is None else _path(model),
         bool(rebuild),
-        int(batch_size),
-        int(commit_every),
+        _whole("batch_size", batch_size),
+        _whole("commit_every", commit_every),
         None if mpp is None else float(mpp),
-        None if tile is None else int(tile),
+        None if tile is None else _whole("tile", tile),
         None if min_tissue is None else float(min_tissue),
         None if slide_mpp is None else float(slide_mpp),
+        str(precision),
     )
     shown = summary["warnings"][:_SHOWN_WARNINGS]
     for w in shown:
@@ -305,9 +321,9 @@ class Index:
             [str(s) for s in subtract],
             [str(t) for t in templates],
             vectors,
-            int(top),
+            _whole("top", top),
             None if threshold is None else float(threshold),
             None if under is None else _path(under),
-            None if ef is None else int(ef),
+            None if ef is None else _whole("ef", ef),
             bool(by_slide),
         )

@@ -62,6 +62,9 @@ fn to_pyerr(err: anyhow::Error) -> PyErr {
             if e.kind() == std::io::ErrorKind::NotFound {
                 return PyFileNotFoundError::new_err(format!("{err:#}"));
             }
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                return PyValueError::new_err(format!("{err:#}"));
+            }
         }
     }
     Error::new_err(format!("{err:#}"))
@@ -142,14 +145,18 @@ struct Model {
 
 #[pymethods]
 impl Model {
-    /// Loads `source` (a Hub id or a folder; `None` is plip's default model).
+    /// Loads `source` (a Hub id or a folder; `None` is plip's default model) in
+    /// `precision` (`auto`, `f32` or `bf16`, as `--precision`).
     #[new]
-    #[pyo3(signature = (source=None))]
-    fn new(py: Python<'_>, source: Option<String>) -> PyResult<Self> {
+    #[pyo3(signature = (source=None, precision="auto"))]
+    fn new(py: Python<'_>, source: Option<String>, precision: &str) -> PyResult<Self> {
+        let choice = parse_precision(precision)?;
         let source = plip::model_source(source.as_deref(), None);
         let embedder = {
             let source = source.clone();
-            run_blocking(py, move |_| plip::load_model(&source, Towers::BOTH))?
+            run_blocking(py, move |_| {
+                plip::load_model_with(&source, Towers::BOTH, choice)
+            })?
         };
         Ok(Model {
             source,
@@ -291,7 +298,7 @@ fn rgb_image(
 /// Indexes folders as `plip index` does; returns the summary as a dict.
 #[pyfunction]
 #[pyo3(signature = (dirs, index=None, model=None, rebuild=false, batch_size=16,
-    commit_every=256, mpp=None, tile=None, min_tissue=None, slide_mpp=None))]
+    commit_every=256, mpp=None, tile=None, min_tissue=None, slide_mpp=None, precision="auto"))]
 #[allow(clippy::too_many_arguments)]
 fn index<'py>(
     py: Python<'py>,
@@ -305,7 +312,9 @@ fn index<'py>(
     tile: Option<u32>,
     min_tissue: Option<f64>,
     slide_mpp: Option<f64>,
+    precision: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let precision = parse_precision(precision)?;
     let req = plip::IndexRequest {
         dirs,
         index,
@@ -317,6 +326,7 @@ fn index<'py>(
         tile,
         min_tissue,
         slide_mpp,
+        precision,
     };
     let cancel_seen = Arc::new(Mutex::new(None));
     let report = {
@@ -364,7 +374,13 @@ fn index<'py>(
     }
     d.set_item("skipped_files", skipped)?;
     d.set_item("warnings", report.warnings)?;
+    d.set_item("precision", report.precision)?;
     Ok(d)
+}
+
+/// `auto`, `f32` or `bf16`, as `--precision` takes it.
+fn parse_precision(s: &str) -> PyResult<plip::PrecisionChoice> {
+    s.parse().map_err(PyValueError::new_err)
 }
 
 /// A committed index, opened for search, with the model that built it loaded

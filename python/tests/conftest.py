@@ -22,6 +22,9 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("PLIP_INDEX", raising=False)
     monkeypatch.delenv("PLIP_MODEL", raising=False)
+    # `precision="auto"` answers f32 on every machine, so that embeddings compare
+    # with the f32 goldens (test_precision.py covers both of auto's answers).
+    monkeypatch.setenv("PLIP_PRECISION_AUTO", "f32")
 
 
 @pytest.fixture(scope="session")

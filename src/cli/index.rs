@@ -49,8 +49,11 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
     let index_dir = config.index_for_writing();
     let source = config.model_source(if args.rebuild { None } else { Some(&index_dir) });
     let embedder = load_embedder(config, &source, Towers::VISION)?;
-    let writer = IndexWriter::open(&index_dir, embedder.info(), args.rebuild)?
+    // Resolved once per process (and cached per CPU): this is the same choice.
+    let (_, chosen) = LoadOptions::resolve(config.precision, Towers::VISION)?;
+    let mut writer = IndexWriter::open(&index_dir, embedder.info(), args.rebuild)?
         .with_precision(embedder.precision());
+    writer.stats_mut().precision = Some(chosen.to_string());
 
     let cancel = Arc::new(AtomicBool::new(false));
     {
@@ -102,6 +105,7 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
             summary.embedded as f64 / secs.max(1e-9),
             walk::relative(&index_dir, &config.cwd),
         );
+        eprintln!("plip: precision {chosen}");
         if !stats.skipped.is_empty() {
             eprintln!(
                 "plip: {} file(s) skipped; `plip info` lists them",

@@ -36,6 +36,9 @@ pub(super) fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
         p => p,
     };
     writeln!(out, "precision:   {precision}")?;
+    if let Some(p) = &s.last_run.precision {
+        writeln!(out, "             last run: {p}")?;
+    }
     writeln!(
         out,
         "segments:    {} ({} tombstoned rows)",

@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
-use crate::backend::cpu::Precision;
+use crate::backend::cpu::{Chosen, Precision, PrecisionChoice, UnsupportedPrecision};
 use crate::index::ModelInfo;
 use crate::model::hub::ModelFiles;
 use crate::model::tokenizer::PromptTokenizer;
@@ -38,6 +38,35 @@ pub struct Embedder {
 pub struct LoadOptions {
     /// The arithmetic of the dense layers (default f32).
     pub precision: Precision,
+    /// Keep the text tower in f32 whatever `precision` says (`--precision auto`
+    /// does: a query is one short run, and f32 keeps text at the parity bar).
+    pub text_f32: bool,
+}
+
+impl LoadOptions {
+    /// The options for `--precision choice` when loading `towers`, and what was
+    /// chosen, with why. `auto` decides for the image tower and keeps the text tower
+    /// in f32; a text tower alone (a search's query) is f32 without measuring. A
+    /// fixed choice applies to both towers, and bf16 is refused where the CPU
+    /// cannot run it.
+    pub fn resolve(
+        choice: PrecisionChoice,
+        towers: Towers,
+    ) -> std::result::Result<(LoadOptions, Chosen), UnsupportedPrecision> {
+        let chosen = if choice == PrecisionChoice::Auto && !towers.vision {
+            Chosen {
+                precision: Precision::F32,
+                why: "auto: text runs in f32".into(),
+            }
+        } else {
+            choice.resolve()?
+        };
+        let options = LoadOptions {
+            precision: chosen.precision,
+            text_f32: choice == PrecisionChoice::Auto,
+        };
+        Ok((options, chosen))
+    }
 }
 
 impl Embedder {
@@ -78,7 +107,18 @@ impl Embedder {
                     })
                     .transpose()
             });
-            let model = ClipModel::load(&files.weights, &config, towers, device, precision);
+            let text_precision = if options.text_f32 {
+                Precision::F32
+            } else {
+                precision
+            };
+            let model = ClipModel::load(
+                &files.weights,
+                &config,
+                towers,
+                device,
+                (precision, text_precision),
+            );
             let tokenizer = tokenizer.join().expect("tokenizer thread panicked");
             (tokenizer, model)
         });
@@ -99,7 +139,7 @@ impl Embedder {
         })
     }
 
-    /// The arithmetic the model's dense layers run in.
+    /// The arithmetic the image tower's dense layers run in (what an index records).
     pub fn precision(&self) -> Precision {
         self.precision
     }

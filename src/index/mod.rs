@@ -113,6 +113,18 @@ pub enum StoreError {
         /// What check failed.
         reason: String,
     },
+    /// A commit whose manifest would not read back was refused (a value that JSON
+    /// cannot hold, such as NaN); the previous commit stays.
+    #[error(
+        "refused to commit {path}: it would not read back ({reason}); the previous commit \
+         is intact. This is a bug in plip (a value was not checked): please report it"
+    )]
+    RefusedCommit {
+        /// The manifest.
+        path: PathBuf,
+        /// Why it would not read back.
+        reason: String,
+    },
     /// Written by a plip with another on-disk format.
     #[error(
         "index at {path} has format version {found}, this plip reads {supported:?}; \
@@ -262,6 +274,10 @@ pub struct RunStats {
     /// How many were skipped, as the manifest records it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped_count: usize,
+    /// The image tower's precision and why it was chosen, e.g. `bf16 (auto: bf16
+    /// runs 1.62x f32 on AMD EPYC 9454)` (issue 29).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -87,19 +87,19 @@ impl ClipModel {
     /// tensor they need is present.
     #[cfg(test)]
     pub(crate) fn new(vb: VarBuilder, config: &ClipConfig, towers: Towers) -> Result<Self> {
-        Self::build(vb, config, towers, None, Precision::F32)
+        Self::build(vb, config, towers, None, (Precision::F32, Precision::F32))
     }
 
     /// Loads the requested towers from a checkpoint. From a safetensors file the
     /// token-embedding table is not loaded: its rows are read as prompts need
-    /// them ([`TokenRows`]). The dense layers of both towers run in
-    /// `precision`; the final projections always in f32.
+    /// them ([`TokenRows`]). The dense layers of the vision and text towers run in
+    /// `precision.0` and `precision.1`; the final projections always in f32.
     pub(crate) fn load(
         weights: &WeightsFile,
         config: &ClipConfig,
         towers: Towers,
         device: &Device,
-        precision: Precision,
+        precision: (Precision, Precision),
     ) -> Result<Self> {
         let vb = weights.var_builder(device)?;
         let rows = (towers.text && device.is_cpu())
@@ -120,7 +120,7 @@ impl ClipModel {
         config: &ClipConfig,
         towers: Towers,
         rows: Option<TokenRows>,
-        precision: Precision,
+        (vision_precision, text_precision): (Precision, Precision),
     ) -> Result<Self> {
         check_complete(&vb, config, towers)?;
         let p = config.projection_dim;
@@ -135,7 +135,7 @@ impl ClipModel {
                 proj,
                 &config.text,
                 rows,
-                precision,
+                text_precision,
             )?)
         } else {
             None
@@ -150,7 +150,7 @@ impl ClipModel {
                 vb.pp("vision_model"),
                 proj,
                 &config.vision,
-                precision,
+                vision_precision,
             )?)
         } else {
             None

@@ -13,7 +13,14 @@ const MIN_COSINE: f32 = 0.999;
 
 fn load(model: &Path, precision: Precision) -> anyhow::Result<Embedder> {
     let files = resolve_model(model.to_str().unwrap()).unwrap();
-    Embedder::load_with(&files, Towers::BOTH, LoadOptions { precision })
+    Embedder::load_with(
+        &files,
+        Towers::BOTH,
+        LoadOptions {
+            precision,
+            text_f32: false,
+        },
+    )
 }
 
 /// The lowest cosine between matching rows, with the row's label.

@@ -83,7 +83,11 @@ impl TestEnv {
             .env("PLIP_MODEL", tiny_model())
             .env_remove("PLIP_INDEX")
             .env("HF_HUB_OFFLINE", "1")
-            .env("HF_HOME", self.path().join(".hf-home-empty"));
+            .env("HF_HOME", self.path().join(".hf-home-empty"))
+            // `--precision auto` answers f32 on every machine, so that outputs compare
+            // with the f32 goldens; tests/it/auto_precision.rs covers both answers.
+            .env("PLIP_PRECISION_AUTO", "f32")
+            .env("XDG_CACHE_HOME", self.path().join(".cache"));
         c
     }
 

@@ -9,6 +9,8 @@
 mod common;
 mod mid_model;
 
+mod auto_precision;
+mod bad_flags;
 mod bf16;
 mod cli;
 mod data_loss;

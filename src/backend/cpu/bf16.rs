@@ -45,7 +45,7 @@ impl Precision {
     pub fn check_supported(self) -> Result<(), UnsupportedPrecision> {
         match self {
             Precision::F32 => Ok(()),
-            Precision::Bf16 if bf16_supported() => Ok(()),
+            Precision::Bf16 if bf16_supported() || super::auto::portable_bf16_forced() => Ok(()),
             Precision::Bf16 => Err(UnsupportedPrecision),
         }
     }
@@ -74,7 +74,7 @@ impl std::str::FromStr for Precision {
 #[error(
     "--precision bf16 needs a CPU with AVX512_BF16 (bf16 dot products: Intel Cooper Lake \
      or Sapphire Rapids and later, AMD Zen 4 and later), and this one has none; \
-     use --precision f32 (the default)"
+     use --precision f32, or auto (the default), which picks f32 here"
 )]
 pub struct UnsupportedPrecision;
 

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 mod simd;
 mod activation;
 mod attention;
+mod auto;
 mod bf16;
 mod dense;
 mod memory;
@@ -27,6 +28,7 @@ pub(crate) mod tests;
 pub(crate) use activation::*;
 #[allow(unused_imports)]
 pub(crate) use attention::*;
+pub use auto::{cpu_name, Chosen, PrecisionChoice};
 #[allow(unused_imports)]
 pub(crate) use bf16::*;
 pub use bf16::{bf16_supported, Precision, UnsupportedPrecision};
