@@ -112,6 +112,9 @@ pub struct IndexRequest {
     pub min_tissue: Option<f64>,
     /// Whole slides: level-0 mpp for slides that do not record it (`--slide-mpp`).
     pub slide_mpp: Option<f64>,
+    /// Whole slides: keep pen ink and other artifacts that look like tissue
+    /// (`--keep-artifacts`); `None` keeps the index's choice, else false.
+    pub keep_artifacts: Option<bool>,
 }
 
 impl Default for IndexRequest {
@@ -128,6 +131,7 @@ impl Default for IndexRequest {
             tile: None,
             min_tissue: None,
             slide_mpp: None,
+            keep_artifacts: None,
         }
     }
 }
@@ -198,6 +202,7 @@ pub fn index_folders(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexRep
             tile: req.tile,
             min_tissue: req.min_tissue,
             slide_mpp: req.slide_mpp,
+            keep_artifacts: req.keep_artifacts,
         },
         ..IndexOptions::default()
     };

@@ -153,6 +153,7 @@ def index(
     tile=None,
     min_tissue=None,
     slide_mpp=None,
+    keep_artifacts=None,
 ):
     """Indexes image folders (or files) as ``plip index`` does, and returns the
     summary it prints, as a dict: ``added``, ``updated``, ``removed``,
@@ -165,8 +166,9 @@ def index(
     else ``./.plip``). ``model``: as for :class:`Model` (default: the index's
     own model, else ``vinid/plip``). Work is committed every ``commit_every``
     images or 30 s; Ctrl-C commits what is done and raises KeyboardInterrupt.
-    Whole slides are tiled with ``mpp``, ``tile``, ``min_tissue`` and
-    ``slide_mpp`` (the flags of the same names; ``None`` keeps the index's).
+    Whole slides are tiled with ``mpp``, ``tile``, ``min_tissue``, ``slide_mpp``
+    and ``keep_artifacts`` (the flags of the same names; ``None`` keeps the
+    index's).
     """
     if dirs is None:
         dirs = []
@@ -185,6 +187,7 @@ def index(
         None if tile is None else int(tile),
         None if min_tissue is None else float(min_tissue),
         None if slide_mpp is None else float(slide_mpp),
+        None if keep_artifacts is None else bool(keep_artifacts),
     )
     shown = summary["warnings"][:_SHOWN_WARNINGS]
     for w in shown:

@@ -291,7 +291,8 @@ fn rgb_image(
 /// Indexes folders as `plip index` does; returns the summary as a dict.
 #[pyfunction]
 #[pyo3(signature = (dirs, index=None, model=None, rebuild=false, batch_size=16,
-    commit_every=256, mpp=None, tile=None, min_tissue=None, slide_mpp=None))]
+    commit_every=256, mpp=None, tile=None, min_tissue=None, slide_mpp=None,
+    keep_artifacts=None))]
 #[allow(clippy::too_many_arguments)]
 fn index<'py>(
     py: Python<'py>,
@@ -305,6 +306,7 @@ fn index<'py>(
     tile: Option<u32>,
     min_tissue: Option<f64>,
     slide_mpp: Option<f64>,
+    keep_artifacts: Option<bool>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let req = plip::IndexRequest {
         dirs,
@@ -317,6 +319,7 @@ fn index<'py>(
         tile,
         min_tissue,
         slide_mpp,
+        keep_artifacts,
     };
     let cancel_seen = Arc::new(Mutex::new(None));
     let report = {

@@ -212,6 +212,7 @@ fn tiles_match_openslide_plus_pillow() {
                 tile: c["tile"].as_u64().unwrap() as u32,
                 min_tissue: 0.0,
                 user_mpp: None,
+                keep_artifacts: false,
             };
             let plan = TilePlan::new(&fixture(name), &opts).unwrap();
             assert_eq!(
@@ -458,6 +459,7 @@ fn corrupt_and_empty_tiles_fail_only_their_regions() {
             tile: 256,
             min_tissue: 0.0,
             user_mpp: None,
+            keep_artifacts: false,
         },
     )
     .unwrap();
@@ -652,7 +654,7 @@ fn levels_mpp_and_thumbnail() {
 #[test]
 fn tissue_and_grid_on_synthetic_slide() {
     let s = open(&fixture("aperio_ycbcr.svs")).unwrap();
-    let m = tissue::detect(&s).unwrap();
+    let m = tissue::detect(&s, &tissue::DetectOptions::default()).unwrap();
     let frac: f64 = m.data.iter().map(|&v| f64::from(v)).sum::<f64>() / m.data.len() as f64;
     println!(
         "mask {}x{} scale {:.2} threshold {} tissue {:.3}",
@@ -848,7 +850,7 @@ fn tissue_detection_on_100k_pyramid_is_fast() {
     let s = open(&p).unwrap();
     let t_open = t0.elapsed();
     let t1 = Instant::now();
-    let m = tissue::detect(&s).unwrap();
+    let m = tissue::detect(&s, &tissue::DetectOptions::default()).unwrap();
     let t_detect = t1.elapsed();
     let t2 = Instant::now();
     let g = grid::plan(&s, 0.25, &GridParams::default(), Some(&m)).unwrap();
