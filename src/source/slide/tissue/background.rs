@@ -4,10 +4,11 @@
 //! tinted, the illumination uneven, the border darker. The estimate (steps in the
 //! module docs of [`super`]): a reference from the brightest 1 % of pixels, glass
 //! candidates of nearly its hue, per-cell estimates from the brighter half of the
-//! candidates, an asymmetrically reweighted quadratic surface through the cells, and
-//! the cell's own estimate where it agrees with the surface. Nothing here looks at
-//! stained pixels: they are not candidates (chroma) or lose their weight in the fit
-//! (darker than the surface), so no stain can move the glass.
+//! candidates, a robustly reweighted quadratic surface through the cells, clamped to
+//! the range of the glass seen, and the cell's own estimate where it agrees with the
+//! surface. Nothing here looks at stained pixels: they are not candidates (chroma), and
+//! pale tissue that is one loses its weight in the fit (an outlier from the surface), so no
+//! stain can move the glass.
 
 /// Side of a cell, view pixels.
 const CELL: usize = 32;
@@ -19,8 +20,9 @@ const CAND_CHROMA: f32 = 0.08;
 const CAND_DENSITY: (f32, f32) = (-0.25, 0.4);
 /// Least share of a cell's pixels that must be candidates for the cell to count.
 const CELL_MIN_SHARE: f64 = 0.1;
-/// A cell darker than the fitted surface by more than this loses its weight.
-const FIT_TOL: f32 = 0.03;
+/// A cell farther from the fitted surface than 2.5 robust standard deviations of the
+/// cells' residuals loses its weight; the deviation is taken as at least this.
+const FIT_SCALE_MIN: f32 = 0.01;
 /// A cell keeps its own estimate where every channel is within this of the surface.
 const LOCAL_TOL: f32 = 0.04;
 
@@ -138,7 +140,7 @@ pub(super) fn estimate(rgb: &[u8], w: usize, h: usize) -> Background {
     Background {
         cols,
         rows,
-        cells: smooth3(&out, cols, rows),
+        cells: out,
     }
 }
 
@@ -200,8 +202,8 @@ fn basis(u: f64, v: f64) -> [f64; 6] {
     [1.0, u, v, u * u, u * v, v * v]
 }
 
-/// Quadratic surface through the cells, reweighted so that cells darker than it (tissue
-/// that passed as a candidate) lose their weight. Fewer than 12 cells: a constant; none:
+/// Quadratic surface through the cells, robustly reweighted so that cells far from it
+/// (pale tissue that passed as a candidate, a darker border) lose their weight. Fewer than 12 cells: a constant; none:
 /// the reference. Also returns the per-channel range of the cells that kept their weight.
 fn fit_surface(cells: &[Cell], reference: [f32; 3]) -> (Surface, [f32; 3], [f32; 3]) {
     let constant = |c: [f64; 3]| {
@@ -221,10 +223,19 @@ fn fit_surface(cells: &[Cell], reference: [f32; 3]) -> (Surface, [f32; 3], [f32;
         surface = Surface(std::array::from_fn(|k| {
             weighted_lsq(cells, &weights, terms, |c| f64::from(c.ln[k]))
         }));
-        for (w, c) in weights.iter_mut().zip(cells) {
-            let s = surface.eval(c.u, c.v);
-            let r: f32 = (0..3).map(|k| c.ln[k] - s[k]).sum::<f32>() / 3.0;
-            *w = if r < -FIT_TOL {
+        let resid: Vec<f32> = cells
+            .iter()
+            .map(|c| {
+                let s = surface.eval(c.u, c.v);
+                (0..3).map(|k| c.ln[k] - s[k]).sum::<f32>() / 3.0
+            })
+            .collect();
+        // robust scale of the residuals (1.4826 x their median absolute value)
+        let mut abs: Vec<f32> = resid.iter().map(|r| r.abs()).collect();
+        abs.sort_unstable_by(f32::total_cmp);
+        let scale = (1.4826 * abs[abs.len() / 2]).max(FIT_SCALE_MIN);
+        for ((w, c), r) in weights.iter_mut().zip(cells).zip(&resid) {
+            *w = if r.abs() > 2.5 * scale {
                 c.weight * 1e-3
             } else {
                 c.weight
@@ -300,27 +311,6 @@ fn weighted_lsq(
         } else {
             a[i][6] / a[i][i]
         };
-    }
-    out
-}
-
-/// 3x3 mean over the cell grid (edges: the cells that exist).
-fn smooth3(cells: &[[f32; 3]], cols: usize, rows: usize) -> Vec<[f32; 3]> {
-    let mut out = vec![[0f32; 3]; cells.len()];
-    for cy in 0..rows {
-        for cx in 0..cols {
-            let mut s = [0f32; 3];
-            let mut n = 0f32;
-            for y in cy.saturating_sub(1)..(cy + 2).min(rows) {
-                for x in cx.saturating_sub(1)..(cx + 2).min(cols) {
-                    for k in 0..3 {
-                        s[k] += cells[y * cols + x][k];
-                    }
-                    n += 1.0;
-                }
-            }
-            out[cy * cols + cx] = s.map(|v| v / n);
-        }
     }
     out
 }

@@ -17,10 +17,11 @@
 //!    optical density below 0.08) and at most 0.4 OD darker, which admits vignetting and
 //!    a darker border but not stained tissue. Per 32 px cell the brighter half of the
 //!    candidates gives a local glass colour; a quadratic surface per channel is fitted to
-//!    those cells by asymmetric reweighting (cells darker than the surface lose their
-//!    weight: a pale tissue cell cannot pull the glass down, a dark stain never enters),
-//!    and a cell keeps its own estimate only where it lies within 0.04 OD of the surface
-//!    (local shading). So tinted glass, vignetting and uneven illumination are divided
+//!    those cells with robust reweighting (cells beyond 2.5 robust standard deviations
+//!    lose their weight: a pale tissue cell cannot pull the glass down, a dark stain is
+//!    never a candidate), clamped to the range of glass seen (no extrapolation over a
+//!    slide that is mostly tissue), and a cell keeps its own estimate where it lies
+//!    within 0.04 OD of the surface (local shading). So tinted glass, vignetting and uneven illumination are divided
 //!    out, whatever the stain.
 //! 3. **Optical density against the glass** ([`classify`]). Per pixel
 //!    `d = ln(glass) - ln(pixel)` per channel (Beer–Lambert: stain concentration times
