@@ -14,6 +14,12 @@
 const CELL: usize = 32;
 /// Share of the view's pixels, brightest first, that make the first reference.
 const BRIGHT_SHARE: f64 = 0.01;
+/// Glass is at least this bright in every channel ...
+const GLASS_MIN: f32 = 150.0;
+/// ... and has at most this chroma against white (OD, ln units).
+const GLASS_MAX_CHROMA: f32 = 0.25;
+/// The glass assumed when the view has none.
+const GLASS_DEFAULT: f32 = 245.0;
 /// A glass candidate's chroma against the reference is below this (OD, ln units).
 const CAND_CHROMA: f32 = 0.08;
 /// ... and its density against the reference lies in this range.
@@ -75,7 +81,11 @@ impl Background {
 pub(super) fn estimate(rgb: &[u8], w: usize, h: usize) -> Background {
     let ln = ln_table();
     let lnp = |i: usize| -> [f32; 3] { std::array::from_fn(|k| ln[usize::from(rgb[i * 3 + k])]) };
-    let reference = brightest_mean(rgb, &ln);
+    let mut reference = brightest_mean(rgb, &ln);
+    if !glass_like(reference) {
+        // no glass on this view (a slide covered by tissue): measure against white glass
+        reference = [GLASS_DEFAULT.ln(); 3];
+    }
     let (cols, rows) = (w.div_ceil(CELL), h.div_ceil(CELL));
     let cell_of = |i: usize| (i / w / CELL) * cols + (i % w) / CELL;
     // pass 1: mean brightness of each cell's candidates
@@ -151,6 +161,15 @@ fn norm(i: usize, n: usize) -> f64 {
     } else {
         2.0 * i as f64 / (n - 1) as f64 - 1.0
     }
+}
+
+/// Whether the brightest pixels can be glass: bright in every channel and at most
+/// tinted (yellowish glass has a chroma of about 0.17 against white; stained tissue
+/// bright enough to be the brightest thing on a slide without glass has more, or a
+/// darker channel).
+fn glass_like(g: [f32; 3]) -> bool {
+    let (_, chroma) = density_chroma(g);
+    chroma <= GLASS_MAX_CHROMA && g.iter().all(|&v| v >= GLASS_MIN.ln())
 }
 
 /// Mean ln colour of the brightest [`BRIGHT_SHARE`] of the pixels (by R + G + B).

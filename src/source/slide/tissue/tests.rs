@@ -359,3 +359,11 @@ fn each_ink_colour_is_an_artifact_and_no_tile_of_it_is_kept() {
         }
     }
 }
+
+#[test]
+fn slide_covered_by_tissue_without_glass_is_all_tissue() {
+    let (w, h) = (64, 48);
+    let rgb: Vec<u8> = (0..w * h).flat_map(|_| [200u8, 110, 170]).collect();
+    let seg = segment(&rgb, w, h, 16.0, &DetectOptions::default());
+    assert!(seg.labels.iter().all(|&v| v == TISSUE));
+}
