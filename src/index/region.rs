@@ -157,3 +157,30 @@ pub(crate) fn read_regions(dir: &Path, r: &FileRef, entries: &mut [FileEntry]) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_artifacts_is_recorded_only_when_set_and_changes_the_grid() {
+        // a manifest written before --keep-artifacts existed reads, and writes unchanged
+        let old = r#"{"mpp":0.5,"tile":224,"min_tissue":0.5}"#;
+        let t: TileSettings = serde_json::from_str(old).unwrap();
+        assert!(!t.keep_artifacts);
+        assert_eq!(serde_json::to_string(&t).unwrap(), old);
+        let k = TileSettings {
+            keep_artifacts: true,
+            ..t
+        };
+        assert!(!t.same_grid(&k) && !k.same_grid(&t) && k.same_grid(&k));
+        assert!(serde_json::to_string(&k)
+            .unwrap()
+            .contains(r#""keep_artifacts":true"#));
+        assert!(
+            k.describe().ends_with(" --keep-artifacts"),
+            "{}",
+            k.describe()
+        );
+    }
+}
