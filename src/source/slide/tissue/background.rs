@@ -314,11 +314,12 @@ fn weighted_lsq(
         if d.abs() < 1e-300 {
             continue;
         }
-        for r in 0..terms {
+        let pivot = a[col];
+        for (r, row) in a.iter_mut().enumerate().take(terms) {
             if r != col {
-                let f = a[r][col] / d;
-                for j in col..7 {
-                    a[r][j] -= f * a[col][j];
+                let f = row[col] / d;
+                for (x, p) in row.iter_mut().zip(pivot.iter()).skip(col) {
+                    *x -= f * p;
                 }
             }
         }
