@@ -127,6 +127,9 @@ pub struct IndexRequest {
     pub slide_mpp: Option<f64>,
     /// The image tower's arithmetic (`--precision`; `auto` by default).
     pub precision: PrecisionChoice,
+    /// Whole slides: keep pen ink and other artifacts that look like tissue
+    /// (`--keep-artifacts`); `None` keeps the index's choice, else false.
+    pub keep_artifacts: Option<bool>,
 }
 
 impl Default for IndexRequest {
@@ -144,6 +147,7 @@ impl Default for IndexRequest {
             min_tissue: None,
             slide_mpp: None,
             precision: PrecisionChoice::Auto,
+            keep_artifacts: None,
         }
     }
 }
@@ -208,6 +212,7 @@ pub fn index_folders(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexRep
         tile: req.tile,
         min_tissue: req.min_tissue,
         slide_mpp: req.slide_mpp,
+        keep_artifacts: req.keep_artifacts,
     };
     // Before anything is opened for writing (issue 27).
     slides

@@ -166,6 +166,7 @@ def index(
     min_tissue=None,
     slide_mpp=None,
     precision="auto",
+    keep_artifacts=None,
 ):
     """Indexes image folders (or files) as ``plip index`` does, and returns the
     summary it prints, as a dict: ``added``, ``updated``, ``removed``,
@@ -178,10 +179,10 @@ def index(
     else ``./.plip``). ``model``: as for :class:`Model` (default: the index's
     own model, else ``vinid/plip``). Work is committed every ``commit_every``
     images or 30 s; Ctrl-C commits what is done and raises KeyboardInterrupt.
-    Whole slides are tiled with ``mpp``, ``tile``, ``min_tissue`` and
-    ``slide_mpp`` (the flags of the same names; ``None`` keeps the index's).
-    ``precision`` is as for :class:`Model`; the summary's ``precision`` says what
-    was chosen and why.
+    Whole slides are tiled with ``mpp``, ``tile``, ``min_tissue``, ``slide_mpp``
+    and ``keep_artifacts`` (the flags of the same names; ``None`` keeps the
+    index's). ``precision`` is as for :class:`Model`; the summary's
+    ``precision`` says what was chosen and why.
     """
     if dirs is None:
         dirs = []
@@ -201,6 +202,7 @@ def index(
         None if min_tissue is None else float(min_tissue),
         None if slide_mpp is None else float(slide_mpp),
         str(precision),
+        None if keep_artifacts is None else bool(keep_artifacts),
     )
     shown = summary["warnings"][:_SHOWN_WARNINGS]
     for w in shown:

@@ -298,7 +298,8 @@ fn rgb_image(
 /// Indexes folders as `plip index` does; returns the summary as a dict.
 #[pyfunction]
 #[pyo3(signature = (dirs, index=None, model=None, rebuild=false, batch_size=16,
-    commit_every=256, mpp=None, tile=None, min_tissue=None, slide_mpp=None, precision="auto"))]
+    commit_every=256, mpp=None, tile=None, min_tissue=None, slide_mpp=None,
+    precision="auto", keep_artifacts=None))]
 #[allow(clippy::too_many_arguments)]
 fn index<'py>(
     py: Python<'py>,
@@ -313,6 +314,7 @@ fn index<'py>(
     min_tissue: Option<f64>,
     slide_mpp: Option<f64>,
     precision: &str,
+    keep_artifacts: Option<bool>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let precision = parse_precision(precision)?;
     let req = plip::IndexRequest {
@@ -327,6 +329,7 @@ fn index<'py>(
         min_tissue,
         slide_mpp,
         precision,
+        keep_artifacts,
     };
     let cancel_seen = Arc::new(Mutex::new(None));
     let report = {

@@ -63,6 +63,7 @@ fn embed_with_slides(config: &Config, args: &EmbedArgs, e: &Embedder) -> Result<
                 tile: t.tile,
                 min_tissue: t.min_tissue,
                 user_mpp: t.slide_mpp,
+                keep_artifacts: t.keep_artifacts,
             };
             let plan = crate::source::slide::TilePlan::new(p, &opts)
                 .with_context(|| format!("planning the tiles of {}", p.display()))?;

@@ -80,6 +80,7 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
             tile: args.tile,
             min_tissue: args.min_tissue,
             slide_mpp: args.slide_mpp,
+            keep_artifacts: args.keep_artifacts,
         },
         ..IndexOptions::default()
     };

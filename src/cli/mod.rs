@@ -363,6 +363,12 @@ struct IndexArgs {
     /// (without it such slides are skipped).
     #[arg(long, value_name = "UM", help_heading = "Whole slides", value_parser = parse_mpp)]
     slide_mpp: Option<f64>,
+    /// Whole slides: keep pen ink, debris and edge lines where they look like tissue
+    /// (by default they are excluded); `--keep-artifacts=false` turns it off again
+    /// [default: the index's, else false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", help_heading = "Whole slides")]
+    keep_artifacts: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -498,6 +504,11 @@ struct TilingArgs {
     /// Level-0 µm per pixel to assume when the slide records none.
     #[arg(long, value_name = "UM", value_parser = parse_mpp)]
     slide_mpp: Option<f64>,
+    /// Keep pen ink, debris and edge lines where they look like tissue (excluded by
+    /// default) [default: the index's, else false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    keep_artifacts: Option<bool>,
 }
 
 impl TilingArgs {
@@ -507,6 +518,7 @@ impl TilingArgs {
             tile: self.tile,
             min_tissue: self.min_tissue,
             slide_mpp: self.slide_mpp,
+            keep_artifacts: self.keep_artifacts,
         }
     }
 }
@@ -546,6 +558,10 @@ struct TilesArgs {
     /// Longer side of the picture, in pixels.
     #[arg(long, default_value_t = 1024)]
     size: u32,
+    /// Also print the plan as one JSON document on stdout: the slide, its size, the
+    /// tiling, and every kept tile with x, y, w, h (level-0 pixels) and its tissue share.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     tiling: TilingArgs,
 }

@@ -10,7 +10,7 @@ use super::*;
 use crate::index::{Region, TileSettings};
 use crate::job::SlideFlags;
 use crate::output::slide_png;
-use crate::source::slide::{tissue, TileOptions, TilePlan};
+use crate::source::slide::{TileOptions, TilePlan};
 
 /// The tiling for a command on one slide: flags, else the index's, else the defaults.
 fn tiling(config: &Config, flags: &SlideFlags) -> TileSettings {
@@ -28,6 +28,7 @@ fn plan(path: &Path, t: &TileSettings) -> Result<TilePlan> {
         tile: t.tile,
         min_tissue: t.min_tissue,
         user_mpp: t.slide_mpp,
+        keep_artifacts: t.keep_artifacts,
     };
     TilePlan::new(path, &opts).with_context(|| format!("planning the tiles of {}", path.display()))
 }
@@ -42,19 +43,18 @@ pub(super) fn cmd_tiles(config: &Config, args: TilesArgs) -> Result<i32> {
     let plan = plan(&args.slide, &t)?;
     let slide = plan.slide();
     let l0 = slide.levels()[0];
-    let mask = if t.min_tissue > 0.0 {
-        Some(tissue::detect(slide).with_context(|| format!("tissue of {}", args.slide.display()))?)
-    } else {
-        None
-    };
+    let mask = plan.mask.as_ref();
     let thumb = slide
         .thumbnail(args.size)
         .with_context(|| format!("thumbnail of {}", args.slide.display()))?;
     let regions: Vec<Region> = (0..plan.tiles.len())
         .map(|i| crate::embed::tiles::tile_region(&plan, i))
         .collect();
-    let img = slide_png::tiling_preview(&thumb, l0.width, l0.height, mask.as_ref(), &regions);
+    let img = slide_png::tiling_preview(&thumb, l0.width, l0.height, mask, &regions);
     save_png(&img, &args.output)?;
+    if args.json {
+        print_plan_json(&args.slide, &plan, &t)?;
+    }
     if !config.quiet {
         let (mpp, src) = (plan.slide_mpp, crate::job::mpp_source_name(plan.mpp_source));
         eprintln!(
@@ -75,6 +75,42 @@ pub(super) fn cmd_tiles(config: &Config, args: TilesArgs) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// `plip tiles --json`: the plan as one JSON document on stdout.
+fn print_plan_json(slide: &Path, plan: &TilePlan, t: &TileSettings) -> Result<()> {
+    let l0 = plan.slide().levels()[0];
+    let tiles: Vec<serde_json::Value> = plan
+        .tiles
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "x": r.x, "y": r.y, "w": r.w, "h": r.h,
+                "tissue": (r.tissue * 1e4).round() / 1e4,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "slide": slide.display().to_string(),
+        "width": l0.width,
+        "height": l0.height,
+        "mpp": plan.slide_mpp,
+        "level": plan.level,
+        "cols": plan.cols,
+        "rows": plan.rows,
+        "tiling": {
+            "mpp": t.mpp,
+            "tile": t.tile,
+            "min_tissue": t.min_tissue,
+            "keep_artifacts": t.keep_artifacts,
+        },
+        "tissue_detector": crate::source::slide::tissue::DETECTOR_VERSION,
+        "tiles": tiles,
+    });
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &doc)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 pub(super) fn cmd_heatmap(config: &Config, args: HeatmapArgs) -> Result<i32> {

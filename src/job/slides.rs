@@ -8,7 +8,7 @@
 //!   ([`SlideRecord`]) holds the file's size, mtime and CRC32 and the tiling it was cut
 //!   with, and every tile entry carries the same file facts. An unchanged, complete
 //!   slide is not opened again.
-//! * Changed tiling flags (`--mpp`, `--tile`, `--min-tissue`) re-tile: a slide whose
+//! * Changed tiling flags (`--mpp`, `--tile`, `--min-tissue`, `--keep-artifacts`) re-tile: a slide whose
 //!   record has another grid is embedded again (its old tiles are dropped) the next
 //!   time a run scans it. Flags not given keep the tiling recorded in the index.
 //! * Crash safety inside a slide: the record is written with `complete = false` before
@@ -41,6 +41,8 @@ pub(crate) struct SlideFlags {
     pub(crate) tile: Option<u32>,
     pub(crate) min_tissue: Option<f64>,
     pub(crate) slide_mpp: Option<f64>,
+    /// `--keep-artifacts` (`Some(false)`: `--keep-artifacts=false`).
+    pub(crate) keep_artifacts: Option<bool>,
 }
 
 impl SlideFlags {
@@ -76,12 +78,14 @@ pub(crate) fn resolve_tiling(flags: &SlideFlags, recorded: Option<TileSettings>)
         tile: d.tile,
         min_tissue: d.min_tissue,
         slide_mpp: None,
+        keep_artifacts: d.keep_artifacts,
     });
     TileSettings {
         mpp: flags.mpp.unwrap_or(base.mpp),
         tile: flags.tile.unwrap_or(base.tile),
         min_tissue: flags.min_tissue.unwrap_or(base.min_tissue),
         slide_mpp: flags.slide_mpp.or(base.slide_mpp),
+        keep_artifacts: flags.keep_artifacts.unwrap_or(base.keep_artifacts),
     }
 }
 
@@ -173,6 +177,7 @@ impl SlideRun<'_> {
             tile: self.tiling.tile,
             min_tissue: self.tiling.min_tissue,
             user_mpp: self.tiling.slide_mpp,
+            keep_artifacts: self.tiling.keep_artifacts,
         };
         let facts = crate::source::stat(&todo.abs)
             .and_then(|(size, mtime)| Ok((size, mtime, crate::source::file_crc(&todo.abs)?)));

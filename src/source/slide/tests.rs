@@ -212,6 +212,7 @@ fn tiles_match_openslide_plus_pillow() {
                 tile: c["tile"].as_u64().unwrap() as u32,
                 min_tissue: 0.0,
                 user_mpp: None,
+                keep_artifacts: false,
             };
             let plan = TilePlan::new(&fixture(name), &opts).unwrap();
             assert_eq!(
@@ -458,6 +459,7 @@ fn corrupt_and_empty_tiles_fail_only_their_regions() {
             tile: 256,
             min_tissue: 0.0,
             user_mpp: None,
+            keep_artifacts: false,
         },
     )
     .unwrap();
@@ -652,8 +654,9 @@ fn levels_mpp_and_thumbnail() {
 #[test]
 fn tissue_and_grid_on_synthetic_slide() {
     let s = open(&fixture("aperio_ycbcr.svs")).unwrap();
-    let m = tissue::detect(&s).unwrap();
-    let frac: f64 = m.data.iter().map(|&v| f64::from(v)).sum::<f64>() / m.data.len() as f64;
+    let m = tissue::detect(&s, &tissue::DetectOptions::default()).unwrap();
+    let tissue_px = m.data.iter().filter(|&&v| v == tissue::TISSUE).count();
+    let frac = tissue_px as f64 / m.data.len() as f64;
     println!(
         "mask {}x{} scale {:.2} threshold {} tissue {:.3}",
         m.width, m.height, m.scale_x, m.threshold, frac
@@ -848,12 +851,13 @@ fn tissue_detection_on_100k_pyramid_is_fast() {
     let s = open(&p).unwrap();
     let t_open = t0.elapsed();
     let t1 = Instant::now();
-    let m = tissue::detect(&s).unwrap();
+    let m = tissue::detect(&s, &tissue::DetectOptions::default()).unwrap();
     let t_detect = t1.elapsed();
     let t2 = Instant::now();
     let g = grid::plan(&s, 0.25, &GridParams::default(), Some(&m)).unwrap();
     let t_grid = t2.elapsed();
-    let frac: f64 = m.data.iter().map(|&v| f64::from(v)).sum::<f64>() / m.data.len() as f64;
+    let tissue_px = m.data.iter().filter(|&&v| v == tissue::TISSUE).count();
+    let frac = tissue_px as f64 / m.data.len() as f64;
     println!(
         "100000x80000: open {t_open:?}, tissue {t_detect:?} (mask {}x{}, scale {}, tissue \
          {frac:.3}), grid {t_grid:?}: {} of {} tiles kept, file {} KiB",

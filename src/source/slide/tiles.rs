@@ -23,7 +23,7 @@ use super::grid::{self, GridParams};
 use super::{tissue, MppSource, OpenOptions, Slide, SlideError};
 
 /// How a slide is cut into model inputs (the `--mpp`, `--tile`, `--min-tissue` and
-/// `--slide-mpp` flags of issue 17).
+/// `--slide-mpp` flags of issue 17, `--keep-artifacts` of issue 28).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct TileOptions {
     /// Target resolution of a model input, µm per pixel (PLIP: about 0.5, i.e. 20x).
@@ -35,6 +35,9 @@ pub(crate) struct TileOptions {
     pub(crate) min_tissue: f64,
     /// Level-0 resolution to use when the file records none.
     pub(crate) user_mpp: Option<f64>,
+    /// Keep artifacts (pen ink, debris) that the tissue rule calls tissue
+    /// ([`tissue::DetectOptions`]).
+    pub(crate) keep_artifacts: bool,
 }
 
 impl Default for TileOptions {
@@ -44,6 +47,7 @@ impl Default for TileOptions {
             tile: 224,
             min_tissue: 0.5,
             user_mpp: None,
+            keep_artifacts: false,
         }
     }
 }
@@ -78,6 +82,8 @@ pub(crate) struct TilePlan {
     pub(crate) tiles: Vec<TileRect>,
     /// Stored tiles that failed to decode while detecting tissue (counted as glass).
     pub(crate) skipped_stored_tiles: u64,
+    /// The tissue mask the tiles were kept by (`None` with `min_tissue` 0).
+    pub(crate) mask: Option<tissue::TissueMask>,
 }
 
 impl TilePlan {
@@ -105,7 +111,12 @@ impl TilePlan {
             .mpp()
             .ok_or(SlideError::NoMpp { path: path.clone() })?;
         let (mask, skipped) = if opts.min_tissue > 0.0 {
-            let m = tissue::detect(&slide)?;
+            let m = tissue::detect(
+                &slide,
+                &tissue::DetectOptions {
+                    keep_artifacts: opts.keep_artifacts,
+                },
+            )?;
             let skipped = m.skipped_tiles;
             (Some(m), skipped)
         } else {
@@ -149,6 +160,7 @@ impl TilePlan {
             rows: g.rows,
             tiles,
             skipped_stored_tiles: skipped,
+            mask,
         })
     }
 
