@@ -11,27 +11,106 @@
 //! * Changed tiling flags (`--mpp`, `--tile`, `--min-tissue`) re-tile: a slide whose
 //!   record has another grid is embedded again (its old tiles are dropped) the next
 //!   time a run scans it. Flags not given keep the tiling recorded in the index.
+//! * A changed tissue source re-tiles in place: a record made by an older tissue
+//!   detector ([`detector_version`]), or with another user mask (`--tissue-mask`: the
+//!   file found for the slide, or its CRC32, differs). Same file and grid, so the
+//!   stored tiles the new mask keeps stay as they are (not embedded again), the tiles
+//!   it drops are removed one by one, and only the new ones are embedded; the run says
+//!   so ("re-tiling 12 slides (tissue detector v2)") and counts them ([`RetileStats`]).
+//! * `--tissue-mask DIR` is recorded in the index like the tiling, and later runs keep
+//!   using it (`--tissue-mask none` goes back to detection). A slide without a mask in
+//!   DIR is detected, said once per run; a mask that cannot be read skips its slide
+//!   with a warning naming the file, and keeps what was indexed of it.
 //! * Crash safety inside a slide: the record is written with `complete = false` before
 //!   the first tile and set complete after the last one, and commits happen in the
 //!   middle of a slide like anywhere else. A run that finds an incomplete record for an
-//!   unchanged file plans the same grid again and embeds only the tiles not yet stored,
-//!   so no tile is duplicated or lost.
+//!   unchanged file plans the same grid again, removes the stored tiles the plan does
+//!   not keep and embeds only the tiles not yet stored, so no tile is duplicated or
+//!   lost. Removals are tombstones committed with the record, like any commit.
 //! * A slide that cannot be opened or planned (truncated, unsupported compression, no
 //!   resolution, ...) is skipped with a warning that names it and counted; if it was
 //!   indexed before, its old tiles are removed, as for an unreadable image. A tile over
 //!   a corrupt stored tile is skipped and counted in the slide's record.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
 
 use anyhow::Result;
 
 use super::{unchanged, Committer, Progress};
 use crate::embed::{self, Embedder};
-use crate::index::{FileEntry, IndexWriter, Skipped, SlideRecord, TileSettings};
-use crate::source::slide::{MppSource, TileOptions, TilePlan};
+use crate::index::{
+    FileEntry, IndexWriter, MaskRecord, RegionKey, Skipped, SlideRecord, TileSettings,
+};
+use crate::source::slide::{tissue, user_mask, MppSource, SlideError, TileOptions, TilePlan};
 use crate::source::LoadedImage;
+
+/// The tissue detector version recorded with each slide: [`tissue::DETECTOR_VERSION`].
+/// Tests set `PLIP_TEST_DETECTOR_VERSION` to index as an older detector would record
+/// (the detection itself is the same), so that the next run re-tiles as after an
+/// upgrade.
+pub(crate) fn detector_version() -> u32 {
+    static V: OnceLock<u32> = OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("PLIP_TEST_DETECTOR_VERSION")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(tissue::DETECTOR_VERSION)
+    })
+}
+
+/// `--tissue-mask`: not given (keep what the index recorded), a folder, or `none`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) enum MaskFlag {
+    #[default]
+    Keep,
+    Dir(PathBuf),
+    Detect,
+}
+
+impl MaskFlag {
+    /// Parses the flag's value: `none` (any case) means detection.
+    pub(crate) fn parse(v: Option<&Path>) -> MaskFlag {
+        match v {
+            None => MaskFlag::Keep,
+            Some(p) if p.as_os_str().eq_ignore_ascii_case("none") => MaskFlag::Detect,
+            Some(p) => MaskFlag::Dir(p.to_path_buf()),
+        }
+    }
+
+    /// The mask folder of this run: the flag's, else the one recorded in the index.
+    pub(crate) fn resolve(&self, recorded: Option<&str>) -> Option<PathBuf> {
+        match self {
+            MaskFlag::Keep => recorded.map(PathBuf::from),
+            MaskFlag::Dir(d) => Some(d.clone()),
+            MaskFlag::Detect => None,
+        }
+    }
+}
+
+/// Where this run takes each slide's tissue from.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Masks {
+    /// Tissue detection.
+    Detect,
+    /// The users' masks in this folder (detection for a slide without one).
+    Dir(PathBuf),
+    /// A recorded mask folder that is missing now: slides tiled by a mask keep their
+    /// tiles; new or changed slides are detected.
+    Missing(PathBuf),
+}
+
+/// Slides re-tiled in place because their tissue source changed, and their tiles.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct RetileStats {
+    pub(crate) slides: usize,
+    pub(crate) added: usize,
+    pub(crate) removed: usize,
+    /// Why, for the message: "tissue detector v2", "tissue masks changed".
+    pub(crate) reasons: Vec<String>,
+}
 
 /// The tiling flags of `plip index`, `None` when not given.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -77,21 +156,68 @@ pub(super) struct SlideTodo {
     pub(super) rel: String,
     /// The index had tiles (or a record) of it before this run.
     pub(super) existed: bool,
-    /// Unchanged file and grid, but a run stopped in the middle of it: embed only the
-    /// tiles not stored yet.
+    /// Unchanged file and grid (a run stopped in the middle of it, or its tissue source
+    /// changed): keep the stored tiles the new plan keeps, remove the others, embed only
+    /// the missing ones.
     pub(super) resume: bool,
+    /// `resume` because the tissue source changed (why): counted in [`RetileStats`].
+    pub(super) retile: Option<String>,
+    /// The user's mask file for it (`--tissue-mask`), else detection.
+    pub(super) mask: Option<PathBuf>,
+}
+
+/// Why a recorded slide's tissue must be found again, if it must.
+fn tissue_changed(
+    rec: &SlideRecord,
+    tiling: &TileSettings,
+    masks: &Masks,
+    mask: Option<&Path>,
+) -> Option<String> {
+    if tiling.min_tissue <= 0.0 {
+        return None; // every tile is kept, whatever the mask
+    }
+    if matches!(masks, Masks::Missing(_)) && rec.tissue_mask.is_some() {
+        return None;
+    }
+    match (&rec.tissue_mask, mask) {
+        (None, None) if rec.detector != detector_version() => {
+            Some(format!("tissue detector v{}", detector_version()))
+        }
+        (None, None) => None,
+        (Some(r), Some(m)) => {
+            let same = r.file == m.display().to_string()
+                && crate::source::file_crc(m).is_ok_and(|c| c == r.crc32);
+            (!same).then(|| "tissue masks changed".to_string())
+        }
+        _ => Some("tissue masks changed".to_string()),
+    }
 }
 
 /// Decides for each slide found whether it is unchanged, to finish, or to (re-)tile.
-/// Counts the unchanged ones in the writer's stats.
+/// Counts the unchanged ones in the writer's stats, says once which slides have no
+/// mask in the `--tissue-mask` folder, and announces in-place re-tiling.
 pub(super) fn plan(
     writer: &mut IndexWriter,
     found: Vec<(PathBuf, String)>,
     tiling: &TileSettings,
     racy_after: i128,
+    masks: &Masks,
+    progress: &dyn Progress,
 ) -> Vec<SlideTodo> {
     let mut todo = Vec::new();
+    let mut no_mask: Vec<(PathBuf, String)> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
     for (abs, rel) in found {
+        let mask = match masks {
+            Masks::Dir(d) => {
+                let m = user_mask::find(d, &abs);
+                if m.is_none() {
+                    no_mask.push((abs.clone(), rel.clone()));
+                }
+                m
+            }
+            _ => None,
+        };
         let record = writer.slide_record(&rel).cloned();
         let had_tiles = writer.get(&rel).is_some();
         match record {
@@ -104,14 +230,19 @@ pub(super) fn plan(
                     region: None,
                 };
                 let same = unchanged(&abs, &facts, racy_after) && rec.tiling.same_grid(tiling);
-                if same && rec.complete {
+                let changed = tissue_changed(&rec, tiling, masks, mask.as_deref());
+                if same && rec.complete && changed.is_none() {
                     writer.stats_mut().unchanged += 1;
                 } else {
+                    let retile = changed.filter(|_| same);
+                    reasons.extend(retile.clone());
                     todo.push(SlideTodo {
                         abs,
                         rel,
                         existed: true,
                         resume: same,
+                        retile,
+                        mask,
                     });
                 }
             }
@@ -120,8 +251,33 @@ pub(super) fn plan(
                 rel,
                 existed: had_tiles,
                 resume: false,
+                retile: None,
+                mask,
             }),
         }
+    }
+    if let (Masks::Dir(d), Some((abs, rel))) = (masks, no_mask.first()) {
+        let names: Vec<String> = user_mask::candidates(Path::new(""), abs)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        progress.warn(&format!(
+            "--tissue-mask {}: no mask for {} slide(s), so their tissue is detected \
+             (first: {rel}; looked for {})",
+            d.display(),
+            no_mask.len(),
+            names.join(", ")
+        ));
+    }
+    if !reasons.is_empty() {
+        let n = reasons.len();
+        reasons.sort();
+        reasons.dedup();
+        progress.info(&format!(
+            "re-tiling {n} slide{} ({}); the tiles that stay are not embedded again",
+            if n == 1 { "" } else { "s" },
+            reasons.join(", ")
+        ));
     }
     todo
 }
@@ -137,6 +293,8 @@ pub(super) struct SlideRun<'a> {
     pub(super) tiling: TileSettings,
     /// Tiles embedded in this run, all slides together.
     pub(super) embedded: usize,
+    /// Slides re-tiled in place (their tissue source changed).
+    pub(super) retiled: RetileStats,
 }
 
 impl SlideRun<'_> {
@@ -151,28 +309,21 @@ impl SlideRun<'_> {
         };
         let facts = crate::source::stat(&todo.abs)
             .and_then(|(size, mtime)| Ok((size, mtime, crate::source::file_crc(&todo.abs)?)));
-        let plan = facts
-            .map_err(|e| format!("{}: cannot read the file: {e}", todo.abs.display()))
-            .and_then(|f| {
-                TilePlan::new(&todo.abs, &options)
-                    .map(|p| (f, p))
-                    .map_err(|e| e.to_string())
-            });
-        let ((size, mtime_ns, crc32), plan) = match plan {
-            Ok(x) => x,
-            Err(reason) => {
-                self.progress.warn(&format!("skipping slide {reason}"));
-                if todo.existed {
-                    // The slide is unreadable now: do not keep serving its old tiles.
-                    self.writer.remove(&todo.rel);
-                    self.writer.stats_mut().removed += 1;
-                }
-                self.writer.stats_mut().skipped.push(Skipped {
-                    path: todo.rel.clone(),
-                    reason,
-                });
-                return Ok(true);
+        let (size, mtime_ns, crc32) = match facts {
+            Ok(f) => f,
+            Err(e) => {
+                let reason = format!("{}: cannot read the file: {e}", todo.abs.display());
+                return Ok(self.skip(todo, reason, true));
             }
+        };
+        let plan = match TilePlan::with_mask_file(&todo.abs, &options, todo.mask.as_deref()) {
+            Ok(p) => p,
+            // The user's mask is broken, not the slide: keep what was indexed of it.
+            Err(e @ SlideError::Mask { .. }) => {
+                let reason = format!("{} (its tiles stay as they were): {e}", todo.abs.display());
+                return Ok(self.skip(todo, reason, false));
+            }
+            Err(e) => return Ok(self.skip(todo, e.to_string(), true)),
         };
         if plan.skipped_stored_tiles > 0 {
             self.progress.warn(&format!(
@@ -181,8 +332,20 @@ impl SlideRun<'_> {
                 plan.skipped_stored_tiles
             ));
         }
-        let done: HashSet<_> = if todo.resume {
-            self.writer.regions_of(&todo.rel)
+        let region = |i: usize| embed::tiles::tile_region(&plan, i);
+        let done: HashSet<RegionKey> = if todo.resume {
+            // Same file and grid: drop only the stored tiles the plan no longer keeps.
+            let keep: HashSet<RegionKey> = (0..plan.tiles.len()).map(|i| region(i).key()).collect();
+            let mut stored = self.writer.regions_of(&todo.rel);
+            let stale: Vec<RegionKey> = stored.difference(&keep).copied().collect();
+            for k in &stale {
+                self.writer.remove_region(&todo.rel, *k);
+                stored.remove(k);
+            }
+            if todo.retile.is_some() {
+                self.retiled.removed += stale.len();
+            }
+            stored
         } else {
             if todo.existed {
                 self.writer.remove(&todo.rel);
@@ -206,9 +369,13 @@ impl SlideRun<'_> {
             size,
             mtime_ns,
             crc32,
+            detector: detector_version(),
+            tissue_mask: plan.user_mask.as_ref().map(|(file, crc32)| MaskRecord {
+                file: file.display().to_string(),
+                crc32: *crc32,
+            }),
         };
         self.writer.set_slide_record(&todo.rel, record.clone());
-        let region = |i: usize| embed::tiles::tile_region(&plan, i);
         let wanted: Vec<usize> = (0..plan.tiles.len())
             .filter(|&i| !done.contains(&region(i).key()))
             .collect();
@@ -250,6 +417,9 @@ impl SlideRun<'_> {
             committer.maybe_commit(writer, cancel)
         })?;
         self.embedded += embedded;
+        if todo.retile.is_some() {
+            self.retiled.added += embedded;
+        }
         if !failed.is_empty() {
             self.progress.warn(&format!(
                 "{}: skipped {} tile(s) that could not be read (first: {})",
@@ -264,6 +434,12 @@ impl SlideRun<'_> {
         record.tiles_failed = failed.len();
         record.complete = true;
         self.writer.set_slide_record(&todo.rel, record);
+        if let Some(why) = &todo.retile {
+            self.retiled.slides += 1;
+            if !self.retiled.reasons.contains(why) {
+                self.retiled.reasons.push(why.clone());
+            }
+        }
         let s = self.writer.stats_mut();
         if todo.existed {
             s.updated += 1;
@@ -271,5 +447,20 @@ impl SlideRun<'_> {
             s.added += 1;
         }
         Ok(true)
+    }
+
+    /// Skips a slide with a warning, counted; with `drop_old`, its old tiles go (an
+    /// unreadable slide must not keep serving them). Returns true: the run goes on.
+    fn skip(&mut self, todo: &SlideTodo, reason: String, drop_old: bool) -> bool {
+        self.progress.warn(&format!("skipping slide {reason}"));
+        if drop_old && todo.existed {
+            self.writer.remove(&todo.rel);
+            self.writer.stats_mut().removed += 1;
+        }
+        self.writer.stats_mut().skipped.push(Skipped {
+            path: todo.rel.clone(),
+            reason,
+        });
+        true
     }
 }

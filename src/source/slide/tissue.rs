@@ -21,6 +21,8 @@
 
 use super::{Slide, SlideError};
 
+pub(crate) const DETECTOR_VERSION: u32 = 2;
+
 /// Saturation threshold floor (CLAM's `sthresh`).
 pub(crate) const MIN_THRESHOLD: u8 = 8;
 /// Median kernel (CLAM's `mthresh`).
@@ -38,7 +40,8 @@ pub(crate) struct TissueMask {
     pub(crate) scale_y: f64,
     /// The Otsu/floor threshold used.
     pub(crate) threshold: u8,
-    /// 1 = tissue, 0 = background, row-major.
+    /// Labels, row-major: 0 = background (glass), 1 = tissue, 2 = artifact (pen
+    /// ink, debris). Only 1 counts as tissue.
     pub(crate) data: Vec<u8>,
     /// Stored tiles that failed to decode while building the view.
     pub(crate) skipped_tiles: u64,
@@ -46,7 +49,7 @@ pub(crate) struct TissueMask {
 }
 
 impl TissueMask {
-    /// Build from a binary mask (0/1) and its scale.
+    /// Build from a label mask (0 background, 1 tissue, 2 artifact) and its scale.
     pub(crate) fn from_mask(
         width: u32,
         height: u32,
@@ -59,7 +62,7 @@ impl TissueMask {
         for y in 0..h {
             let mut run = 0u32;
             for x in 0..w {
-                run += u32::from(data[y * w + x] != 0);
+                run += u32::from(data[y * w + x] == LABEL_TISSUE);
                 sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + run;
             }
         }
@@ -98,7 +101,7 @@ impl TissueMask {
         if cx < 0 || cy < 0 || cx >= mw || cy >= mh {
             return 0.0;
         }
-        f64::from(self.data[(cy * mw + cx) as usize])
+        f64::from(u8::from(self.data[(cy * mw + cx) as usize] == LABEL_TISSUE))
     }
 }
 
@@ -288,6 +291,11 @@ fn morph(src: &[u8], w: usize, h: usize, k: usize, dilate: bool) -> Vec<u8> {
     out
 }
 
+/// [`TissueMask::data`] labels: glass, tissue, artifact.
+pub(crate) const LABEL_BACKGROUND: u8 = 0;
+pub(crate) const LABEL_TISSUE: u8 = 1;
+pub(crate) const LABEL_ARTIFACT: u8 = 2;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +365,13 @@ mod tests {
         // smaller than a mask pixel: the pixel under the centre
         assert_eq!(m.fraction(1.0, 1.0, 2.0, 2.0), 1.0);
         assert_eq!(m.fraction(1000.0, 0.0, 5.0, 5.0), 0.0);
+    }
+
+    #[test]
+    fn artifact_pixels_are_not_tissue() {
+        let m = TissueMask::from_mask(4, 1, 10.0, 10.0, vec![1, 2, 2, 0]);
+        assert_eq!(m.fraction(0.0, 0.0, 40.0, 10.0), 0.25);
+        assert_eq!(m.fraction(10.0, 0.0, 20.0, 10.0), 0.0);
+        assert_eq!(m.fraction(11.0, 1.0, 2.0, 2.0), 0.0);
     }
 }
