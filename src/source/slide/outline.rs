@@ -230,7 +230,7 @@ mod tests {
         let w = rows[0].len();
         let data = rows
             .iter()
-            .flat_map(|r| r.bytes().map(|b| (b - b'0')))
+            .flat_map(|r| r.bytes().map(|b| b - b'0'))
             .collect();
         (data, w, h)
     }
