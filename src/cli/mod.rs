@@ -149,7 +149,7 @@ enum Command {
     /// Check a slide's tiling before a long run: thumbnail, tissue mask, kept tiles (PNG).
     ///
     /// Draws the slide's thumbnail with the tissue tinted green, artifacts (pen ink,
-    /// debris) magenta and every tile that `plip index` would embed outlined in blue,
+    /// debris) hatched orange and every tile that `plip index` would embed outlined in blue,
     /// with a legend under it, and prints the slide's size, levels, resolution and the
     /// number of tiles kept. Takes the same tiling flags as `plip index` (default: the
     /// index's tiling, else 0.5 µm/px, 224 px, 0.5 tissue). --geojson writes the mask's

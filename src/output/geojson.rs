@@ -19,7 +19,8 @@ use crate::source::slide::tissue::{TissueMask, LABEL_ARTIFACT, LABEL_TISSUE};
 
 /// Colours of the classes, as in the `plip tiles` picture.
 pub(crate) const TISSUE_COLOR: [u8; 3] = [40, 170, 60];
-pub(crate) const ARTIFACT_COLOR: [u8; 3] = [220, 40, 200];
+/// Orange: far from eosin pink, haematoxylin blue and DAB brown.
+pub(crate) const ARTIFACT_COLOR: [u8; 3] = [255, 140, 0];
 
 /// The mask's outlines as a FeatureCollection over a `slide_w x slide_h` slide.
 pub(crate) fn mask_features(mask: &TissueMask, slide_w: u64, slide_h: u64) -> Value {

@@ -5,8 +5,8 @@
 //! slide's aspect ratio and never decodes a whole level). The heatmap uses viridis
 //! (matplotlib's perceptually uniform map, interpolated from 9 samples) scaled from the
 //! lowest to the highest tile score, with a colour bar at the right whose 5 ticks are
-//! labelled with their cosine values. The tiling check tints tissue green and artifacts
-//! magenta, outlines kept tiles in blue, and explains the colours in a legend strip
+//! labelled with their cosine values. The tiling check tints tissue green, hatches
+//! artifacts orange, outlines kept tiles in blue, and explains the colours in a legend strip
 //! under the thumbnail. Text is a tiny built-in 3x5 bitmap font (capitals, digits and a
 //! little punctuation), so no font file or text crate is needed.
 
@@ -230,7 +230,7 @@ pub(crate) struct PreviewLegend<'a> {
 const LEGEND_SCALE: u32 = 2;
 const LEGEND_LINE: i64 = 20;
 
-/// The tiling check: the thumbnail with tissue tinted green, artifacts magenta and every
+/// The tiling check: the thumbnail with tissue tinted green, artifacts hatched orange and every
 /// kept tile outlined in blue, over a legend strip that names the colours.
 pub(crate) fn tiling_preview(
     thumb: &RgbImage,
@@ -264,12 +264,14 @@ pub(crate) fn tiling_preview(
                 if mx >= u64::from(m.width) || my >= u64::from(m.height) {
                     continue;
                 }
-                let color = match m.data[(my * u64::from(m.width) + mx) as usize] {
-                    LABEL_TISSUE => TISSUE_COLOR,
-                    LABEL_ARTIFACT => ARTIFACT_COLOR,
+                // artifacts hatched, so they read as cut out whatever the stain
+                let (color, alpha) = match m.data[(my * u64::from(m.width) + mx) as usize] {
+                    LABEL_TISSUE => (TISSUE_COLOR, 0.4),
+                    LABEL_ARTIFACT if (x + y) % 6 < 2 => (ARTIFACT_COLOR, 0.9),
+                    LABEL_ARTIFACT => (ARTIFACT_COLOR, 0.35),
                     _ => continue,
                 };
-                fill(&mut out, i64::from(x), i64::from(y), 1, 1, color, 0.4);
+                fill(&mut out, i64::from(x), i64::from(y), 1, 1, color, alpha);
             }
         }
     }

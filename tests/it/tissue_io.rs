@@ -49,7 +49,8 @@ fn vectors(env: &TestEnv, path: &str) -> BTreeMap<(i64, i64), Vec<u32>> {
     let mut map = BTreeMap::new();
     for (i, row) in reader.get_row_iter(None).unwrap().enumerate() {
         let row = row.unwrap();
-        if row.get_string(0).unwrap() == path {
+        // absolute paths in the export
+        if row.get_string(0).unwrap().ends_with(&format!("/{path}")) {
             let v = values[i * dim..(i + 1) * dim].iter().map(|f| f.to_bits());
             map.insert(
                 (row.get_long(1).unwrap(), row.get_long(2).unwrap()),

@@ -7,9 +7,11 @@
 //! oriented so that the region lies on its left in a y-up frame (top side left to
 //! right, right side downwards, ...). The edges are chained at their shared corners
 //! into closed rings. Where two region pixels touch only at a corner (a "pinch"), the
-//! corner has two outgoing edges, and the ring keeps hugging the pixel it came along:
-//! diagonal neighbours are not connected, so each ring stays simple (rings may touch at
-//! such a corner, which GeoJSON and QuPath allow).
+//! corner has two outgoing edges. Pixels of two regions: the ring keeps hugging the
+//! pixel it came along, so the regions stay apart. Pixels of one region (it closes on
+//! itself there): the ring goes on along the other pixel, so the enclosed background
+//! becomes a hole. Either way every ring is simple; two rings may touch at such a
+//! corner, which is a valid polygon (OGC) and what QuPath's own exports contain.
 //!
 //! Guarantees: rings are closed (first point == last point), have no repeated or
 //! collinear points, and lie on pixel corners `0..=w` x `0..=h`. Outer rings have a
@@ -182,13 +184,22 @@ pub(crate) fn trace(data: &[u8], w: usize, h: usize, label: u8) -> Vec<Outline> 
             used[cur] = true;
             let e = edges[cur];
             points.push(corner(e.from));
-            // the edges leaving e.to: one, or two at a pinch (then the same pixel's)
+            // The edges leaving e.to: one, or two at a pinch, one per diagonal pixel.
             let lo = edges.partition_point(|x| x.from < e.to);
             let hi = edges.partition_point(|x| x.from <= e.to);
             let next = if hi - lo == 1 {
                 lo
             } else {
-                (lo..hi).find(|&i| edges[i].pixel == e.pixel).unwrap_or(lo)
+                let same_pixel = (lo..hi).find(|&i| edges[i].pixel == e.pixel);
+                let other = (lo..hi).find(|&i| edges[i].pixel != e.pixel);
+                match other {
+                    // one region closing on itself: go on along it (outer ring and
+                    // hole then touch at this corner, instead of one ring touching
+                    // itself)
+                    Some(o) if comp[edges[o].pixel as usize] == comp[e.pixel as usize] => o,
+                    // two regions: stay around this pixel
+                    _ => same_pixel.unwrap_or(lo),
+                }
             };
             if next == start || used[next] {
                 break;
@@ -282,9 +293,13 @@ mod tests {
         let o = trace(&d, w, h, 1);
         let total: usize = d.iter().filter(|&&v| v == 1).count();
         assert_eq!(o.iter().map(area).sum::<i64>(), total as i64);
-        let outer_count = o.len();
-        assert_eq!(outer_count, 1, "{o:?}");
-        assert_eq!(o[0].holes.len(), 1);
+        assert_eq!(o.len(), 1, "{o:?}");
+        assert_eq!(o[0].holes.len(), 1, "{o:?}");
+        // each ring passes the pinch corner (2, 1) once
+        for ring in std::iter::once(&o[0].outer).chain(&o[0].holes) {
+            let n = ring[1..].iter().filter(|&&p| p == (2, 1)).count();
+            assert_eq!(n, 1, "{ring:?}");
+        }
     }
 
     #[test]
@@ -310,6 +325,13 @@ mod tests {
         for r in &o {
             assert!(signed_area2(&r.outer) > 0);
             assert!(r.holes.iter().all(|h| signed_area2(h) < 0));
+            // simple rings: no corner twice
+            for ring in std::iter::once(&r.outer).chain(&r.holes) {
+                let mut c = ring[1..].to_vec();
+                c.sort_unstable();
+                c.dedup();
+                assert_eq!(c.len(), ring.len() - 1, "{ring:?}");
+            }
         }
     }
 }
