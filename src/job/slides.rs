@@ -301,29 +301,8 @@ impl SlideRun<'_> {
     /// Plans and embeds one slide. Returns `Ok(false)` when the run was cancelled in
     /// the middle of it.
     pub(super) fn embed_slide(&mut self, todo: &SlideTodo) -> Result<bool> {
-        let options = TileOptions {
-            mpp: self.tiling.mpp,
-            tile: self.tiling.tile,
-            min_tissue: self.tiling.min_tissue,
-            user_mpp: self.tiling.slide_mpp,
-        };
-        let facts = crate::source::stat(&todo.abs)
-            .and_then(|(size, mtime)| Ok((size, mtime, crate::source::file_crc(&todo.abs)?)));
-        let (size, mtime_ns, crc32) = match facts {
-            Ok(f) => f,
-            Err(e) => {
-                let reason = format!("{}: cannot read the file: {e}", todo.abs.display());
-                return Ok(self.skip(todo, reason, true));
-            }
-        };
-        let plan = match TilePlan::with_mask_file(&todo.abs, &options, todo.mask.as_deref()) {
-            Ok(p) => p,
-            // The user's mask is broken, not the slide: keep what was indexed of it.
-            Err(e @ SlideError::Mask { .. }) => {
-                let reason = format!("{} (its tiles stay as they were): {e}", todo.abs.display());
-                return Ok(self.skip(todo, reason, false));
-            }
-            Err(e) => return Ok(self.skip(todo, e.to_string(), true)),
+        let Some(((size, mtime_ns, crc32), plan)) = self.open_plan(todo) else {
+            return Ok(true);
         };
         if plan.skipped_stored_tiles > 0 {
             self.progress.warn(&format!(
@@ -332,26 +311,8 @@ impl SlideRun<'_> {
                 plan.skipped_stored_tiles
             ));
         }
+        let done = self.stored_to_keep(todo, &plan);
         let region = |i: usize| embed::tiles::tile_region(&plan, i);
-        let done: HashSet<RegionKey> = if todo.resume {
-            // Same file and grid: drop only the stored tiles the plan no longer keeps.
-            let keep: HashSet<RegionKey> = (0..plan.tiles.len()).map(|i| region(i).key()).collect();
-            let mut stored = self.writer.regions_of(&todo.rel);
-            let stale: Vec<RegionKey> = stored.difference(&keep).copied().collect();
-            for k in &stale {
-                self.writer.remove_region(&todo.rel, *k);
-                stored.remove(k);
-            }
-            if todo.retile.is_some() {
-                self.retiled.removed += stale.len();
-            }
-            stored
-        } else {
-            if todo.existed {
-                self.writer.remove(&todo.rel);
-            }
-            HashSet::new()
-        };
         let slide = plan.slide();
         let mut record = SlideRecord {
             vendor: slide.vendor().to_string(),
@@ -449,9 +410,68 @@ impl SlideRun<'_> {
         Ok(true)
     }
 
+    /// The slide file's facts and its tile plan; `None` when the slide was skipped
+    /// (with a warning: [`Self::skip`]).
+    fn open_plan(&mut self, todo: &SlideTodo) -> Option<((u64, i128, u32), TilePlan)> {
+        let options = TileOptions {
+            mpp: self.tiling.mpp,
+            tile: self.tiling.tile,
+            min_tissue: self.tiling.min_tissue,
+            user_mpp: self.tiling.slide_mpp,
+        };
+        let facts = crate::source::stat(&todo.abs)
+            .and_then(|(size, mtime)| Ok((size, mtime, crate::source::file_crc(&todo.abs)?)));
+        let facts = match facts {
+            Ok(f) => f,
+            Err(e) => {
+                let reason = format!("{}: cannot read the file: {e}", todo.abs.display());
+                self.skip(todo, reason, true);
+                return None;
+            }
+        };
+        match TilePlan::with_mask_file(&todo.abs, &options, todo.mask.as_deref()) {
+            Ok(p) => Some((facts, p)),
+            // The user's mask is broken, not the slide: keep what was indexed of it.
+            Err(e @ SlideError::Mask { .. }) => {
+                let reason = format!("{} (its tiles stay as they were): {e}", todo.abs.display());
+                self.skip(todo, reason, false);
+                None
+            }
+            Err(e) => {
+                self.skip(todo, e.to_string(), true);
+                None
+            }
+        }
+    }
+
+    /// The stored tiles of the slide that stay: with `resume` (same file and grid),
+    /// those the plan still keeps, the others removed one by one; else none (every old
+    /// tile removed).
+    fn stored_to_keep(&mut self, todo: &SlideTodo, plan: &TilePlan) -> HashSet<RegionKey> {
+        if !todo.resume {
+            if todo.existed {
+                self.writer.remove(&todo.rel);
+            }
+            return HashSet::new();
+        }
+        let keep: HashSet<RegionKey> = (0..plan.tiles.len())
+            .map(|i| embed::tiles::tile_region(plan, i).key())
+            .collect();
+        let mut stored = self.writer.regions_of(&todo.rel);
+        let stale: Vec<RegionKey> = stored.difference(&keep).copied().collect();
+        for k in &stale {
+            self.writer.remove_region(&todo.rel, *k);
+            stored.remove(k);
+        }
+        if todo.retile.is_some() {
+            self.retiled.removed += stale.len();
+        }
+        stored
+    }
+
     /// Skips a slide with a warning, counted; with `drop_old`, its old tiles go (an
-    /// unreadable slide must not keep serving them). Returns true: the run goes on.
-    fn skip(&mut self, todo: &SlideTodo, reason: String, drop_old: bool) -> bool {
+    /// unreadable slide must not keep serving them).
+    fn skip(&mut self, todo: &SlideTodo, reason: String, drop_old: bool) {
         self.progress.warn(&format!("skipping slide {reason}"));
         if drop_old && todo.existed {
             self.writer.remove(&todo.rel);
@@ -461,6 +481,5 @@ impl SlideRun<'_> {
             path: todo.rel.clone(),
             reason,
         });
-        true
     }
 }
