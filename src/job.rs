@@ -211,14 +211,20 @@ impl IndexJob {
                 embedded: 0,
                 retiled: RetileStats::default(),
             };
-            let done = (|| -> Result<()> {
-                for s in &slide_todo {
-                    if cancel.load(Ordering::SeqCst) || !run.embed_slide(s)? {
+            let mut done = Ok(());
+            for s in &slide_todo {
+                if cancel.load(Ordering::SeqCst) {
+                    break;
+                }
+                match run.embed_slide(s) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        done = Err(e);
                         break;
                     }
                 }
-                Ok(())
-            })();
+            }
             embedded += run.embedded;
             retiled = run.retiled;
             done
