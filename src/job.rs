@@ -28,7 +28,7 @@ use crate::index::{self, FileEntry, IndexWriter, RunStats, Skipped};
 use crate::source::{slide, walk};
 
 mod slides;
-pub(crate) use slides::{mpp_source_name, resolve_tiling, SlideFlags};
+pub(crate) use slides::{mpp_source_name, resolve_tiling, MaskFlag, RetileStats, SlideFlags};
 
 /// How an indexing run reports what it does. Every method has a default that
 /// does nothing, so a caller implements only what it shows.
@@ -41,6 +41,8 @@ pub(crate) trait Progress {
     fn advance(&self) {}
     /// Something the user should know, such as a skipped file.
     fn warn(&self, _message: &str) {}
+    /// What the run is doing, when it is out of the ordinary (re-tiling slides).
+    fn info(&self, _message: &str) {}
     /// Embedding is over (finished, cancelled or failed).
     fn finish(&self) {}
 }
@@ -58,6 +60,8 @@ pub(crate) struct IndexOptions {
     pub(crate) shard: Option<crate::source::shard::Shard>,
     /// How whole slides are tiled (flags not given keep the index's tiling).
     pub(crate) slides: SlideFlags,
+    /// `--tissue-mask`: the users' own tissue masks (not given: the index's choice).
+    pub(crate) tissue_masks: MaskFlag,
 }
 
 impl Default for IndexOptions {
@@ -68,6 +72,7 @@ impl Default for IndexOptions {
             commit_interval: Duration::from_secs(30),
             shard: None,
             slides: SlideFlags::default(),
+            tissue_masks: MaskFlag::default(),
         }
     }
 }
@@ -83,6 +88,8 @@ pub(crate) struct JobSummary {
     pub(crate) interrupted: bool,
     /// Wall time of the run.
     pub(crate) elapsed: Duration,
+    /// Slides re-tiled in place because their tissue source changed.
+    pub(crate) retiled: RetileStats,
 }
 
 /// One item to embed: its absolute path, the path stored in the index, and
@@ -160,6 +167,7 @@ impl IndexJob {
         let options = &self.options;
         let mut committer = Committer::new(options);
         let mut embedded = 0usize;
+        let mut retiled = RetileStats::default();
         let result = embed::embed_files(&embedder, &paths, options.batch_size, cancel, |r| {
             let item = &todo[r.index];
             match r.outcome {
@@ -206,14 +214,25 @@ impl IndexJob {
                 batch_size: options.batch_size,
                 tiling,
                 embedded: 0,
+                retiled: RetileStats::default(),
             };
+            let mut done = Ok(());
             for s in &slide_todo {
-                if cancel.load(Ordering::SeqCst) || !run.embed_slide(s)? {
+                if cancel.load(Ordering::SeqCst) {
                     break;
+                }
+                match run.embed_slide(s) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        done = Err(e);
+                        break;
+                    }
                 }
             }
             embedded += run.embedded;
-            Ok(())
+            retiled = run.retiled;
+            done
         });
         progress.finish();
         // The weights (600 MB for PLIP) are not needed for the commit or the
@@ -238,6 +257,7 @@ impl IndexJob {
             embedded,
             interrupted,
             elapsed: started.elapsed(),
+            retiled,
         })
     }
 
@@ -324,7 +344,15 @@ impl IndexJob {
             }
             self.writer.set_tiling(tiling);
         }
-        let slide_todo = slides::plan(&mut self.writer, slide_found, &tiling, racy_after);
+        let masks = self.tissue_masks(progress, !slide_found.is_empty());
+        let slide_todo = slides::plan(
+            &mut self.writer,
+            slide_found,
+            &tiling,
+            racy_after,
+            &masks,
+            progress,
+        );
         let mut stats = std::mem::take(self.writer.stats_mut());
         let mut todo = Vec::new();
         for (abs, rel) in found {
@@ -352,6 +380,34 @@ impl IndexJob {
         }
         *self.writer.stats_mut() = stats;
         Ok((todo, slide_todo, tiling))
+    }
+}
+
+impl IndexJob {
+    /// Where this run takes tissue from (`--tissue-mask`, else the index's record),
+    /// recording the flag in the index.
+    fn tissue_masks(&mut self, progress: &dyn Progress, has_slides: bool) -> slides::Masks {
+        let flag = &self.options.tissue_masks;
+        let dir = flag.resolve(self.writer.tissue_masks());
+        if *flag != MaskFlag::Keep {
+            let recorded = dir.as_ref().map(|d| d.display().to_string());
+            self.writer.set_tissue_masks(recorded);
+        }
+        match dir {
+            None => slides::Masks::Detect,
+            Some(d) if d.is_dir() => slides::Masks::Dir(d),
+            Some(d) => {
+                if has_slides {
+                    progress.warn(&format!(
+                        "the tissue mask folder {} recorded in the index is missing: slides \
+                         tiled by a mask keep their tiles, new or changed slides are detected \
+                         (pass --tissue-mask DIR, or --tissue-mask none to detect all)",
+                        d.display()
+                    ));
+                }
+                slides::Masks::Missing(d)
+            }
+        }
     }
 }
 

@@ -47,26 +47,13 @@ pub(super) fn cmd_embed(config: &Config, args: EmbedArgs) -> Result<i32> {
 /// Embeds images and whole slides (one row per kept tile), in input order.
 fn embed_with_slides(config: &Config, args: &EmbedArgs, e: &Embedder) -> Result<i32> {
     let flags = args.tiling.flags();
-    let recorded = config
-        .find_index()
-        .ok()
-        .and_then(|d| Index::open(&d).ok())
-        .and_then(|i| i.tiling());
-    let t = crate::job::resolve_tiling(&flags, recorded);
+    let masks = args.tiling.masks();
     let (mut rows, mut labels, mut regions) = (Vec::new(), Vec::new(), Vec::new());
     let cancel = AtomicBool::new(false);
     for p in &args.images {
         let label = p.display().to_string();
         if crate::source::slide::is_slide(p) {
-            let opts = crate::source::slide::TileOptions {
-                mpp: t.mpp,
-                tile: t.tile,
-                min_tissue: t.min_tissue,
-                user_mpp: t.slide_mpp,
-                keep_artifacts: t.keep_artifacts,
-            };
-            let plan = crate::source::slide::TilePlan::new(p, &opts)
-                .with_context(|| format!("planning the tiles of {}", p.display()))?;
+            let (plan, _) = super::slides::plan_with_flags(config, p, &flags, &masks)?;
             let (tiles, failed) = crate::embed::tiles::embed_tiles(e, &plan, args.batch_size)?;
             if !failed.is_empty() {
                 warn(format!(

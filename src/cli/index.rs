@@ -27,9 +27,43 @@ impl Progress for BarProgress {
         let message = message.replace(&format!("{cwd}/"), "");
         self.bar.suspend(|| warn(message));
     }
+    fn info(&self, message: &str) {
+        self.bar.suspend(|| eprintln!("plip: {message}"));
+    }
     fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `--tissue-mask`, with a folder made absolute (it is recorded in the index).
+fn mask_flag(arg: Option<&Path>) -> Result<crate::job::MaskFlag> {
+    use crate::job::MaskFlag;
+    Ok(match MaskFlag::parse(arg) {
+        MaskFlag::Dir(d) => {
+            if !d.is_dir() {
+                bail!(
+                    "--tissue-mask {}: not a folder (give the folder of your mask files, or \
+                     `none` to detect tissue)",
+                    d.display()
+                );
+            }
+            MaskFlag::Dir(d.canonicalize()?)
+        }
+        other => other,
+    })
 }
 
 pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
@@ -46,6 +80,7 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
         .as_deref()
         .map(|spec| Shard::parse(spec, args.shards, |k| std::env::var(k).ok()))
         .transpose()?;
+    let tissue_masks = mask_flag(args.tissue_mask.as_deref())?;
     let index_dir = config.index_for_writing();
     let source = config.model_source(if args.rebuild { None } else { Some(&index_dir) });
     let embedder = load_embedder(config, &source, Towers::VISION)?;
@@ -82,6 +117,7 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
             slide_mpp: args.slide_mpp,
             keep_artifacts: args.keep_artifacts,
         },
+        tissue_masks,
         ..IndexOptions::default()
     };
     let summary = IndexJob::new(writer, dirs, options).run(embedder, &progress, &cancel)?;
@@ -107,6 +143,17 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
             walk::relative(&index_dir, &config.cwd),
         );
         eprintln!("plip: precision {chosen}");
+        let r = &summary.retiled;
+        if r.slides > 0 {
+            eprintln!(
+                "plip: re-tiled {} slide{} ({}): +{} tiles, −{}",
+                thousands(r.slides),
+                if r.slides == 1 { "" } else { "s" },
+                r.reasons.join(", "),
+                thousands(r.added),
+                thousands(r.removed)
+            );
+        }
         if !stats.skipped.is_empty() {
             eprintln!(
                 "plip: {} file(s) skipped; `plip info` lists them",
@@ -115,4 +162,15 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
         }
     }
     Ok(if summary.interrupted { 130 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_groups_digits_by_three() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(3114), "3,114");
+        assert_eq!(super::thousands(1234567), "1,234,567");
+    }
 }

@@ -73,10 +73,16 @@ pub(super) fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
             t.mpp,
             t.min_tissue
         )?;
+        if let Some(d) = index.tissue_masks() {
+            writeln!(
+                out,
+                "tissue masks: {d} (--tissue-mask; slides without one are detected)"
+            )?;
+        }
         for (path, r) in index.slides() {
             writeln!(
                 out,
-                "  {path}: {}x{} px, {} level(s), {:.4} µm/px ({}), {}, {} of {} tiles kept{}{}",
+                "  {path}: {}x{} px, {} level(s), {:.4} µm/px ({}), {}, {} of {} tiles kept{}{}{}",
                 r.width,
                 r.height,
                 r.levels,
@@ -89,6 +95,10 @@ pub(super) fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
                     format!(", {} unreadable", r.tiles_failed)
                 } else {
                     String::new()
+                },
+                match &r.tissue_mask {
+                    Some(m) => format!(" by the mask {}", m.file),
+                    None => String::new(),
                 },
                 if r.complete {
                     ""

@@ -152,11 +152,12 @@ enum Command {
     Heatmap(HeatmapArgs),
     /// Check a slide's tiling before a long run: thumbnail, tissue mask, kept tiles (PNG).
     ///
-    /// Draws the slide's thumbnail with the detected tissue tinted green and every
-    /// tile that `plip index` would embed outlined in blue, and prints the slide's
-    /// size, levels, resolution and the number of tiles kept. Takes the same tiling
-    /// flags as `plip index` (default: the index's tiling, else 0.5 µm/px, 224 px,
-    /// 0.5 tissue).
+    /// Draws the slide's thumbnail with the tissue tinted green, artifacts (pen ink,
+    /// debris) hatched orange and every tile that `plip index` would embed outlined in blue,
+    /// with a legend under it, and prints the slide's size, levels, resolution and the
+    /// number of tiles kept. Takes the same tiling flags as `plip index` (default: the
+    /// index's tiling, else 0.5 µm/px, 224 px, 0.5 tissue). --geojson writes the mask's
+    /// outlines for QuPath, to correct and use with --tissue-mask.
     Tiles(TilesArgs),
     /// Measure retrieval recall, zero-shot or linear-probe accuracy, or HNSW quality.
     #[command(subcommand)]
@@ -369,6 +370,14 @@ struct IndexArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", help_heading = "Whole slides")]
     keep_artifacts: Option<bool>,
+    /// Whole slides: your own tissue masks instead of detection. For slide a.svs:
+    /// DIR/a.geojson (or a.svs.geojson; polygons in level-0 pixels, as QuPath exports
+    /// them: class Artifact, Ignore*, Other or Background is cut out, any other class is
+    /// tissue) or DIR/a.png (or a.svs.png; any downsample, nonzero = tissue). Slides
+    /// without a mask are detected. Recorded in the index and kept by later runs;
+    /// editing a mask re-tiles its slide; `none` goes back to detection.
+    #[arg(long, value_name = "DIR", help_heading = "Whole slides")]
+    tissue_mask: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -509,6 +518,11 @@ struct TilingArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
     keep_artifacts: Option<bool>,
+    /// Your own tissue masks instead of detection: DIR/SLIDE.geojson (QuPath export,
+    /// level-0 pixels) or DIR/SLIDE.png (any downsample, nonzero = tissue), as for
+    /// `plip index --tissue-mask` [default: the index's]; `none` detects.
+    #[arg(long, value_name = "DIR")]
+    tissue_mask: Option<PathBuf>,
 }
 
 impl TilingArgs {
@@ -520,6 +534,10 @@ impl TilingArgs {
             slide_mpp: self.slide_mpp,
             keep_artifacts: self.keep_artifacts,
         }
+    }
+
+    fn masks(&self) -> crate::job::MaskFlag {
+        crate::job::MaskFlag::parse(self.tissue_mask.as_deref())
     }
 }
 
@@ -562,6 +580,12 @@ struct TilesArgs {
     /// tiling, and every kept tile with x, y, w, h (level-0 pixels) and its tissue share.
     #[arg(long)]
     json: bool,
+    /// Also write the tissue and artifact outlines as GeoJSON (level-0 pixels, one
+    /// annotation per region, classes Tissue and Artifact): drag it onto the slide in
+    /// QuPath, correct it, export it with File > Export objects as GeoJSON into a
+    /// folder, and index with --tissue-mask that folder.
+    #[arg(long, value_name = "FILE")]
+    geojson: Option<PathBuf>,
     #[command(flatten)]
     tiling: TilingArgs,
 }

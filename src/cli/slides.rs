@@ -2,27 +2,38 @@
 //!
 //! `tiles` is the check before a long run: the slide's thumbnail with the tissue mask
 //! tinted and the kept tiles outlined, drawn from the same plan `plip index` would make
-//! (same flags, the index's recorded tiling by default). `heatmap` colours each tile by
-//! its cosine to a query; it uses the stored tile embeddings when the slide is in the
-//! index, and embeds the tiles on the fly otherwise.
+//! (same flags, the index's recorded tiling and `--tissue-mask` folder by default), and
+//! with `--geojson` the mask's outlines for QuPath. `heatmap` colours each tile by its
+//! cosine to a query; it uses the stored tile embeddings when the slide is in the index,
+//! and embeds the tiles on the fly otherwise.
 
 use super::*;
 use crate::index::{Region, TileSettings};
-use crate::job::SlideFlags;
+use crate::job::{MaskFlag, SlideFlags};
 use crate::output::slide_png;
-use crate::source::slide::{TileOptions, TilePlan};
+use crate::source::slide::{user_mask, TileOptions, TilePlan};
 
-/// The tiling for a command on one slide: flags, else the index's, else the defaults.
-fn tiling(config: &Config, flags: &SlideFlags) -> TileSettings {
-    let recorded = config
-        .find_index()
-        .ok()
-        .and_then(|d| Index::open(&d).ok())
-        .and_then(|i| i.tiling());
-    crate::job::resolve_tiling(flags, recorded)
+/// The tiling for a command on one slide: flags, else the index's, else the defaults;
+/// and the tissue mask folder: the flag's, else the index's.
+fn settings(
+    config: &Config,
+    flags: &SlideFlags,
+    masks: &MaskFlag,
+) -> (TileSettings, Option<PathBuf>) {
+    let index = config.find_index().ok().and_then(|d| Index::open(&d).ok());
+    let recorded = index.as_ref().and_then(|i| i.tiling());
+    let dir = masks.resolve(index.as_ref().and_then(|i| i.tissue_masks()));
+    (crate::job::resolve_tiling(flags, recorded), dir)
 }
 
-fn plan(path: &Path, t: &TileSettings) -> Result<TilePlan> {
+/// Plans one slide's tiles for a single-slide command, by the user's mask in
+/// `masks` when it has one for the slide, else by detection (said on stderr).
+pub(super) fn plan_slide(
+    config: &Config,
+    path: &Path,
+    t: &TileSettings,
+    masks: Option<&Path>,
+) -> Result<TilePlan> {
     let opts = TileOptions {
         mpp: t.mpp,
         tile: t.tile,
@@ -30,7 +41,37 @@ fn plan(path: &Path, t: &TileSettings) -> Result<TilePlan> {
         user_mpp: t.slide_mpp,
         keep_artifacts: t.keep_artifacts,
     };
-    TilePlan::new(path, &opts).with_context(|| format!("planning the tiles of {}", path.display()))
+    let mask = match masks {
+        Some(d) if !d.is_dir() => bail!(
+            "--tissue-mask {}: not a folder (give the folder of your mask files, or `none`)",
+            d.display()
+        ),
+        Some(d) => {
+            let m = user_mask::find(d, path);
+            if m.is_none() && !config.quiet {
+                eprintln!(
+                    "plip: no tissue mask for {} in {}: tissue is detected",
+                    path.display(),
+                    d.display()
+                );
+            }
+            m
+        }
+        None => None,
+    };
+    TilePlan::with_mask_file(path, &opts, mask.as_deref())
+        .with_context(|| format!("planning the tiles of {}", path.display()))
+}
+
+/// [`plan_slide`] with a command's tiling flags and `--tissue-mask`.
+pub(super) fn plan_with_flags(
+    config: &Config,
+    path: &Path,
+    flags: &SlideFlags,
+    masks: &MaskFlag,
+) -> Result<(TilePlan, TileSettings)> {
+    let (t, dir) = settings(config, flags, masks);
+    Ok((plan_slide(config, path, &t, dir.as_deref())?, t))
 }
 
 fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
@@ -39,8 +80,7 @@ fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
 }
 
 pub(super) fn cmd_tiles(config: &Config, args: TilesArgs) -> Result<i32> {
-    let t = tiling(config, &args.flags());
-    let plan = plan(&args.slide, &t)?;
+    let (plan, t) = plan_with_flags(config, &args.slide, &args.flags(), &args.tiling.masks())?;
     let slide = plan.slide();
     let l0 = slide.levels()[0];
     let mask = plan.mask.as_ref();
@@ -50,8 +90,32 @@ pub(super) fn cmd_tiles(config: &Config, args: TilesArgs) -> Result<i32> {
     let regions: Vec<Region> = (0..plan.tiles.len())
         .map(|i| crate::embed::tiles::tile_region(&plan, i))
         .collect();
-    let img = slide_png::tiling_preview(&thumb, l0.width, l0.height, mask, &regions);
+    let grid_tiles = plan.cols as usize * plan.rows as usize;
+    let legend = slide_png::PreviewLegend {
+        tissue: if plan.user_mask.is_some() {
+            "tissue (your mask)"
+        } else {
+            "tissue"
+        },
+        grid_tiles,
+    };
+    let img = slide_png::tiling_preview(&thumb, l0.width, l0.height, mask, &regions, &legend);
     save_png(&img, &args.output)?;
+    if let Some(path) = &args.geojson {
+        let Some(m) = mask else {
+            bail!("--geojson needs a tissue mask, and --min-tissue 0 detects none");
+        };
+        let v = crate::output::geojson::mask_features(m, l0.width, l0.height);
+        let bytes = serde_json::to_vec(&v).expect("GeoJSON serializes");
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        if !config.quiet {
+            let n = v["features"].as_array().map_or(0, Vec::len);
+            eprintln!(
+                "plip: {n} tissue and artifact outline(s) → {} (drag it onto the slide in QuPath)",
+                path.display()
+            );
+        }
+    }
     if args.json {
         print_plan_json(&args.slide, &plan, &t)?;
     }
@@ -66,7 +130,7 @@ pub(super) fn cmd_tiles(config: &Config, args: TilesArgs) -> Result<i32> {
             slide.levels().len(),
             slide.vendor(),
             plan.tiles.len(),
-            plan.cols as usize * plan.rows as usize,
+            grid_tiles,
             t.tile,
             t.mpp,
             plan.level,
@@ -149,8 +213,7 @@ pub(super) fn cmd_heatmap(config: &Config, args: HeatmapArgs) -> Result<i32> {
     }
     let query = build_query(&embedder, &[term], &[])?;
     let (tiles, from) = if stored.is_empty() {
-        let t = tiling(config, &args.flags());
-        let plan = plan(&args.slide, &t)?;
+        let (plan, _) = plan_with_flags(config, &args.slide, &args.flags(), &args.tiling.masks())?;
         let (rows, failed) = crate::embed::tiles::embed_tiles(&embedder, &plan, args.batch_size)?;
         if !failed.is_empty() {
             warn(format!(

@@ -54,6 +54,10 @@ pub(crate) struct Manifest {
     /// How slides are tiled (absent until a slide is indexed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tiling: Option<TileSettings>,
+    /// `--tissue-mask DIR`: the folder (absolute) of the users' own tissue masks that
+    /// later runs keep using; absent when tissue is detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tissue_masks: Option<String>,
     /// What the runs found in each indexed slide, by stored path.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) slides: BTreeMap<String, SlideRecord>,
@@ -73,6 +77,7 @@ impl Manifest {
             checksum: 0,
             roots: Vec::new(),
             tiling: None,
+            tissue_masks: None,
             slides: BTreeMap::new(),
         }
     }

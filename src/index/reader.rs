@@ -115,6 +115,11 @@ impl Index {
         &self.manifest.slides
     }
 
+    /// The users' tissue mask folder recorded by `plip index --tissue-mask`.
+    pub(crate) fn tissue_masks(&self) -> Option<&str> {
+        self.manifest.tissue_masks.as_deref()
+    }
+
     /// The tiling the index's slides were cut with, if it has slides.
     pub(crate) fn tiling(&self) -> Option<TileSettings> {
         self.manifest.tiling

@@ -13,7 +13,9 @@
 //! still opens). The manifest also records, per slide, what the run found
 //! ([`SlideRecord`]) and the tiling settings the index was built with
 //! ([`TileSettings`]); both fields are absent when empty, so a manifest without slides
-//! is unchanged too.
+//! is unchanged too. A slide record also says how its tissue was found (detector
+//! version, or the user's mask file and its CRC32), so an upgrade or an edited mask
+//! re-tiles just that slide.
 
 use super::*;
 
@@ -125,6 +127,28 @@ pub(crate) struct SlideRecord {
     pub(crate) size: u64,
     pub(crate) mtime_ns: i128,
     pub(crate) crc32: u32,
+    /// The tissue detector version that chose the tiles
+    /// (`source::slide::tissue::DETECTOR_VERSION`); 1 in manifests written before it
+    /// was recorded. A newer detector re-tiles the slide, keeping the tiles it keeps.
+    #[serde(default = "detector_v1")]
+    pub(crate) detector: u32,
+    /// The user's mask file the tiles were chosen by (`--tissue-mask`), instead of
+    /// detection; editing it re-tiles the slide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tissue_mask: Option<MaskRecord>,
+}
+
+fn detector_v1() -> u32 {
+    1
+}
+
+/// A user's tissue mask file, as a slide was tiled with it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct MaskRecord {
+    /// The file, absolute.
+    pub(crate) file: String,
+    /// Its CRC32.
+    pub(crate) crc32: u32,
 }
 
 /// Writes the regions of a segment's entries, when any entry has one.
@@ -182,5 +206,26 @@ mod tests {
             "{}",
             k.describe()
         );
+    }
+
+    #[test]
+    fn a_slide_record_from_before_detector_versions_reads_as_v1() {
+        let old = serde_json::json!({
+            "vendor": "aperio", "width": 1990, "height": 1500, "levels": 3, "mpp": 0.252,
+            "mpp_source": "aperio-description", "level": 0, "tiles_kept": 5,
+            "tiles_total": 12, "tiles_failed": 0,
+            "tiling": {"mpp": 0.5, "tile": 224, "min_tissue": 0.5},
+            "complete": true, "size": 10, "mtime_ns": 1, "crc32": 7
+        });
+        let mut r: SlideRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(r.detector, 1);
+        assert_eq!(r.tissue_mask, None);
+        r.detector = 2;
+        r.tissue_mask = Some(MaskRecord {
+            file: "/m/a.png".into(),
+            crc32: 9,
+        });
+        let back: SlideRecord = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
     }
 }

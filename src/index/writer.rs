@@ -182,6 +182,11 @@ impl IndexWriter {
         }
     }
 
+    /// Tombstones one tile of a slide (at the next commit, like every removal).
+    pub(crate) fn remove_region(&mut self, path: &str, region: RegionKey) {
+        self.remove_item(path, Some(region));
+    }
+
     /// Tombstones the committed entry for `path` and `region` only.
     fn remove_item(&mut self, path: &str, region: Option<RegionKey>) {
         if let Some(items) = self.by_path.get_mut(path) {
@@ -215,6 +220,16 @@ impl IndexWriter {
     /// The tiling recorded in the index, if a slide was ever indexed.
     pub(crate) fn tiling(&self) -> Option<TileSettings> {
         self.manifest.tiling
+    }
+
+    /// The users' tissue mask folder recorded in the index (`--tissue-mask`).
+    pub(crate) fn tissue_masks(&self) -> Option<&str> {
+        self.manifest.tissue_masks.as_deref()
+    }
+
+    /// Records the users' tissue mask folder (`None`: detect tissue).
+    pub(crate) fn set_tissue_masks(&mut self, dir: Option<String>) {
+        self.manifest.tissue_masks = dir;
     }
 
     /// Records the tiling this index's slides are cut with.

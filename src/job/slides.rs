@@ -11,11 +11,22 @@
 //! * Changed tiling flags (`--mpp`, `--tile`, `--min-tissue`, `--keep-artifacts`) re-tile: a slide whose
 //!   record has another grid is embedded again (its old tiles are dropped) the next
 //!   time a run scans it. Flags not given keep the tiling recorded in the index.
+//! * A changed tissue source re-tiles in place: a record made by an older tissue
+//!   detector ([`detector_version`]), or with another user mask (`--tissue-mask`: the
+//!   file found for the slide, or its CRC32, differs). Same file and grid, so the
+//!   stored tiles the new mask keeps stay as they are (not embedded again), the tiles
+//!   it drops are removed one by one, and only the new ones are embedded; the run says
+//!   so ("re-tiling 12 slides (tissue detector v2)") and counts them ([`RetileStats`]).
+//! * `--tissue-mask DIR` is recorded in the index like the tiling, and later runs keep
+//!   using it (`--tissue-mask none` goes back to detection). A slide without a mask in
+//!   DIR is detected, said once per run; a mask that cannot be read skips its slide
+//!   with a warning naming the file, and keeps what was indexed of it.
 //! * Crash safety inside a slide: the record is written with `complete = false` before
 //!   the first tile and set complete after the last one, and commits happen in the
 //!   middle of a slide like anywhere else. A run that finds an incomplete record for an
-//!   unchanged file plans the same grid again and embeds only the tiles not yet stored,
-//!   so no tile is duplicated or lost.
+//!   unchanged file plans the same grid again, removes the stored tiles the plan does
+//!   not keep and embeds only the tiles not yet stored, so no tile is duplicated or
+//!   lost. Removals are tombstones committed with the record, like any commit.
 //! * A slide that cannot be opened or planned (truncated, unsupported compression, no
 //!   resolution, a tiling that does not fit it, ...) is skipped with a warning that names
 //!   it and counted; if it was indexed before, its tiles and record are kept as they were
@@ -23,16 +34,84 @@
 //!   A tile over a corrupt stored tile is skipped and counted in the slide's record.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
 
 use anyhow::Result;
 
 use super::{unchanged, Committer, Progress};
 use crate::embed::{self, Embedder};
-use crate::index::{FileEntry, IndexWriter, Skipped, SlideRecord, TileSettings};
-use crate::source::slide::{MppSource, TileOptions, TilePlan};
+use crate::index::{
+    FileEntry, IndexWriter, MaskRecord, RegionKey, Skipped, SlideRecord, TileSettings,
+};
+use crate::source::slide::{tissue, user_mask, MppSource, SlideError, TileOptions, TilePlan};
 use crate::source::LoadedImage;
+
+/// The tissue detector version recorded with each slide: [`tissue::DETECTOR_VERSION`].
+/// Tests set `PLIP_TEST_DETECTOR_VERSION` to index as an older detector would record
+/// (the detection itself is the same), so that the next run re-tiles as after an
+/// upgrade.
+pub(crate) fn detector_version() -> u32 {
+    static V: OnceLock<u32> = OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("PLIP_TEST_DETECTOR_VERSION")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(tissue::DETECTOR_VERSION)
+    })
+}
+
+/// `--tissue-mask`: not given (keep what the index recorded), a folder, or `none`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) enum MaskFlag {
+    #[default]
+    Keep,
+    Dir(PathBuf),
+    Detect,
+}
+
+impl MaskFlag {
+    /// Parses the flag's value: `none` (any case) means detection.
+    pub(crate) fn parse(v: Option<&Path>) -> MaskFlag {
+        match v {
+            None => MaskFlag::Keep,
+            Some(p) if p.as_os_str().eq_ignore_ascii_case("none") => MaskFlag::Detect,
+            Some(p) => MaskFlag::Dir(p.to_path_buf()),
+        }
+    }
+
+    /// The mask folder of this run: the flag's, else the one recorded in the index.
+    pub(crate) fn resolve(&self, recorded: Option<&str>) -> Option<PathBuf> {
+        match self {
+            MaskFlag::Keep => recorded.map(PathBuf::from),
+            MaskFlag::Dir(d) => Some(d.clone()),
+            MaskFlag::Detect => None,
+        }
+    }
+}
+
+/// Where this run takes each slide's tissue from.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Masks {
+    /// Tissue detection.
+    Detect,
+    /// The users' masks in this folder (detection for a slide without one).
+    Dir(PathBuf),
+    /// A recorded mask folder that is missing now: slides tiled by a mask keep their
+    /// tiles; new or changed slides are detected.
+    Missing(PathBuf),
+}
+
+/// Slides re-tiled in place because their tissue source changed, and their tiles.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct RetileStats {
+    pub(crate) slides: usize,
+    pub(crate) added: usize,
+    pub(crate) removed: usize,
+    /// Why, for the message: "tissue detector v2", "tissue masks changed".
+    pub(crate) reasons: Vec<String>,
+}
 
 /// The tiling flags of `plip index`, `None` when not given.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -106,21 +185,68 @@ pub(super) struct SlideTodo {
     pub(super) rel: String,
     /// The index had tiles (or a record) of it before this run.
     pub(super) existed: bool,
-    /// Unchanged file and grid, but a run stopped in the middle of it: embed only the
-    /// tiles not stored yet.
+    /// Unchanged file and grid (a run stopped in the middle of it, or its tissue source
+    /// changed): keep the stored tiles the new plan keeps, remove the others, embed only
+    /// the missing ones.
     pub(super) resume: bool,
+    /// `resume` because the tissue source changed (why): counted in [`RetileStats`].
+    pub(super) retile: Option<String>,
+    /// The user's mask file for it (`--tissue-mask`), else detection.
+    pub(super) mask: Option<PathBuf>,
+}
+
+/// Why a recorded slide's tissue must be found again, if it must.
+fn tissue_changed(
+    rec: &SlideRecord,
+    tiling: &TileSettings,
+    masks: &Masks,
+    mask: Option<&Path>,
+) -> Option<String> {
+    if tiling.min_tissue <= 0.0 {
+        return None; // every tile is kept, whatever the mask
+    }
+    if matches!(masks, Masks::Missing(_)) && rec.tissue_mask.is_some() {
+        return None;
+    }
+    match (&rec.tissue_mask, mask) {
+        (None, None) if rec.detector != detector_version() => {
+            Some(format!("tissue detector v{}", detector_version()))
+        }
+        (None, None) => None,
+        (Some(r), Some(m)) => {
+            let same = r.file == m.display().to_string()
+                && crate::source::file_crc(m).is_ok_and(|c| c == r.crc32);
+            (!same).then(|| "tissue masks changed".to_string())
+        }
+        _ => Some("tissue masks changed".to_string()),
+    }
 }
 
 /// Decides for each slide found whether it is unchanged, to finish, or to (re-)tile.
-/// Counts the unchanged ones in the writer's stats.
+/// Counts the unchanged ones in the writer's stats, says once which slides have no
+/// mask in the `--tissue-mask` folder, and announces in-place re-tiling.
 pub(super) fn plan(
     writer: &mut IndexWriter,
     found: Vec<(PathBuf, String)>,
     tiling: &TileSettings,
     racy_after: i128,
+    masks: &Masks,
+    progress: &dyn Progress,
 ) -> Vec<SlideTodo> {
     let mut todo = Vec::new();
+    let mut no_mask: Vec<(PathBuf, String)> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
     for (abs, rel) in found {
+        let mask = match masks {
+            Masks::Dir(d) => {
+                let m = user_mask::find(d, &abs);
+                if m.is_none() {
+                    no_mask.push((abs.clone(), rel.clone()));
+                }
+                m
+            }
+            _ => None,
+        };
         let record = writer.slide_record(&rel).cloned();
         let had_tiles = writer.get(&rel).is_some();
         match record {
@@ -133,14 +259,19 @@ pub(super) fn plan(
                     region: None,
                 };
                 let same = unchanged(&abs, &facts, racy_after) && rec.tiling.same_grid(tiling);
-                if same && rec.complete {
+                let changed = tissue_changed(&rec, tiling, masks, mask.as_deref());
+                if same && rec.complete && changed.is_none() {
                     writer.stats_mut().unchanged += 1;
                 } else {
+                    let retile = changed.filter(|_| same);
+                    reasons.extend(retile.clone());
                     todo.push(SlideTodo {
                         abs,
                         rel,
                         existed: true,
                         resume: same,
+                        retile,
+                        mask,
                     });
                 }
             }
@@ -149,8 +280,33 @@ pub(super) fn plan(
                 rel,
                 existed: had_tiles,
                 resume: false,
+                retile: None,
+                mask,
             }),
         }
+    }
+    if let (Masks::Dir(d), Some((abs, rel))) = (masks, no_mask.first()) {
+        let names: Vec<String> = user_mask::candidates(Path::new(""), abs)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        progress.warn(&format!(
+            "--tissue-mask {}: no mask for {} slide(s), so their tissue is detected \
+             (first: {rel}; looked for {})",
+            d.display(),
+            no_mask.len(),
+            names.join(", ")
+        ));
+    }
+    if !reasons.is_empty() {
+        let n = reasons.len();
+        reasons.sort();
+        reasons.dedup();
+        progress.info(&format!(
+            "re-tiling {n} slide{} ({}); the tiles that stay are not embedded again",
+            if n == 1 { "" } else { "s" },
+            reasons.join(", ")
+        ));
     }
     todo
 }
@@ -166,48 +322,16 @@ pub(super) struct SlideRun<'a> {
     pub(super) tiling: TileSettings,
     /// Tiles embedded in this run, all slides together.
     pub(super) embedded: usize,
+    /// Slides re-tiled in place (their tissue source changed).
+    pub(super) retiled: RetileStats,
 }
 
 impl SlideRun<'_> {
     /// Plans and embeds one slide. Returns `Ok(false)` when the run was cancelled in
     /// the middle of it.
     pub(super) fn embed_slide(&mut self, todo: &SlideTodo) -> Result<bool> {
-        let options = TileOptions {
-            mpp: self.tiling.mpp,
-            tile: self.tiling.tile,
-            min_tissue: self.tiling.min_tissue,
-            user_mpp: self.tiling.slide_mpp,
-            keep_artifacts: self.tiling.keep_artifacts,
-        };
-        let facts = crate::source::stat(&todo.abs)
-            .and_then(|(size, mtime)| Ok((size, mtime, crate::source::file_crc(&todo.abs)?)));
-        let plan = facts
-            .map_err(|e| format!("{}: cannot read the file: {e}", todo.abs.display()))
-            .and_then(|f| {
-                TilePlan::new(&todo.abs, &options)
-                    .map(|p| (f, p))
-                    .map_err(|e| e.to_string())
-            });
-        let ((size, mtime_ns, crc32), plan) = match plan {
-            Ok(x) => x,
-            Err(reason) => {
-                // Never drop what was indexed because a slide cannot be planned now
-                // (a flag, a resolution, a read error): its old tiles and record stay,
-                // so the next run tries again (issue 27).
-                let kept = if todo.existed {
-                    let n = self.writer.regions_of(&todo.rel).len();
-                    format!("; its {n} indexed tile(s) are kept as they were")
-                } else {
-                    String::new()
-                };
-                self.progress
-                    .warn(&format!("skipping slide {reason}{kept}"));
-                self.writer.stats_mut().skipped.push(Skipped {
-                    path: todo.rel.clone(),
-                    reason,
-                });
-                return Ok(true);
-            }
+        let Some(((size, mtime_ns, crc32), plan)) = self.open_plan(todo) else {
+            return Ok(true);
         };
         if plan.skipped_stored_tiles > 0 {
             self.progress.warn(&format!(
@@ -216,27 +340,8 @@ impl SlideRun<'_> {
                 plan.skipped_stored_tiles
             ));
         }
-        // A file replaced by another of the same size and mtime during an unfinished
-        // record must not be resumed: its stored tiles are of the old file (issue 27).
-        let resume = todo.resume
-            && self
-                .writer
-                .slide_record(&todo.rel)
-                .is_some_and(|r| r.crc32 == crc32);
-        if todo.resume && !resume {
-            self.progress.warn(&format!(
-                "{}: the file changed since the unfinished run (its CRC32 differs); tiling it again",
-                todo.abs.display()
-            ));
-        }
-        let done: HashSet<_> = if resume {
-            self.writer.regions_of(&todo.rel)
-        } else {
-            if todo.existed {
-                self.writer.remove(&todo.rel);
-            }
-            HashSet::new()
-        };
+        let done = self.stored_to_keep(todo, &plan, crc32);
+        let region = |i: usize| embed::tiles::tile_region(&plan, i);
         let slide = plan.slide();
         let mut record = SlideRecord {
             vendor: slide.vendor().to_string(),
@@ -254,9 +359,13 @@ impl SlideRun<'_> {
             size,
             mtime_ns,
             crc32,
+            detector: detector_version(),
+            tissue_mask: plan.user_mask.as_ref().map(|(file, crc32)| MaskRecord {
+                file: file.display().to_string(),
+                crc32: *crc32,
+            }),
         };
         self.writer.set_slide_record(&todo.rel, record.clone());
-        let region = |i: usize| embed::tiles::tile_region(&plan, i);
         let wanted: Vec<usize> = (0..plan.tiles.len())
             .filter(|&i| !done.contains(&region(i).key()))
             .collect();
@@ -298,6 +407,9 @@ impl SlideRun<'_> {
             committer.maybe_commit(writer, cancel)
         })?;
         self.embedded += embedded;
+        if todo.retile.is_some() {
+            self.retiled.added += embedded;
+        }
         if !failed.is_empty() {
             self.progress.warn(&format!(
                 "{}: skipped {} tile(s) that could not be read (first: {})",
@@ -312,6 +424,12 @@ impl SlideRun<'_> {
         record.tiles_failed = failed.len();
         record.complete = true;
         self.writer.set_slide_record(&todo.rel, record);
+        if let Some(why) = &todo.retile {
+            self.retiled.slides += 1;
+            if !self.retiled.reasons.contains(why) {
+                self.retiled.reasons.push(why.clone());
+            }
+        }
         let s = self.writer.stats_mut();
         if todo.existed {
             s.updated += 1;
@@ -319,5 +437,99 @@ impl SlideRun<'_> {
             s.added += 1;
         }
         Ok(true)
+    }
+
+    /// The slide file's facts and its tile plan; `None` when the slide was skipped
+    /// (with a warning: [`Self::skip`]).
+    fn open_plan(&mut self, todo: &SlideTodo) -> Option<((u64, i128, u32), TilePlan)> {
+        let options = TileOptions {
+            mpp: self.tiling.mpp,
+            tile: self.tiling.tile,
+            min_tissue: self.tiling.min_tissue,
+            user_mpp: self.tiling.slide_mpp,
+            keep_artifacts: self.tiling.keep_artifacts,
+        };
+        let facts = crate::source::stat(&todo.abs)
+            .and_then(|(size, mtime)| Ok((size, mtime, crate::source::file_crc(&todo.abs)?)));
+        let facts = match facts {
+            Ok(f) => f,
+            Err(e) => {
+                let reason = format!("{}: cannot read the file: {e}", todo.abs.display());
+                self.skip(todo, reason);
+                return None;
+            }
+        };
+        match TilePlan::with_mask_file(&todo.abs, &options, todo.mask.as_deref()) {
+            Ok(p) => Some((facts, p)),
+            // The user's mask is broken, not the slide: keep what was indexed of it.
+            Err(e @ SlideError::Mask { .. }) => {
+                self.skip(todo, format!("{}: {e}", todo.abs.display()));
+                None
+            }
+            Err(e) => {
+                self.skip(todo, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The stored tiles of the slide that stay: with `resume` (same file and grid),
+    /// those the plan still keeps, the others removed one by one; else none (every old
+    /// tile removed).
+    fn stored_to_keep(
+        &mut self,
+        todo: &SlideTodo,
+        plan: &TilePlan,
+        crc32: u32,
+    ) -> HashSet<RegionKey> {
+        // A file replaced by another of the same size and mtime during an unfinished
+        // record must not be resumed: its stored tiles are of the old file (issue 27).
+        let resume = todo.resume
+            && self
+                .writer
+                .slide_record(&todo.rel)
+                .is_some_and(|r| r.crc32 == crc32);
+        if todo.resume && !resume {
+            self.progress.warn(&format!(
+                "{}: the file changed since the unfinished run (its CRC32 differs); tiling it again",
+                todo.abs.display()
+            ));
+        }
+        if !resume {
+            if todo.existed {
+                self.writer.remove(&todo.rel);
+            }
+            return HashSet::new();
+        }
+        let keep: HashSet<RegionKey> = (0..plan.tiles.len())
+            .map(|i| embed::tiles::tile_region(plan, i).key())
+            .collect();
+        let mut stored = self.writer.regions_of(&todo.rel);
+        let stale: Vec<RegionKey> = stored.difference(&keep).copied().collect();
+        for k in &stale {
+            self.writer.remove_region(&todo.rel, *k);
+            stored.remove(k);
+        }
+        if todo.retile.is_some() {
+            self.retiled.removed += stale.len();
+        }
+        stored
+    }
+
+    /// Skips a slide with a warning, counted. What was indexed of it stays, tiles and
+    /// record: nothing indexed is lost because a slide cannot be planned now (a flag, a
+    /// resolution, a read error, a broken mask), and the next run tries again (issue 27).
+    fn skip(&mut self, todo: &SlideTodo, reason: String) {
+        let kept = if todo.existed {
+            let n = self.writer.regions_of(&todo.rel).len();
+            format!("; its {n} indexed tile(s) are kept as they were")
+        } else {
+            String::new()
+        };
+        self.progress.warn(&format!("skipping slide {reason}{kept}"));
+        self.writer.stats_mut().skipped.push(Skipped {
+            path: todo.rel.clone(),
+            reason,
+        });
     }
 }

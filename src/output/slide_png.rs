@@ -5,13 +5,19 @@
 //! slide's aspect ratio and never decodes a whole level). The heatmap uses viridis
 //! (matplotlib's perceptually uniform map, interpolated from 9 samples) scaled from the
 //! lowest to the highest tile score, with a colour bar at the right whose 5 ticks are
-//! labelled with their cosine values in a tiny built-in 3x5 bitmap font (digits, `.` and
-//! `-` only), so no font file or text crate is needed.
+//! labelled with their cosine values. The tiling check tints tissue green, hatches
+//! artifacts orange, outlines kept tiles in blue, and explains the colours in a legend strip
+//! under the thumbnail. Text is a tiny built-in 3x5 bitmap font (capitals, digits and a
+//! little punctuation), so no font file or text crate is needed.
 
 use image::{Rgb, RgbImage};
 
 use crate::index::Region;
-use crate::source::slide::tissue::TissueMask;
+use crate::output::geojson::{ARTIFACT_COLOR, TISSUE_COLOR};
+use crate::source::slide::tissue::{TissueMask, ARTIFACT, TISSUE};
+
+/// Outline colour of kept tiles in the tiling check.
+const TILE_COLOR: [u8; 3] = [20, 60, 230];
 
 /// matplotlib's viridis at 0, 1/8, ..., 1.
 const VIRIDIS: [[u8; 3]; 9] = [
@@ -42,9 +48,45 @@ pub(crate) fn viridis(t: f64) -> [u8; 3] {
     })
 }
 
-/// 3x5 glyphs, one row per `u8` (bits 2..0 = left to right).
+/// 3x5 glyphs, one row per `u8` (bits 2..0 = left to right); letters in either case
+/// are drawn as capitals.
 fn glyph(c: char) -> Option<[u8; 5]> {
-    Some(match c {
+    Some(match c.to_ascii_uppercase() {
+        'A' => [2, 5, 7, 5, 5],
+        'B' => [6, 5, 6, 5, 6],
+        'C' => [3, 4, 4, 4, 3],
+        'D' => [6, 5, 5, 5, 6],
+        'E' => [7, 4, 6, 4, 7],
+        'F' => [7, 4, 6, 4, 4],
+        'G' => [3, 4, 5, 5, 3],
+        'H' => [5, 5, 7, 5, 5],
+        'I' => [7, 2, 2, 2, 7],
+        'J' => [1, 1, 1, 5, 2],
+        'K' => [5, 5, 6, 5, 5],
+        'L' => [4, 4, 4, 4, 7],
+        'M' => [5, 7, 7, 5, 5],
+        'N' => [6, 5, 5, 5, 5],
+        'O' => [2, 5, 5, 5, 2],
+        'P' => [6, 5, 6, 4, 4],
+        'Q' => [2, 5, 5, 7, 3],
+        'R' => [6, 5, 6, 5, 5],
+        'S' => [3, 4, 2, 1, 6],
+        'T' => [7, 2, 2, 2, 2],
+        'U' => [5, 5, 5, 5, 7],
+        'V' => [5, 5, 5, 5, 2],
+        'W' => [5, 5, 7, 7, 5],
+        'X' => [5, 5, 2, 5, 5],
+        'Y' => [5, 5, 2, 2, 2],
+        'Z' => [7, 1, 2, 4, 7],
+        ':' => [0, 2, 0, 2, 0],
+        '(' => [1, 2, 2, 2, 1],
+        ')' => [4, 2, 2, 2, 4],
+        '/' => [1, 1, 2, 4, 4],
+        ',' => [0, 0, 0, 2, 4],
+        '>' => [4, 2, 1, 2, 4],
+        '=' => [0, 7, 0, 7, 0],
+        '+' => [0, 2, 7, 2, 0],
+        '%' => [5, 1, 2, 4, 5],
         '0' => [7, 5, 5, 5, 7],
         '1' => [2, 6, 2, 2, 7],
         '2' => [7, 1, 7, 4, 7],
@@ -61,8 +103,9 @@ fn glyph(c: char) -> Option<[u8; 5]> {
     })
 }
 
-/// Draws `text` (digits, `.`, `-`) with its top-left at `(x, y)`, each font pixel a
-/// `scale x scale` block.
+/// Draws `text` (letters, digits, a little punctuation; anything else is a blank) with
+/// its top-left at `(x, y)`, each font pixel a `scale x scale` block; a character is
+/// `4 * scale` pixels wide.
 pub(crate) fn draw_text(
     img: &mut RgbImage,
     x: i64,
@@ -175,44 +218,102 @@ pub(crate) fn heatmap(
     (out, (lo, hi))
 }
 
-/// The tiling check: the thumbnail with the tissue mask tinted green and every kept tile
-/// outlined in blue.
+/// What the tiling check's legend says besides the colours.
+pub(crate) struct PreviewLegend<'a> {
+    /// The mask's name: "tissue", or "tissue (your mask)".
+    pub(crate) tissue: &'a str,
+    /// Tiles in the whole grid, kept or not.
+    pub(crate) grid_tiles: usize,
+}
+
+/// Text scale and line height of the legend.
+const LEGEND_SCALE: u32 = 2;
+const LEGEND_LINE: i64 = 20;
+
+/// The tiling check: the thumbnail with tissue tinted green, artifacts hatched orange and every
+/// kept tile outlined in blue, over a legend strip that names the colours.
 pub(crate) fn tiling_preview(
     thumb: &RgbImage,
     slide_w: u64,
     slide_h: u64,
     mask: Option<&TissueMask>,
     tiles: &[Region],
+    legend: &PreviewLegend,
 ) -> RgbImage {
-    let mut out = thumb.clone();
-    let (tw, th) = out.dimensions();
+    let (tw, th) = thumb.dimensions();
     let sx = f64::from(tw) / slide_w as f64;
     let sy = f64::from(th) / slide_h as f64;
+    let mut items: Vec<(Swatch, String)> = Vec::new();
+    if mask.is_some() {
+        items.push((Swatch::Fill(TISSUE_COLOR), legend.tissue.to_string()));
+        items.push((Swatch::Fill(ARTIFACT_COLOR), "artifact".to_string()));
+    }
+    items.push((
+        Swatch::Outline(TILE_COLOR),
+        format!("kept tile ({} of {})", tiles.len(), legend.grid_tiles),
+    ));
+    let lines = layout(&items, i64::from(tw));
+    let strip = (lines.iter().map(|l| l.1).max().unwrap_or(0) + 1) * LEGEND_LINE + 8;
+    let mut out = RgbImage::from_pixel(tw, th + strip as u32, Rgb([255, 255, 255]));
+    image::imageops::replace(&mut out, thumb, 0, 0);
     if let Some(m) = mask {
         for y in 0..th {
             let my = ((f64::from(y) + 0.5) / sy / m.scale_y) as u64;
             for x in 0..tw {
                 let mx = ((f64::from(x) + 0.5) / sx / m.scale_x) as u64;
-                if mx < u64::from(m.width)
-                    && my < u64::from(m.height)
-                    && m.data[(my * u64::from(m.width) + mx) as usize] != 0
-                {
-                    fill(
-                        &mut out,
-                        i64::from(x),
-                        i64::from(y),
-                        1,
-                        1,
-                        [0, 200, 0],
-                        0.35,
-                    );
+                if mx >= u64::from(m.width) || my >= u64::from(m.height) {
+                    continue;
                 }
+                // artifacts hatched, so they read as cut out whatever the stain
+                let (color, alpha) = match m.data[(my * u64::from(m.width) + mx) as usize] {
+                    TISSUE => (TISSUE_COLOR, 0.4),
+                    ARTIFACT if (x + y) % 6 < 2 => (ARTIFACT_COLOR, 0.9),
+                    ARTIFACT => (ARTIFACT_COLOR, 0.35),
+                    _ => continue,
+                };
+                fill(&mut out, i64::from(x), i64::from(y), 1, 1, color, alpha);
             }
         }
     }
     for r in tiles {
         let (x, y, w, h) = scaled(r, sx, sy);
-        outline(&mut out, x, y, w, h, 1, [20, 60, 230]);
+        outline(&mut out, x, y, w, h, 1, TILE_COLOR);
+    }
+    fill(&mut out, 0, i64::from(th), i64::from(tw), 1, [0, 0, 0], 1.0);
+    for ((swatch, text), &(x, line)) in items.iter().zip(&lines) {
+        let y = i64::from(th) + 6 + line * LEGEND_LINE;
+        match *swatch {
+            Swatch::Fill(c) => {
+                fill(&mut out, x, y, 14, 12, [255, 255, 255], 1.0);
+                fill(&mut out, x, y, 14, 12, c, 0.4);
+                outline(&mut out, x, y, 14, 12, 1, c);
+            }
+            Swatch::Outline(c) => outline(&mut out, x, y, 14, 12, 2, c),
+        }
+        draw_text(&mut out, x + 20, y + 1, text, LEGEND_SCALE, [0, 0, 0]);
+    }
+    out
+}
+
+/// A legend entry's colour sample: a tinted box or an outline.
+#[derive(Clone, Copy)]
+enum Swatch {
+    Fill([u8; 3]),
+    Outline([u8; 3]),
+}
+
+/// Places legend items left to right, wrapping at `width`: each item's x and line.
+fn layout(items: &[(Swatch, String)], width: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let (mut x, mut line) = (8i64, 0i64);
+    for (_, text) in items {
+        let w = 20 + text.chars().count() as i64 * 4 * i64::from(LEGEND_SCALE) + 16;
+        if x > 8 && x + w > width {
+            x = 8;
+            line += 1;
+        }
+        out.push((x, line));
+        x += w;
     }
     out
 }
@@ -275,5 +376,44 @@ mod tests {
             .filter(|&(x, y)| img.get_pixel(x, y).0 == [0, 0, 0])
             .count();
         assert!(labels > 20, "{labels}");
+    }
+
+    #[test]
+    fn tiling_check_colours_tissue_artifacts_and_tiles_with_a_legend() {
+        let thumb = RgbImage::from_pixel(200, 100, Rgb([255, 255, 255]));
+        // left half tissue, right quarter artifact
+        let data: Vec<u8> = (0..4 * 2).map(|i| [1, 1, 0, 2][i % 4]).collect();
+        let mask = TissueMask::from_mask(4, 2, 500.0, 500.0, data);
+        let tile = Region {
+            x: 0,
+            y: 0,
+            w: 500,
+            h: 500,
+            level: 0,
+            mpp: 0.5,
+        };
+        let legend = PreviewLegend {
+            tissue: "tissue",
+            grid_tiles: 8,
+        };
+        let img = tiling_preview(&thumb, 2000, 1000, Some(&mask), &[tile], &legend);
+        assert_eq!(img.width(), 200);
+        assert!(img.height() > 100, "a legend strip under the thumbnail");
+        let tissue = img.get_pixel(75, 50).0;
+        let artifact = img.get_pixel(175, 50).0;
+        let glass = img.get_pixel(125, 50).0;
+        assert!(tissue[1] > tissue[0] && tissue[1] > tissue[2], "{tissue:?}");
+        // orange
+        assert!(
+            artifact[0] > artifact[1] && artifact[1] > artifact[2],
+            "{artifact:?}"
+        );
+        assert_eq!(glass, [255, 255, 255]);
+        assert_eq!(img.get_pixel(0, 10).0, TILE_COLOR, "the tile's outline");
+        let text = (100..img.height())
+            .flat_map(|y| (0..200).map(move |x| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0 == [0, 0, 0])
+            .count();
+        assert!(text > 200, "{text}");
     }
 }

@@ -24,3 +24,4 @@ mod queries;
 mod serve;
 mod shards;
 mod slides;
+mod tissue_io;

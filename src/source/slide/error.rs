@@ -92,4 +92,10 @@ pub(crate) enum SlideError {
     /// OpenSlide reported an error.
     #[error("{path}: OpenSlide: {msg}")]
     OpenSlide { path: PathBuf, msg: String },
+    /// A user's tissue mask (`--tissue-mask`) that cannot be used; `path` is the mask.
+    #[error(
+        "{path}: cannot use this tissue mask: {msg}; fix the file, or remove it and tissue is \
+         detected instead"
+    )]
+    Mask { path: PathBuf, msg: String },
 }

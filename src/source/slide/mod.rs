@@ -33,12 +33,14 @@ mod compose;
 mod error;
 pub(crate) mod grid;
 pub(crate) mod openslide;
+pub(crate) mod outline;
 #[cfg(test)]
 mod tests;
 mod tiffslide;
 pub(crate) mod tiles;
 pub(crate) mod tiling;
 pub(crate) mod tissue;
+pub(crate) mod user_mask;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -82,13 +82,26 @@ pub(crate) struct TilePlan {
     pub(crate) tiles: Vec<TileRect>,
     /// Stored tiles that failed to decode while detecting tissue (counted as glass).
     pub(crate) skipped_stored_tiles: u64,
-    /// The tissue mask the tiles were kept by (`None` with `min_tissue` 0).
+    /// The mask the tiles were kept by (`None` when `min_tissue` is 0 and no user mask).
     pub(crate) mask: Option<tissue::TissueMask>,
+    /// The user's mask file (`--tissue-mask`) and its CRC32, when it replaced detection.
+    pub(crate) user_mask: Option<(PathBuf, u32)>,
 }
 
 impl TilePlan {
     /// Open `path` and plan its tiles.
     pub(crate) fn new(path: &Path, opts: &TileOptions) -> Result<TilePlan, SlideError> {
+        Self::with_mask_file(path, opts, None)
+    }
+
+    /// Open `path` and plan its tiles, keeping them by the user's mask file
+    /// ([`super::user_mask`]) instead of tissue detection when one is given. A mask that
+    /// cannot be used is [`SlideError::Mask`].
+    pub(crate) fn with_mask_file(
+        path: &Path,
+        opts: &TileOptions,
+        mask_file: Option<&Path>,
+    ) -> Result<TilePlan, SlideError> {
         let bad = |msg: String| SlideError::BadTileOptions {
             path: path.to_path_buf(),
             msg,
@@ -101,27 +114,47 @@ impl TilePlan {
                 ..OpenOptions::default()
             },
         )?;
-        Self::from_slide(slide, opts)
+        let Some(file) = mask_file else {
+            return Self::from_slide(slide, opts);
+        };
+        let l0 = slide.levels()[0];
+        let (mask, crc) =
+            super::user_mask::load(file, l0.width, l0.height).map_err(|msg| SlideError::Mask {
+                path: file.to_path_buf(),
+                msg,
+            })?;
+        let mut plan = Self::from_slide_with_mask(slide, opts, Some(mask))?;
+        plan.user_mask = Some((file.to_path_buf(), crc));
+        Ok(plan)
     }
 
     /// Plan the tiles of an already open slide.
     pub(crate) fn from_slide(slide: Slide, opts: &TileOptions) -> Result<TilePlan, SlideError> {
-        let path: PathBuf = slide.path().to_path_buf();
-        let (slide_mpp, mpp_source) = slide
-            .mpp()
-            .ok_or(SlideError::NoMpp { path: path.clone() })?;
-        let (mask, skipped) = if opts.min_tissue > 0.0 {
-            let m = tissue::detect(
+        let mask = if opts.min_tissue > 0.0 {
+            Some(tissue::detect(
                 &slide,
                 &tissue::DetectOptions {
                     keep_artifacts: opts.keep_artifacts,
                 },
-            )?;
-            let skipped = m.skipped_tiles;
-            (Some(m), skipped)
+            )?)
         } else {
-            (None, 0)
+            None
         };
+        Self::from_slide_with_mask(slide, opts, mask)
+    }
+
+    /// Plan the tiles of an open slide, keeping those that `mask` covers at least
+    /// `min_tissue` of (every tile without a mask).
+    fn from_slide_with_mask(
+        slide: Slide,
+        opts: &TileOptions,
+        mask: Option<tissue::TissueMask>,
+    ) -> Result<TilePlan, SlideError> {
+        let path: PathBuf = slide.path().to_path_buf();
+        let (slide_mpp, mpp_source) = slide
+            .mpp()
+            .ok_or(SlideError::NoMpp { path: path.clone() })?;
+        let skipped = mask.as_ref().map_or(0, |m| m.skipped_tiles);
         let params = GridParams {
             target_mpp: opts.mpp,
             tile_px: opts.tile,
@@ -161,6 +194,7 @@ impl TilePlan {
             tiles,
             skipped_stored_tiles: skipped,
             mask,
+            user_mask: None,
         })
     }
 
