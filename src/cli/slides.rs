@@ -32,6 +32,15 @@ fn plan(path: &Path, t: &TileSettings) -> Result<TilePlan> {
     TilePlan::new(path, &opts).with_context(|| format!("planning the tiles of {}", path.display()))
 }
 
+/// The warning for stored tiles that tissue detection could not decode (`plip index` says
+/// the same).
+pub(crate) fn skipped_tiles_warning(path: &Path, n: u64) -> String {
+    format!(
+        "{}: {n} stored tile(s) could not be decoded for tissue detection (counted as glass)",
+        path.display()
+    )
+}
+
 fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
     img.save_with_format(path, image::ImageFormat::Png)
         .with_context(|| format!("writing {}", path.display()))
@@ -42,6 +51,16 @@ pub(super) fn cmd_tiles(config: &Config, args: TilesArgs) -> Result<i32> {
     let plan = plan(&args.slide, &t)?;
     let slide = plan.slide();
     let l0 = slide.levels()[0];
+    for w in slide.warnings() {
+        warn(w.clone());
+    }
+    // The same warning `plip index` gives, so that "0 of 12 tiles kept" is explained.
+    if plan.skipped_stored_tiles > 0 {
+        warn(skipped_tiles_warning(
+            &args.slide,
+            plan.skipped_stored_tiles,
+        ));
+    }
     let mask = if t.min_tissue > 0.0 {
         Some(tissue::detect(slide).with_context(|| format!("tissue of {}", args.slide.display()))?)
     } else {

@@ -21,4 +21,5 @@ mod preprocess_parity;
 mod queries;
 mod serve;
 mod shards;
+mod slide_bombs;
 mod slides;
