@@ -174,7 +174,7 @@ pub(crate) fn is_slide(path: &Path) -> bool {
 }
 
 enum Backend {
-    Tiff(TiffSlide),
+    Tiff(Box<TiffSlide>),
     OpenSlide(openslide::OpenSlide),
 }
 
@@ -277,7 +277,7 @@ impl Slide {
             levels,
             mpp: t.mpp,
             warnings: t.warnings.clone(),
-            backend: Backend::Tiff(t),
+            backend: Backend::Tiff(Box::new(t)),
         }
     }
 
@@ -361,7 +361,7 @@ impl Slide {
                     across: tl.across,
                     down: tl.down,
                 };
-                compose::read_region_premul(t, level, g, l.downsample, x0, y0, w, h)?
+                compose::read_region_premul(&**t, level, g, l.downsample, x0, y0, w, h)?
             }
             Backend::OpenSlide(os) => os.read_region_argb(x0, y0, level, w, h)?,
         };

@@ -101,7 +101,8 @@ fn slide_mpp_replaces_an_implausible_recorded_resolution() {
     let plan = TilePlan::new(&p, &opts).unwrap();
     assert_eq!((plan.slide_mpp, plan.mpp_source), (0.25, MppSource::User));
     assert_eq!(plan.slide().mpp(), Some((0.25, MppSource::User)));
-    assert_eq!(plan.tiles.len(), (1024 / 448) * (768 / 448));
+    // s0 = round(224 * 0.5 / 0.25) = 448: two whole tiles in 1024 x 768
+    assert_eq!(plan.tiles.len(), 2);
     // a wrong --slide-mpp is refused the same way
     let bad = TileOptions {
         user_mpp: Some(50.0),
