@@ -360,8 +360,9 @@ struct IndexArgs {
     /// [default: the index's, else 0.5].
     #[arg(long, value_name = "F", help_heading = "Whole slides", value_parser = parse_min_tissue)]
     min_tissue: Option<f64>,
-    /// Whole slides: level-0 µm per pixel to assume for slides that record none
-    /// (without it such slides are skipped).
+    /// Whole slides: level-0 µm per pixel to assume for slides that record none, or
+    /// record one so coarse that tiles would be upsampled more than 2x (without it
+    /// such slides are skipped, with a message).
     #[arg(long, value_name = "UM", help_heading = "Whole slides", value_parser = parse_mpp)]
     slide_mpp: Option<f64>,
     /// Whole slides: keep pen ink, debris and edge lines where they look like tissue
@@ -510,7 +511,8 @@ struct TilingArgs {
     /// Least share of tissue in a kept tile, 0 to 1 [default: the index's, else 0.5].
     #[arg(long, value_name = "F", value_parser = parse_min_tissue)]
     min_tissue: Option<f64>,
-    /// Level-0 µm per pixel to assume when the slide records none.
+    /// Level-0 µm per pixel to assume when the slide records none (or an implausibly
+    /// coarse one).
     #[arg(long, value_name = "UM", value_parser = parse_mpp)]
     slide_mpp: Option<f64>,
     /// Keep pen ink, debris and edge lines where they look like tissue (excluded by

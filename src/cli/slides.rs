@@ -83,6 +83,10 @@ pub(super) fn cmd_tiles(config: &Config, args: TilesArgs) -> Result<i32> {
     let (plan, t) = plan_with_flags(config, &args.slide, &args.flags(), &args.tiling.masks())?;
     let slide = plan.slide();
     let l0 = slide.levels()[0];
+    // The warnings `plip index` gives, so that "0 of 12 tiles kept" is explained.
+    for w in plan.warnings() {
+        warn(w);
+    }
     let mask = plan.mask.as_ref();
     let thumb = slide
         .thumbnail(args.size)

@@ -333,12 +333,8 @@ impl SlideRun<'_> {
         let Some(((size, mtime_ns, crc32), plan)) = self.open_plan(todo) else {
             return Ok(true);
         };
-        if plan.skipped_stored_tiles > 0 {
-            self.progress.warn(&format!(
-                "{}: {} stored tile(s) could not be decoded for tissue detection (counted as glass)",
-                todo.abs.display(),
-                plan.skipped_stored_tiles
-            ));
+        for w in plan.warnings() {
+            self.progress.warn(&w);
         }
         let done = self.stored_to_keep(todo, &plan, crc32);
         let region = |i: usize| embed::tiles::tile_region(&plan, i);

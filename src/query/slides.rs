@@ -43,6 +43,14 @@ pub(crate) fn parse_region(raw: &str) -> anyhow::Result<Option<(PathBuf, [u64; 4
     if v[2] == 0 || v[3] == 0 {
         anyhow::bail!("{raw:?}: the region's width and height must be at least 1 pixel");
     }
+    // X+W and Y+H, checked: a wrapped sum would pass as a small right edge.
+    let edge = |a: u64, b: u64| a.checked_add(b).filter(|&e| e <= i64::MAX as u64);
+    if edge(v[0], v[2]).is_none() || edge(v[1], v[3]).is_none() {
+        anyhow::bail!(
+            "{raw:?}: the region's right or bottom edge (X+W, Y+H) is past any slide's size \
+             (a region query is SLIDE@X,Y,W,H in level-0 pixels)"
+        );
+    }
     Ok(Some((p.to_path_buf(), v)))
 }
 
@@ -168,5 +176,22 @@ mod tests {
         assert_eq!(parse_region("a@b").unwrap(), None);
         assert!(parse_region("/missing.svs@1,2,3,4").is_err());
         assert!(parse_region(&format!("{}@1,2,0,4", f.display())).is_err());
+    }
+
+    #[test]
+    fn region_bounds_that_overflow_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.svs");
+        std::fs::write(&f, b"x").unwrap();
+        // x + w wraps around u64 to 100
+        for r in [
+            "18446744073709551516,0,200,200",
+            "0,18446744073709551516,200,200",
+            "9223372036854775807,0,1,1",
+        ] {
+            let e = parse_region(&format!("{}@{r}", f.display())).unwrap_err();
+            assert!(e.to_string().contains("region"), "{e}");
+        }
+        assert!(parse_region(&format!("{}@9223372036854775806,0,1,1", f.display())).is_ok());
     }
 }

@@ -8,7 +8,7 @@
 //! * Decoded pixels in flight share one memory budget (`--decode-memory`), so
 //!   peak memory does not grow with the thread count: a decode that does not
 //!   fit waits until others finish (one that alone is larger than the budget
-//!   runs by itself).
+//!   runs by itself). Slide tiles take their share too ([`reserve_decode`]).
 //! * A decoder panic (a bug in a decoder fed a hostile file) skips the file; it
 //!   never ends the run.
 
@@ -112,28 +112,50 @@ fn budget() -> &'static Budget {
 }
 
 /// A reservation of decode memory, returned on drop.
-struct Reservation(u64);
+pub(crate) struct Reservation(u64);
+
+thread_local! {
+    /// Reservations this thread holds (a slide tile decoded inside an image decode, by the
+    /// TIFF fallback, must not wait for the memory its own thread holds).
+    static HELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
 
 impl Reservation {
     fn take(bytes: u64) -> Reservation {
         let b = budget();
         let mut used = b.used.lock().unwrap_or_else(|e| e.into_inner());
-        // Wait until it fits, or until nothing else is in flight.
-        while *used > 0 && *used + bytes > b.capacity {
+        // Wait until it fits, or until nothing else is in flight (or this thread holds
+        // some of what is).
+        let nested = HELD.with(|h| h.get() > 0);
+        while !nested && *used > 0 && *used + bytes > b.capacity {
             used = b.freed.wait(used).unwrap_or_else(|e| e.into_inner());
         }
         *used += bytes;
+        HELD.with(|h| h.set(h.get() + 1));
         Reservation(bytes)
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
         let b = budget();
         let mut used = b.used.lock().unwrap_or_else(|e| e.into_inner());
         *used -= self.0;
         b.freed.notify_all();
     }
+}
+
+/// The `--decode-memory` budget, in bytes.
+#[cfg(test)]
+pub(crate) fn decode_budget_bytes() -> u64 {
+    budget().capacity
+}
+
+/// Reserves `bytes` of the `--decode-memory` budget for a decode outside this module (a
+/// slide's stored tile), waiting as an image decode waits; returned when dropped.
+pub(crate) fn reserve_decode(bytes: u64) -> Reservation {
+    Reservation::take(bytes)
 }
 
 /// Reads and decodes `path` to RGB as Pillow's `Image.open(p).convert("RGB")`
@@ -155,7 +177,11 @@ pub(crate) fn read_rgb(path: &Path, limits: &DecodeLimits) -> Result<(RgbImage, 
     let crc32 = crc32fast::hash(&bytes);
     let rgb = match guarded(|| preprocess::decode_rgb(&bytes, limits)) {
         Ok(rgb) => rgb,
-        Err(e) if is_tiff(&bytes) => tiff_by_tiles(path).ok_or(e)?,
+        Err(e) if is_tiff(&bytes) => tiff_by_tiles(path).map_err(|slide_err| {
+            // The slide reader's message says what is wrong with a TIFF slide; the image
+            // decoder's (such as "color type Unknown(24)") rarely does.
+            format!("{slide_err}; as an image: {e}")
+        })?,
         Err(e) => return Err(e),
     };
     Ok((rgb, crc32))
@@ -175,32 +201,34 @@ fn is_tiff(bytes: &[u8]) -> bool {
 /// (image-rs/image-tiff#395), which the slide reader decodes itself; pixels are
 /// the file's own (the codecs it reads are lossless or JPEG, decoded as
 /// libjpeg does), alpha dropped as Pillow's `convert("RGB")` drops it.
-/// `None` when that reader cannot read the file either.
-fn tiff_by_tiles(path: &Path) -> Option<RgbImage> {
+/// The slide reader's error when it cannot read the file either.
+fn tiff_by_tiles(path: &Path) -> Result<RgbImage, String> {
     use crate::source::slide::{OpenOptions, Slide};
     const STRIP_ROWS: u32 = 512;
-    let read = || -> Option<RgbImage> {
+    let read = || -> Result<RgbImage, String> {
         let opts = OpenOptions {
             user_mpp: None,
             cache_bytes: 16 << 20,
         };
-        let slide = Slide::open(path, &opts).ok()?;
-        let l0 = slide.levels().first()?;
-        let (w, h) = (
-            u32::try_from(l0.width).ok()?,
-            u32::try_from(l0.height).ok()?,
-        );
+        let slide = Slide::open(path, &opts).map_err(|e| e.to_string())?;
+        let l0 = slide.levels().first().ok_or("the TIFF has no level")?;
+        let too_big = || format!("{}x{} pixels is too large an image", l0.width, l0.height);
+        let w = u32::try_from(l0.width).map_err(|_| too_big())?;
+        let h = u32::try_from(l0.height).map_err(|_| too_big())?;
         let mut out = RgbImage::new(w, h);
         let row_bytes = w as usize * 3;
         for y in (0..h).step_by(STRIP_ROWS as usize) {
             let rows = STRIP_ROWS.min(h - y);
-            let strip = slide.read_region(0, i64::from(y), 0, w, rows).ok()?;
+            let strip = slide
+                .read_region(0, i64::from(y), 0, w, rows)
+                .map_err(|e| e.to_string())?;
             let at = y as usize * row_bytes;
             out.as_mut()[at..at + strip.as_raw().len()].copy_from_slice(strip.as_raw());
         }
-        Some(out)
+        Ok(out)
     };
-    std::panic::catch_unwind(read).ok().flatten()
+    std::panic::catch_unwind(read)
+        .unwrap_or_else(|_| Err("the slide reader crashed on this file".into()))
 }
 
 /// Runs a decoder step, turning its error or its panic into a message.
@@ -265,12 +293,17 @@ mod tests {
     }
 
     #[test]
-    fn a_tiff_neither_decoder_reads_keeps_the_image_decoders_message() {
+    fn a_tiff_neither_decoder_reads_shows_the_slide_readers_message_first() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cut.tif");
         let bytes = std::fs::read(fixture("plain_lzw.tif")).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let err = read_rgb(&path, &DecodeLimits::default()).unwrap_err();
+        assert!(
+            err.contains("cut.tif: "),
+            "the slide reader's error first: {err}"
+        );
+        assert!(err.contains("; as an image: "), "{err}");
         assert!(err.contains("decode"), "{err}");
     }
 }

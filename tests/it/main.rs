@@ -23,5 +23,6 @@ mod preprocess_parity;
 mod queries;
 mod serve;
 mod shards;
+mod slide_bombs;
 mod slides;
 mod tissue_io;

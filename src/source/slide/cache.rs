@@ -4,6 +4,10 @@
 //! the budget after an insert returns, except that a single tile larger than
 //! the whole budget is not stored at all. Counters count every decode and
 //! every hit, for tests and diagnostics.
+//!
+//! It also remembers the tiles that failed to decode (their message), so that a corrupt
+//! stored tile is decoded once, not once per region that touches it; at most
+//! [`MAX_FAILURES`] are remembered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +24,10 @@ pub(crate) struct Tile {
 
 type Key = (usize, u64);
 
+/// Most failed tiles remembered (their messages are short; a slide with more bad tiles
+/// than this decodes the rest again when read again).
+const MAX_FAILURES: usize = 1 << 16;
+
 #[derive(Default)]
 struct Inner {
     map: HashMap<Key, (Arc<Tile>, u64)>,
@@ -31,7 +39,7 @@ struct Inner {
 /// Cache counters, see [`TileCache::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct CacheStats {
-    /// Tiles decoded (cache misses that reached the decoder).
+    /// Tiles decoded or tried (cache misses that reached the decoder).
     pub(crate) decodes: u64,
     /// Lookups answered from the cache.
     pub(crate) hits: u64,
@@ -46,6 +54,7 @@ pub(crate) struct TileCache {
     inner: Mutex<Inner>,
     decodes: AtomicU64,
     hits: AtomicU64,
+    failed: Mutex<HashMap<Key, Arc<str>>>,
 }
 
 impl TileCache {
@@ -55,6 +64,7 @@ impl TileCache {
             inner: Mutex::new(Inner::default()),
             decodes: AtomicU64::new(0),
             hits: AtomicU64::new(0),
+            failed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -79,6 +89,20 @@ impl TileCache {
         g.order.insert(now, key);
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(tile)
+    }
+
+    /// The message of a tile that failed to decode before.
+    pub(crate) fn failure(&self, key: Key) -> Option<String> {
+        let g = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        g.get(&key).map(|m| m.to_string())
+    }
+
+    /// Remembers that `key` failed to decode, with `msg`.
+    pub(crate) fn fail(&self, key: Key, msg: &str) {
+        let mut g = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if g.len() < MAX_FAILURES {
+            g.insert(key, Arc::from(msg));
+        }
     }
 
     pub(crate) fn note_decode(&self) {

@@ -65,9 +65,54 @@ pub(crate) enum SlideError {
         level: usize,
         count: usize,
     },
-    /// A region whose pixel count does not fit in memory arithmetic.
-    #[error("{path}: region {w}x{h} is too large to allocate; read it in pieces")]
-    RegionTooLarge { path: PathBuf, w: u32, h: u32 },
+    /// A region with more pixels than one read may hold ([`super::MAX_REGION_PIXELS`]).
+    #[error(
+        "{path}: a {w}x{h}-pixel region is more than one read may hold ({limit} pixels); ask \
+         for a smaller region, or for the same region at a coarser level"
+    )]
+    RegionTooLarge {
+        path: PathBuf,
+        w: u32,
+        h: u32,
+        limit: u64,
+    },
+    /// A low-resolution view (tissue detection, thumbnails) over [`super::MAX_VIEW_PIXELS`]:
+    /// the slide's size or its recorded resolution is implausible.
+    #[error(
+        "{path}: the {w}x{h}-pixel low-resolution view of level {level} (for tissue detection) \
+         is more than {limit} pixels, so the slide's size or its recorded resolution is \
+         implausible; pass the right resolution with `--slide-mpp`, or `--min-tissue 0` to \
+         keep every tile without detecting tissue"
+    )]
+    ViewTooLarge {
+        path: PathBuf,
+        level: usize,
+        w: u64,
+        h: u64,
+        limit: u64,
+    },
+    /// A slide whose recorded resolution is so coarse that a model input would be
+    /// upsampled more than 2x (an Aperio `MPP = 99` makes 1-pixel tiles).
+    #[error(
+        "{path}: the slide records {mpp} µm/px ({source_name}), so a {tile} px tile at {target} \
+         µm/px covers only {s0} level-0 pixel(s) and would be upsampled {factor:.0}x; if the \
+         recorded resolution is wrong, give the right one with `--slide-mpp UM` (it replaces a \
+         recorded value this coarse), else ask for a coarser `--mpp` (at least {min_mpp})"
+    )]
+    CoarseResolution {
+        path: PathBuf,
+        mpp: f64,
+        source_name: &'static str,
+        tile: u32,
+        target: f64,
+        s0: u64,
+        factor: f64,
+        min_mpp: f64,
+    },
+    /// A region of a slide (a query `SLIDE@X,Y,W,H`) that is empty, outside the slide, or
+    /// whose bounds overflow.
+    #[error("{path}: {msg}")]
+    BadRegion { path: PathBuf, msg: String },
     /// The format needs OpenSlide and the library is not installed.
     #[error(
         "{path}: {what} needs OpenSlide, which is not installed (tried {tried}); install the \

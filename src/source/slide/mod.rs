@@ -19,6 +19,11 @@
 //! * A corrupt or empty stored tile fails only the regions that touch it, with an error naming
 //!   the file and the tile ([`SlideError::CorruptTile`], [`SlideError::MissingTile`]);
 //!   decoder panics are caught.
+//! * Bounded work whatever the file claims: a read returns at most [`MAX_REGION_PIXELS`], a
+//!   view at most [`MAX_VIEW_PIXELS`]; a stored tile decodes to at most 32 MiB, after its
+//!   JPEG header is checked against the TIFF tile size, under the `--decode-memory` budget;
+//!   a tile that failed is not decoded again; one file handle serves every level.
+//! * The reader's warnings (an IFD chain that loops) are kept in [`Slide::warnings`].
 //!
 //! Differences from OpenSlide, on purpose: a zero-length tile is an error (OpenSlide paints it
 //! transparent, or for Aperio re-renders it from the level above); OME-TIFF SubIFD pyramids
@@ -29,6 +34,7 @@
 #![cfg_attr(not(test), allow(dead_code))]
 
 mod cache;
+mod codec;
 mod compose;
 mod error;
 pub(crate) mod grid;
@@ -36,6 +42,7 @@ pub(crate) mod openslide;
 pub(crate) mod outline;
 #[cfg(test)]
 mod tests;
+mod tiffdir;
 mod tiffslide;
 pub(crate) mod tiles;
 pub(crate) mod tiling;
@@ -54,6 +61,14 @@ use cache::Tile;
 use compose::{Geom, TileSource};
 use tiffslide::TiffSlide;
 
+/// Most pixels one [`Slide::read_region`] may return (64 Mpx: 256 MiB of ARGB plus the
+/// RGB copy), so that no single request can exhaust memory.
+pub(crate) const MAX_REGION_PIXELS: u64 = 1 << 26;
+/// Most pixels of a [`Slide::downsampled_view`] (32 Mpx: a whole 75 x 25 mm glass slide at
+/// 7.5 µm/px, the finest view tissue detection asks for), so that planning a slide is
+/// bounded in memory and time whatever its header claims.
+pub(crate) const MAX_VIEW_PIXELS: u64 = 1 << 25;
+
 /// Where the resolution came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MppSource {
@@ -67,6 +82,17 @@ pub(crate) enum MppSource {
     OpenSlide,
     /// [`OpenOptions::user_mpp`], used when the file has none.
     User,
+}
+
+/// A short name of where a resolution came from, for messages.
+pub(crate) fn mpp_source_label(s: MppSource) -> &'static str {
+    match s {
+        MppSource::Aperio => "the Aperio description's MPP",
+        MppSource::TiffResolution => "the TIFF resolution tags",
+        MppSource::OmeXml => "the OME-XML PhysicalSizeX",
+        MppSource::OpenSlide => "OpenSlide's mpp-x",
+        MppSource::User => "--slide-mpp",
+    }
 }
 
 /// One pyramid level.
@@ -122,7 +148,7 @@ pub(crate) fn has_slide_extension(path: &Path) -> bool {
 /// (more than one level), an Aperio or OME-TIFF file, tiled JPEG (which the image path cannot
 /// decode), or too big to decode as one image (over Pillow's decompression-bomb limit, which
 /// the image path applies; tiled or stripped); any other TIFF, and any TIFF this reader cannot
-/// parse, stays an ordinary image.
+/// parse, stays an ordinary image (unless its first description says Aperio or OME-XML).
 pub(crate) fn is_slide(path: &Path) -> bool {
     let ext = path
         .extension()
@@ -144,12 +170,14 @@ pub(crate) fn is_slide(path: &Path) -> bool {
                 || l0.width * l0.height > crate::preprocess::DecodeLimits::default().max_pixels
         }
         Err(SlideError::Jpeg2000 { .. }) => true,
-        Err(_) => false,
+        // An Aperio or OME-TIFF file the reader refuses is still a slide, so that the user
+        // sees the slide reader's error rather than the image decoder's.
+        Err(_) => tiffslide::described_as_slide(path),
     }
 }
 
 enum Backend {
-    Tiff(TiffSlide),
+    Tiff(Box<TiffSlide>),
     OpenSlide(openslide::OpenSlide),
 }
 
@@ -160,6 +188,8 @@ pub(crate) struct Slide {
     levels: Vec<Level>,
     mpp: Option<(f64, MppSource)>,
     backend: Backend,
+    /// What the reader found odd but could read past (an IFD chain that loops).
+    warnings: Vec<String>,
 }
 
 impl TileSource for TiffSlide {
@@ -222,6 +252,7 @@ impl Slide {
             levels,
             mpp,
             backend: Backend::OpenSlide(os),
+            warnings: Vec::new(),
         })
     }
 
@@ -248,7 +279,8 @@ impl Slide {
             vendor: t.vendor.to_string(),
             levels,
             mpp: t.mpp,
-            backend: Backend::Tiff(t),
+            warnings: t.warnings.clone(),
+            backend: Backend::Tiff(Box::new(t)),
         }
     }
 
@@ -265,6 +297,19 @@ impl Slide {
     /// Levels, level 0 (full resolution) first.
     pub(crate) fn levels(&self) -> &[Level] {
         &self.levels
+    }
+
+    /// What the reader found odd in the file but read past, one message each (naming the
+    /// file); the caller prints them as warnings.
+    pub(crate) fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The same slide with its level-0 resolution replaced (a tile plan's, when the user's
+    /// `--slide-mpp` replaces an implausible recorded one).
+    pub(crate) fn with_mpp(mut self, mpp: f64, source: MppSource) -> Slide {
+        self.mpp = Some((mpp, source));
+        self
     }
 
     /// Microns per pixel at level 0 and where the value came from.
@@ -302,11 +347,12 @@ impl Slide {
     ) -> Result<RgbImage, SlideError> {
         let l = *self.level(level)?;
         let n = u64::from(w) * u64::from(h);
-        if n > 1 << 30 {
+        if n > MAX_REGION_PIXELS {
             return Err(SlideError::RegionTooLarge {
                 path: self.path.clone(),
                 w,
                 h,
+                limit: MAX_REGION_PIXELS,
             });
         }
         let argb = match &self.backend {
@@ -318,7 +364,7 @@ impl Slide {
                     across: tl.across,
                     down: tl.down,
                 };
-                compose::read_region_premul(t, level, g, l.downsample, x0, y0, w, h)?
+                compose::read_region_premul(&**t, level, g, l.downsample, x0, y0, w, h)?
             }
             Backend::OpenSlide(os) => os.read_region_argb(x0, y0, level, w, h)?,
         };
@@ -327,6 +373,7 @@ impl Slide {
             path: self.path.clone(),
             w,
             h,
+            limit: MAX_REGION_PIXELS,
         })
     }
 
@@ -347,9 +394,10 @@ impl Slide {
     /// `level` box-averaged by the integer factor `k` (output
     /// `ceil(w/k) x ceil(h/k)`, edge cells averaged over the pixels they
     /// have). Reads one stored tile (or, with OpenSlide, one 1024-px block)
-    /// at a time without caching it, so memory stays at the output size.
-    /// Tiles that fail to decode are counted in the second value and
-    /// contribute white (glass).
+    /// at a time without caching it, and sums into the output rows the current
+    /// row of tiles touches, so memory stays at the output size (at most
+    /// [`MAX_VIEW_PIXELS`], else [`SlideError::ViewTooLarge`]). Tiles that fail to
+    /// decode are counted in the second value and contribute white (glass).
     pub(crate) fn downsampled_view(
         &self,
         level: usize,
@@ -359,104 +407,105 @@ impl Slide {
         let k = u64::from(k.max(1));
         let ow = l.width.div_ceil(k);
         let oh = l.height.div_ceil(k);
-        let (ow32, oh32) = match (u32::try_from(ow), u32::try_from(oh)) {
-            (Ok(a), Ok(b)) if ow * oh <= 1 << 28 => (a, b),
-            _ => {
-                return Err(SlideError::RegionTooLarge {
-                    path: self.path.clone(),
-                    w: ow.min(u64::from(u32::MAX)) as u32,
-                    h: oh.min(u64::from(u32::MAX)) as u32,
-                })
-            }
-        };
-        let mut acc = vec![0u32; (ow * oh * 3) as usize];
-        let mut skipped = 0u64;
+        if ow.saturating_mul(oh) > MAX_VIEW_PIXELS {
+            return Err(SlideError::ViewTooLarge {
+                path: self.path.clone(),
+                level,
+                w: ow,
+                h: oh,
+                limit: MAX_VIEW_PIXELS,
+            });
+        }
         let (bw, bh) = match &self.backend {
             Backend::Tiff(_) => (u64::from(l.tile_w), u64::from(l.tile_h)),
             Backend::OpenSlide(_) => (1024, 1024),
         };
-        let mut add_block = |bx: u64, by: u64, w: u64, h: u64, rgb: Option<&[u8]>| {
-            for yy in 0..h {
-                let gy = by + yy;
-                let orow = (gy / k) * ow;
-                for xx in 0..w {
-                    let gx = bx + xx;
-                    let o = ((orow + gx / k) * 3) as usize;
-                    match rgb {
-                        Some(p) => {
-                            let i = ((yy * w + xx) * 3) as usize;
-                            acc[o] += u32::from(p[i]);
-                            acc[o + 1] += u32::from(p[i + 1]);
-                            acc[o + 2] += u32::from(p[i + 2]);
-                        }
-                        None => {
-                            acc[o] += 255;
-                            acc[o + 1] += 255;
-                            acc[o + 2] += 255;
-                        }
-                    }
-                }
-            }
-        };
+        let mut out = vec![0u8; (ow * oh * 3) as usize];
+        // Sums of the output rows band0.. that the current row of blocks touches.
+        let band_rows = bh.div_ceil(k) + 1;
+        let mut acc = vec![0u64; (band_rows * ow * 3) as usize];
+        let mut band0 = 0u64;
+        let mut skipped = 0u64;
         let across = l.width.div_ceil(bw);
         let down = l.height.div_ceil(bh);
         for row in 0..down {
+            let by = row * bh;
+            let h = bh.min(l.height - by);
             for col in 0..across {
-                let (bx, by) = (col * bw, row * bh);
+                let bx = col * bw;
                 let w = bw.min(l.width - bx);
-                let h = bh.min(l.height - by);
-                let block: Result<Vec<u8>, SlideError> = match &self.backend {
-                    Backend::Tiff(t) => t.tile_uncached(level, col, row).map(|tile| {
-                        if u64::from(tile.w) == w && u64::from(tile.h) == h {
-                            tile.rgb.clone()
-                        } else {
-                            // crop/pad a tile whose data size disagrees
-                            let mut out = vec![255u8; (w * h * 3) as usize];
-                            for yy in 0..h.min(u64::from(tile.h)) {
-                                let n = w.min(u64::from(tile.w)) as usize * 3;
-                                let s = (yy * u64::from(tile.w) * 3) as usize;
-                                let d = (yy * w * 3) as usize;
-                                out[d..d + n].copy_from_slice(&tile.rgb[s..s + n]);
-                            }
-                            out
-                        }
-                    }),
-                    Backend::OpenSlide(_) => {
-                        let x0 = (bx as f64 * l.downsample) as i64;
-                        let y0 = (by as f64 * l.downsample) as i64;
-                        self.read_region(x0, y0, level, w as u32, h as u32)
-                            .map(|im| im.into_raw())
-                    }
-                };
-                match block {
-                    Ok(rgb) => add_block(bx, by, w, h, Some(&rgb)),
+                match self.view_block(level, &l, (col, row), (bx, by, w, h)) {
+                    Ok(rgb) => add_block(&mut acc, band0, ow, k, (bx, by, w, h), Some(&rgb)),
                     Err(SlideError::CorruptTile { .. } | SlideError::MissingTile { .. }) => {
                         skipped += 1;
-                        add_block(bx, by, w, h, None);
+                        add_block(&mut acc, band0, ow, k, (bx, by, w, h), None);
                     }
                     Err(e) => return Err(e),
                 }
             }
-        }
-        let mut out = vec![0u8; (ow * oh * 3) as usize];
-        for oy in 0..oh {
-            let ch = k.min(l.height - oy * k);
-            for ox in 0..ow {
-                let cw = k.min(l.width - ox * k);
-                let n = (cw * ch) as u32;
-                let o = ((oy * ow + ox) * 3) as usize;
-                for c in 0..3 {
-                    out[o + c] = ((acc[o + c] + n / 2) / n) as u8;
+            // Output rows whose input rows have all been read.
+            let done = if by + h == l.height { oh } else { (by + h) / k };
+            for oy in band0..done {
+                let ch = k.min(l.height - oy * k);
+                for ox in 0..ow {
+                    let n = k.min(l.width - ox * k) * ch;
+                    let a = (((oy - band0) * ow + ox) * 3) as usize;
+                    let o = ((oy * ow + ox) * 3) as usize;
+                    for c in 0..3 {
+                        out[o + c] = ((acc[a + c] + n / 2) / n) as u8;
+                    }
                 }
             }
+            let shift = ((done - band0) * ow * 3) as usize;
+            acc.copy_within(shift.., 0);
+            let keep = acc.len() - shift;
+            acc[keep..].fill(0);
+            band0 = done;
         }
-        let img =
-            RgbImage::from_raw(ow32, oh32, out).ok_or_else(|| SlideError::RegionTooLarge {
+        let img = RgbImage::from_raw(ow as u32, oh as u32, out).ok_or_else(|| {
+            SlideError::ViewTooLarge {
                 path: self.path.clone(),
-                w: ow32,
-                h: oh32,
-            })?;
+                level,
+                w: ow,
+                h: oh,
+                limit: MAX_VIEW_PIXELS,
+            }
+        })?;
         Ok((img, skipped))
+    }
+
+    /// The RGB pixels of one block of a view: a stored tile (cropped or padded to
+    /// `w x h`), or with OpenSlide a region read.
+    fn view_block(
+        &self,
+        level: usize,
+        l: &Level,
+        (col, row): (u64, u64),
+        (bx, by, w, h): (u64, u64, u64, u64),
+    ) -> Result<Vec<u8>, SlideError> {
+        match &self.backend {
+            Backend::Tiff(t) => t.tile_uncached(level, col, row).map(|tile| {
+                if u64::from(tile.w) == w && u64::from(tile.h) == h {
+                    tile.rgb.clone()
+                } else {
+                    // crop/pad a tile whose data size disagrees
+                    let mut out = vec![255u8; (w * h * 3) as usize];
+                    for yy in 0..h.min(u64::from(tile.h)) {
+                        let n = w.min(u64::from(tile.w)) as usize * 3;
+                        let s = (yy * u64::from(tile.w) * 3) as usize;
+                        let d = (yy * w * 3) as usize;
+                        out[d..d + n].copy_from_slice(&tile.rgb[s..s + n]);
+                    }
+                    out
+                }
+            }),
+            Backend::OpenSlide(_) => {
+                let x0 = (bx as f64 * l.downsample) as i64;
+                let y0 = (by as f64 * l.downsample) as i64;
+                self.read_region(x0, y0, level, w as u32, h as u32)
+                    .map(|im| im.into_raw())
+            }
+        }
     }
 
     /// A thumbnail whose longer side is `max_side` (or the slide's, if
@@ -486,5 +535,36 @@ impl Slide {
             th,
             image::imageops::FilterType::Triangle,
         ))
+    }
+}
+
+/// Adds a `w x h` block at level pixel `(bx, by)` (white where `rgb` is `None`) into the
+/// sums `acc` of output rows `band0..` of a view `ow` cells wide, box factor `k`.
+fn add_block(
+    acc: &mut [u64],
+    band0: u64,
+    ow: u64,
+    k: u64,
+    (bx, by, w, h): (u64, u64, u64, u64),
+    rgb: Option<&[u8]>,
+) {
+    for yy in 0..h {
+        let orow = ((by + yy) / k - band0) * ow;
+        for xx in 0..w {
+            let o = ((orow + (bx + xx) / k) * 3) as usize;
+            match rgb {
+                Some(p) => {
+                    let i = ((yy * w + xx) * 3) as usize;
+                    acc[o] += u64::from(p[i]);
+                    acc[o + 1] += u64::from(p[i + 1]);
+                    acc[o + 2] += u64::from(p[i + 2]);
+                }
+                None => {
+                    acc[o] += 255;
+                    acc[o + 1] += 255;
+                    acc[o + 2] += 255;
+                }
+            }
+        }
     }
 }

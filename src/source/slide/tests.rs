@@ -4,6 +4,8 @@
 //! OpenSlide backend when the system has it.
 
 mod bigtiff;
+mod bombs;
+mod craft;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -11,6 +11,11 @@
 //! (`tests.rs::tiles_match_openslide_plus_pillow` measures it). The result then goes through
 //! the usual CLIP preprocessing like any image.
 //!
+//! A slide whose resolution would make a model input an upsampling of more than 2x (the
+//! level-0 side of a tile under `tile / 2` pixels) is refused with advice, before tissue
+//! detection: an Aperio `MPP = 99` would otherwise make 786,432 one-pixel tiles of a
+//! 1024 x 768 file. The user's `--slide-mpp` replaces a recorded value this implausible.
+//!
 //! Guarantees: planning never decodes a whole level (tissue detection streams one stored tile
 //! at a time); a plan is `Send + Sync`, so tiles can be read from several threads, sharing
 //! the slide's decoded-tile cache; every error names the file.
@@ -117,6 +122,7 @@ impl TilePlan {
         let Some(file) = mask_file else {
             return Self::from_slide(slide, opts);
         };
+        let slide = Self::plausible_resolution(slide, opts)?;
         let l0 = slide.levels()[0];
         let (mask, crc) =
             super::user_mask::load(file, l0.width, l0.height).map_err(|msg| SlideError::Mask {
@@ -128,8 +134,11 @@ impl TilePlan {
         Ok(plan)
     }
 
-    /// Plan the tiles of an already open slide.
+    /// Plan the tiles of an already open slide. A resolution so coarse that a model input
+    /// would be upsampled more than 2x is refused ([`SlideError::CoarseResolution`]) before
+    /// tissue detection, unless [`TileOptions::user_mpp`] replaces it.
     pub(crate) fn from_slide(slide: Slide, opts: &TileOptions) -> Result<TilePlan, SlideError> {
+        let slide = Self::plausible_resolution(slide, opts)?;
         let mask = if opts.min_tissue > 0.0 {
             Some(tissue::detect(
                 &slide,
@@ -141,6 +150,28 @@ impl TilePlan {
             None
         };
         Self::from_slide_with_mask(slide, opts, mask)
+    }
+
+    /// The slide with the resolution to plan with: its own, or the user's `--slide-mpp`
+    /// where its own is so coarse that a tile would be upsampled more than 2x
+    /// ([`SlideError::CoarseResolution`] when neither is plausible).
+    fn plausible_resolution(slide: Slide, opts: &TileOptions) -> Result<Slide, SlideError> {
+        let path: PathBuf = slide.path().to_path_buf();
+        let recorded = slide
+            .mpp()
+            .ok_or(SlideError::NoMpp { path: path.clone() })?;
+        let (slide_mpp, mpp_source) = match check_resolution(&path, recorded, opts) {
+            Ok(()) => recorded,
+            Err(e) => match opts.user_mpp.filter(|m| m.is_finite() && *m > 0.0) {
+                // the user's --slide-mpp replaces a recorded value this implausible
+                Some(user) if recorded.1 != MppSource::User => {
+                    check_resolution(&path, (user, MppSource::User), opts)?;
+                    (user, MppSource::User)
+                }
+                _ => return Err(e),
+            },
+        };
+        Ok(slide.with_mpp(slide_mpp, mpp_source))
     }
 
     /// Plan the tiles of an open slide, keeping those that `mask` covers at least
@@ -198,6 +229,21 @@ impl TilePlan {
         })
     }
 
+    /// What a user should hear about this plan (`plip index` and `plip tiles` say the
+    /// same): the reader's warnings (an IFD loop, ...) and the stored tiles that tissue
+    /// detection could not decode.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.slide.warnings().to_vec();
+        if self.skipped_stored_tiles > 0 {
+            v.push(format!(
+                "{}: {} stored tile(s) could not be decoded for tissue detection (counted as glass)",
+                self.slide.path().display(),
+                self.skipped_stored_tiles
+            ));
+        }
+        v
+    }
+
     /// The open slide (levels, vendor, thumbnail).
     pub(crate) fn slide(&self) -> &Slide {
         &self.slide
@@ -229,6 +275,31 @@ impl TilePlan {
     }
 }
 
+/// Refuses a level-0 resolution at which a `tile` px input at `mpp` µm/px covers fewer
+/// than `tile / 2` level-0 pixels (an upsampling of more than 2x: an Aperio `MPP = 99`
+/// would make 1-pixel tiles, and millions of them).
+fn check_resolution(
+    path: &Path,
+    (slide_mpp, source): (f64, MppSource),
+    opts: &TileOptions,
+) -> Result<(), SlideError> {
+    let tile = f64::from(opts.tile.max(1));
+    let s0 = (tile * opts.mpp / slide_mpp).round();
+    if s0 * 2.0 >= tile {
+        return Ok(());
+    }
+    Err(SlideError::CoarseResolution {
+        path: path.to_path_buf(),
+        mpp: slide_mpp,
+        source_name: super::mpp_source_label(source),
+        tile: opts.tile,
+        target: opts.mpp,
+        s0: s0 as u64,
+        factor: tile / s0.max(1.0),
+        min_mpp: slide_mpp / 2.0,
+    })
+}
+
 /// The pixels of a level-0 region `(x, y, w, h)` of the slide at `path`, read as a tile
 /// would be (a region as a search query): the coarsest level whose downsample is at most
 /// `min(w, h) / side`, then, for a square, Pillow's bicubic resize to `side x side`. A
@@ -249,15 +320,7 @@ pub(crate) fn read_region_as_tile(
         },
     )?;
     let l0 = slide.levels()[0];
-    if w == 0 || h == 0 || x + w > l0.width || y + h > l0.height {
-        return Err(SlideError::BadTileOptions {
-            path: path.to_path_buf(),
-            msg: format!(
-                "region {x},{y},{w},{h} is not inside the {}x{} slide (x,y,w,h in level-0 pixels)",
-                l0.width, l0.height
-            ),
-        });
-    }
+    check_region(path, (x, y, w, h), (l0.width, l0.height))?;
     let side = side.max(1);
     let level = slide.best_level_for_downsample(w.min(h) as f64 / f64::from(side));
     let ds = slide.levels()[level].downsample;
@@ -269,4 +332,26 @@ pub(crate) fn read_region_as_tile(
     } else {
         region
     })
+}
+
+/// A level-0 region must be non-empty and inside the slide; its bounds are added with
+/// checked arithmetic (`x + w` must not wrap around to a small number).
+pub(crate) fn check_region(
+    path: &Path,
+    (x, y, w, h): (u64, u64, u64, u64),
+    (width, height): (u64, u64),
+) -> Result<(), SlideError> {
+    let right = x.checked_add(w).filter(|&r| r <= width);
+    let bottom = y.checked_add(h).filter(|&b| b <= height);
+    if w == 0 || h == 0 || right.is_none() || bottom.is_none() {
+        return Err(SlideError::BadRegion {
+            path: path.to_path_buf(),
+            msg: format!(
+                "region {x},{y},{w},{h} is not inside the {width}x{height} slide (a region is \
+                 X,Y,W,H in level-0 pixels, with W and H at least 1 and X+W, Y+H at most the \
+                 slide's size)"
+            ),
+        });
+    }
+    Ok(())
 }
