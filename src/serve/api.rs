@@ -152,18 +152,12 @@ pub(super) fn json_ok<T: Serialize>(value: &T) -> Response {
     }
 }
 
-/// Security headers on every response, and the Host check on loopback.
+/// Security headers on every response, and the Host checks: one Host header at
+/// most, an absolute-form target that agrees with it, and on loopback only
+/// loopback names in either (a guard against DNS rebinding).
 async fn guard(AxState(app): AxState<App>, req: Request, next: Next) -> Response {
-    if app.state.loopback {
-        if let Some(host) = req.headers().get(header::HOST) {
-            if !is_loopback_host(host.to_str().unwrap_or("")) {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    "this server answers only to localhost names (a guard against DNS \
-                     rebinding); open it as http://127.0.0.1:PORT/ or start it with --host",
-                );
-            }
-        }
+    if let Some(refused) = check_host(req.headers(), req.uri(), app.state.loopback) {
+        return refused;
     }
     let mut res = next.run(req).await;
     let h = res.headers_mut();
@@ -179,11 +173,95 @@ async fn guard(AxState(app): AxState<App>, req: Request, next: Next) -> Response
     res
 }
 
-pub(crate) fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
+/// The refusal a request's Host header and target earn, if any.
+pub(crate) fn check_host(
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    loopback: bool,
+) -> Option<Response> {
+    const FOREIGN: &str = "this server answers only to localhost names (a guard against DNS \
+         rebinding); open it as http://127.0.0.1:PORT/ or start it with --host";
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "more than one Host header; send exactly one",
+        ));
+    }
+    let host = match host.map(|h| h.to_str()) {
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) => {
+            return Some(error(
+                StatusCode::BAD_REQUEST,
+                "the Host header is not ASCII",
+            ))
+        }
+        None => None,
+    };
+    let target = uri.authority().map(|a| a.as_str());
+    if let (Some(h), Some(t)) = (host, target) {
+        if !h.eq_ignore_ascii_case(t) {
+            return Some(error(
+                StatusCode::BAD_REQUEST,
+                "the request target names another host than the Host header",
+            ));
+        }
+    }
+    if loopback
+        && [host, target]
+            .into_iter()
+            .flatten()
+            .any(|h| !is_loopback_host(h))
+    {
+        return Some(error(StatusCode::FORBIDDEN, FOREIGN));
+    }
+    None
+}
+
+/// `host[:port]` split strictly as RFC 3986 writes an authority without
+/// userinfo: a bracketed IPv6 address or dot-separated non-empty labels of
+/// letters, digits and `-`, then an optional port of digits. `None` for
+/// anything else (a userinfo `@`, text after `]`, a second `:`).
+pub(crate) fn split_host(host: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        inside.parse::<std::net::Ipv6Addr>().ok()?;
+        match after {
+            "" => (inside, None),
+            _ => (inside, Some(after.strip_prefix(':')?)),
+        }
     } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
+        let (name, port) = match host.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        };
+        let name_ok = name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+        if !name_ok {
+            return None;
+        }
+        (name, port)
+    };
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().ok()?)
+        }
+        Some(_) => return None,
+    };
+    Some((name, port))
+}
+
+/// Whether `host` (a Host header or an absolute target's authority) is a
+/// well-formed loopback name: `localhost`, `*.localhost`, or a loopback address.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let Some((name, _)) = split_host(host) else {
+        return false;
     };
     let name = name.to_ascii_lowercase();
     name == "localhost"
@@ -296,6 +374,8 @@ async fn info(AxState(app): AxState<App>) -> Response {
         "updated_unix": stats.updated_unix,
         "folders": folders.into_iter().map(|(f, n)| json!({"path": f, "images": n})).collect::<Vec<_>>(),
         "max_top": params::MAX_TOP,
+        "max_terms": params::MAX_TERMS,
+        "max_prompts": params::MAX_PROMPTS,
         "max_upload_bytes": MAX_BODY,
     }))
 }
@@ -430,12 +510,20 @@ async fn search_post(
         Err(m) => return bad(m).into_response(),
     };
     // A chunked body is cut off at the limit.
-    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY))
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(e) => return bad(format!("reading the upload: {e}")).into_response(),
+    let collect = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY));
+    let body = match tokio::time::timeout(super::UPLOAD_TIMEOUT, collect).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => return bad(format!("reading the upload: {e}")).into_response(),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the upload did not arrive within {} s",
+                    super::UPLOAD_TIMEOUT.as_secs()
+                ),
+            )
+        }
     };
     if body.is_empty() {
         return bad("the request body is empty: POST the image file itself as the body")

@@ -20,5 +20,6 @@ mod parity;
 mod preprocess_parity;
 mod queries;
 mod serve;
+mod serve_limits;
 mod shards;
 mod slides;
