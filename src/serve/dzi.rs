@@ -253,7 +253,33 @@ fn from_overview(ov: &Overview, slide: &Slide, t: &TileRead) -> RgbImage {
     let (x, w) = span(t.x0, t.w, ow);
     let (y, h) = span(t.y0, t.h, oh);
     let crop = image::imageops::crop_imm(&ov.img, x, y, w, h).to_image();
+    // A whole factor (the usual case: both are powers of two apart) is a box
+    // average again, so the tile is the slide's box average; else a resize.
+    let out_w = t.out.0.max(1);
+    let r = ((w + out_w / 2) / out_w).max(1);
+    if r >= 2 && w.div_ceil(r) == t.out.0 && h.div_ceil(r) == t.out.1 {
+        return box_shrink(&crop, r);
+    }
     fit(crop, t.out)
+}
+
+/// `img` box-averaged by `k` (edge cells over the pixels they have).
+fn box_shrink(img: &RgbImage, k: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (ow, oh) = (w.div_ceil(k), h.div_ceil(k));
+    RgbImage::from_fn(ow, oh, |ox, oy| {
+        let (x1, y1) = (((ox + 1) * k).min(w), ((oy + 1) * k).min(h));
+        let mut sum = [0u32; 3];
+        for y in oy * k..y1 {
+            for x in ox * k..x1 {
+                for (s, v) in sum.iter_mut().zip(img.get_pixel(x, y).0) {
+                    *s += u32::from(v);
+                }
+            }
+        }
+        let n = (x1 - ox * k) * (y1 - oy * k);
+        image::Rgb(sum.map(|v| ((v + n / 2) / n) as u8))
+    })
 }
 
 /// Tile `t` box-averaged from its region, read in pieces of about 1024 x 1024

@@ -33,16 +33,13 @@ impl Server {
     ) -> Server {
         let cache = env.path().join(".thumbs-test");
         let mut cmd = env.plip();
-        cmd.args([
-            "serve",
-            "--port",
-            "0",
-            "--thumb-cache",
-            cache.to_str().unwrap(),
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.args(["serve", "--port", "0"]);
+        if !extra.contains(&"--thumb-cache") {
+            cmd.args(["--thumb-cache", cache.to_str().unwrap()]);
+        }
+        cmd.args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         tweak(&mut cmd);
         let mut child = cmd.spawn().unwrap();
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
