@@ -18,7 +18,7 @@
 //! tiles that the same reader renders, with the query's heatmap over the
 //! slide's stored tile embeddings.
 //!
-//! Layout: `listen` is the accept loop, `params` parses the query string,
+//! Layout: `listen` is the accept loop, `host` the Host checks, `params` parses the query string,
 //! `api` has the routes and handlers, `batch` answers concurrent searches in shared passes over the
 //! index, `slides` the slide viewer's routes and `dzi` its Deep Zoom pyramid,
 //! `state` the shared model/index/caches, `thumbs` the thumbnails, `assets/`
@@ -27,6 +27,7 @@
 mod api;
 mod batch;
 mod dzi;
+mod host;
 mod listen;
 mod params;
 mod slides;

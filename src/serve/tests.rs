@@ -114,7 +114,7 @@ fn item_ids_round_trip_and_reject_anything_else() {
 
 #[test]
 fn only_loopback_host_names_pass_the_rebinding_guard() {
-    use super::api::is_loopback_host;
+    use super::host::is_loopback_host;
     for ok in [
         "127.0.0.1:8080",
         "localhost",
@@ -139,7 +139,7 @@ fn only_loopback_host_names_pass_the_rebinding_guard() {
 
 #[test]
 fn strict_host_parsing_refuses_suffixes_userinfo_and_bad_ports() {
-    use super::api::{is_loopback_host, split_host};
+    use super::host::{is_loopback_host, split_host};
     for no in [
         "[::1].evil.com",
         "[::1]evil.com",
@@ -169,7 +169,7 @@ fn strict_host_parsing_refuses_suffixes_userinfo_and_bad_ports() {
 
 #[test]
 fn a_second_host_header_and_foreign_absolute_targets_are_refused() {
-    use super::api::check_host;
+    use super::host::check as check_host;
     use axum::http::{header::HOST, HeaderMap, HeaderValue, Uri};
     let headers = |hosts: &[&str]| {
         let mut h = HeaderMap::new();
