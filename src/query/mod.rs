@@ -13,6 +13,13 @@ pub(crate) mod filter;
 pub(crate) mod slides;
 pub(crate) use filter::search_filtered;
 
+/// Most terms (text, images, items) one query may have: the one cap every
+/// front end that takes queries from others (`plip serve`) applies.
+pub(crate) const MAX_TERMS: usize = 32;
+/// Most text-model runs one query may cost: its text terms times its templates
+/// (at least one each). The `pathology` template set (20) fits three terms.
+pub(crate) const MAX_PROMPTS: usize = 64;
+
 /// What a query term is made of.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TermKind {

@@ -152,18 +152,12 @@ pub(super) fn json_ok<T: Serialize>(value: &T) -> Response {
     }
 }
 
-/// Security headers on every response, and the Host check on loopback.
+/// Security headers on every response, and the Host checks: one Host header at
+/// most, an absolute-form target that agrees with it, and on loopback only
+/// loopback names in either (a guard against DNS rebinding).
 async fn guard(AxState(app): AxState<App>, req: Request, next: Next) -> Response {
-    if app.state.loopback {
-        if let Some(host) = req.headers().get(header::HOST) {
-            if !is_loopback_host(host.to_str().unwrap_or("")) {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    "this server answers only to localhost names (a guard against DNS \
-                     rebinding); open it as http://127.0.0.1:PORT/ or start it with --host",
-                );
-            }
-        }
+    if let Some(refused) = super::host::check(req.headers(), req.uri(), app.state.loopback) {
+        return refused;
     }
     let mut res = next.run(req).await;
     let h = res.headers_mut();
@@ -177,20 +171,6 @@ async fn guard(AxState(app): AxState<App>, req: Request, next: Next) -> Response
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     res
-}
-
-pub(crate) fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    let name = name.to_ascii_lowercase();
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// With `--token`, `/api/` wants `Authorization: Bearer TOKEN` or the cookie
@@ -296,6 +276,8 @@ async fn info(AxState(app): AxState<App>) -> Response {
         "updated_unix": stats.updated_unix,
         "folders": folders.into_iter().map(|(f, n)| json!({"path": f, "images": n})).collect::<Vec<_>>(),
         "max_top": params::MAX_TOP,
+        "max_terms": params::MAX_TERMS,
+        "max_prompts": params::MAX_PROMPTS,
         "max_upload_bytes": MAX_BODY,
     }))
 }
@@ -430,12 +412,20 @@ async fn search_post(
         Err(m) => return bad(m).into_response(),
     };
     // A chunked body is cut off at the limit.
-    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY))
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(e) => return bad(format!("reading the upload: {e}")).into_response(),
+    let collect = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY));
+    let body = match tokio::time::timeout(super::UPLOAD_TIMEOUT, collect).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => return bad(format!("reading the upload: {e}")).into_response(),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the upload did not arrive within {} s",
+                    super::UPLOAD_TIMEOUT.as_secs()
+                ),
+            )
+        }
     };
     if body.is_empty() {
         return bad("the request body is empty: POST the image file itself as the body")

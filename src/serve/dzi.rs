@@ -11,6 +11,12 @@
 //! Zoom size when they differ. Every address is checked before any pixel is
 //! read: a bad level, column or row is `None`, never a panic or a huge read.
 //!
+//! Where that read would be large (the coarse levels of a slide without a
+//! pyramid, where OpenSlide's generator reads level 0 whole), plip departs from
+//! it: such a tile is cut from the slide's overview, box-averaged once per open
+//! slide and kept, or else box-averaged from its region piece by piece; and no
+//! tile reads more than [`MAX_TILE_READ`] stored pixels (a JSON 422 instead).
+//!
 //! Open slides are kept in a small cache ([`Slides`]), so neighbouring tiles
 //! share a slide's decoded-tile cache instead of reopening the file.
 
@@ -105,14 +111,76 @@ pub(crate) fn plan(
     })
 }
 
+/// Most stored slide pixels one Deep Zoom tile may read (16384 x 16384), when
+/// it is made (or its slide's overview is): beyond it the tile is refused.
+pub(crate) const MAX_TILE_READ: u64 = 1 << 28;
+
+/// How much a tile may read, and how.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    /// A region of at most this many stored pixels is read whole and resized
+    /// (OpenSlide's way, for the fine levels).
+    pub(crate) direct: u64,
+    /// Longest side of a slide's overview.
+    pub(crate) overview_side: u64,
+    /// See [`MAX_TILE_READ`].
+    pub(crate) max_read: u64,
+}
+
+/// The server's budget: a direct read is at most 2048 x 2048 stored pixels
+/// (about 28 MB while it is composed).
+pub(crate) const BUDGET: Budget = Budget {
+    direct: 1 << 22,
+    overview_side: 2048,
+    max_read: MAX_TILE_READ,
+};
+
+/// A slide box-averaged once to at most [`Budget::overview_side`] pixels a side,
+/// for the Deep Zoom levels coarser than it: a slide without a small stored
+/// level would otherwise be read whole for each of them.
+pub(crate) struct Overview {
+    img: RgbImage,
+    /// Level-0 pixels per overview pixel.
+    ds: f64,
+}
+
+/// A slide's overview, made on first use (once, however many tiles ask at
+/// once); `None` when making it would read more than the budget allows.
+pub(crate) type OverviewSlot = std::sync::OnceLock<Option<Arc<Overview>>>;
+
+/// Why a tile could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TileError {
+    /// The slide reader failed.
+    #[error(transparent)]
+    Slide(#[from] SlideError),
+    /// The tile would read more than [`Budget::max_read`] stored pixels.
+    #[error(
+        "this tile would read {pixels} pixels of the slide, over the server's limit of {limit} \
+         per tile (the slide has no pyramid level small enough); zoom in further"
+    )]
+    TooLarge {
+        /// Stored pixels the tile needs.
+        pixels: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
 /// Renders tile `(col, row)` of Deep Zoom level `dz` of `slide`: `Ok(None)` when
-/// there is no such tile.
+/// there is no such tile. A fine level reads its region and resizes it, as
+/// OpenSlide's generator does; a coarser one is cut from the slide's overview,
+/// or else box-averaged from the region piece by piece, so memory stays near
+/// the tile's size; a tile that would read more than `budget.max_read` stored
+/// pixels is refused.
 pub(crate) fn render(
     slide: &Slide,
+    overview: &OverviewSlot,
+    budget: &Budget,
     dz: usize,
     col: u64,
     row: u64,
-) -> Result<Option<RgbImage>, SlideError> {
+) -> Result<Option<RgbImage>, TileError> {
     let Some(t) = plan(
         slide.levels(),
         |d| slide.best_level_for_downsample(d),
@@ -122,17 +190,160 @@ pub(crate) fn render(
     ) else {
         return Ok(None);
     };
-    let img = slide.read_region(t.x0, t.y0, t.level, t.w, t.h)?;
-    Ok(Some(if img.dimensions() == t.out {
+    let read = u64::from(t.w) * u64::from(t.h);
+    if read <= budget.direct {
+        let img = slide.read_region(t.x0, t.y0, t.level, t.w, t.h)?;
+        return Ok(Some(fit(img, t.out)));
+    }
+    let l0 = slide.levels()[0];
+    let l0_z = 2f64.powi((levels(l0.width, l0.height).len() - 1 - dz) as i32);
+    if let Some(ov) = overview.get_or_init(|| make_overview(slide, budget)) {
+        if ov.ds <= l0_z * (1.0 + 1e-9) {
+            return Ok(Some(from_overview(ov, slide, &t)));
+        }
+    }
+    if read > budget.max_read {
+        return Err(TileError::TooLarge {
+            pixels: read,
+            limit: budget.max_read,
+        });
+    }
+    Ok(Some(box_read(slide, &t)?))
+}
+
+fn fit(img: RgbImage, out: (u32, u32)) -> RgbImage {
+    if img.dimensions() == out {
         img
     } else {
-        image::imageops::resize(&img, t.out.0, t.out.1, FilterType::Lanczos3)
+        image::imageops::resize(&img, out.0, out.1, FilterType::Lanczos3)
+    }
+}
+
+/// The slide box-averaged (`Slide::downsampled_view`, one stored tile at a
+/// time) from the smallest level that still gives `overview_side` pixels;
+/// `None` if that level is over the read budget or cannot be read.
+fn make_overview(slide: &Slide, budget: &Budget) -> Option<Arc<Overview>> {
+    let l0 = slide.levels().first()?;
+    let side = budget.overview_side.max(1);
+    let long0 = l0.width.max(l0.height) as f64;
+    let level = slide.best_level_for_downsample((long0 / side as f64).max(1.0));
+    let l = slide.levels()[level];
+    if l.width.saturating_mul(l.height) > budget.max_read {
+        return None;
+    }
+    let k = l.width.max(l.height).div_ceil(side).max(1);
+    let (img, _) = slide.downsampled_view(level, k as u32).ok()?;
+    Some(Arc::new(Overview {
+        img,
+        ds: l.downsample * k as f64,
     }))
 }
 
+/// Tile `t` cut from the overview and resized to its Deep Zoom size.
+fn from_overview(ov: &Overview, slide: &Slide, t: &TileRead) -> RgbImage {
+    let ds = slide.levels()[t.level].downsample;
+    let (ow, oh) = ov.img.dimensions();
+    let span = |x0: i64, len: u32, lim: u32| -> (u32, u32) {
+        let a = x0 as f64 / ov.ds;
+        let b = (x0 as f64 + f64::from(len) * ds) / ov.ds;
+        let a = (a.floor().max(0.0) as u32).min(lim - 1);
+        let b = ((b - 1e-6).ceil() as u32).clamp(a + 1, lim);
+        (a, b - a)
+    };
+    let (x, w) = span(t.x0, t.w, ow);
+    let (y, h) = span(t.y0, t.h, oh);
+    let crop = image::imageops::crop_imm(&ov.img, x, y, w, h).to_image();
+    // A whole factor (the usual case: both are powers of two apart) is a box
+    // average again, so the tile is the slide's box average; else a resize.
+    let out_w = t.out.0.max(1);
+    let r = ((w + out_w / 2) / out_w).max(1);
+    if r >= 2 && w.div_ceil(r) == t.out.0 && h.div_ceil(r) == t.out.1 {
+        return box_shrink(&crop, r);
+    }
+    fit(crop, t.out)
+}
+
+/// `img` box-averaged by `k` (edge cells over the pixels they have).
+fn box_shrink(img: &RgbImage, k: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (ow, oh) = (w.div_ceil(k), h.div_ceil(k));
+    RgbImage::from_fn(ow, oh, |ox, oy| {
+        let (x1, y1) = (((ox + 1) * k).min(w), ((oy + 1) * k).min(h));
+        let mut sum = [0u32; 3];
+        for y in oy * k..y1 {
+            for x in ox * k..x1 {
+                for (s, v) in sum.iter_mut().zip(img.get_pixel(x, y).0) {
+                    *s += u32::from(v);
+                }
+            }
+        }
+        let n = (x1 - ox * k) * (y1 - oy * k);
+        image::Rgb(sum.map(|v| ((v + n / 2) / n) as u8))
+    })
+}
+
+/// Tile `t` box-averaged from its region, read in pieces of about 1024 x 1024
+/// stored pixels, then resized to its Deep Zoom size.
+fn box_read(slide: &Slide, t: &TileRead) -> Result<RgbImage, SlideError> {
+    let (w, h) = (u64::from(t.w), u64::from(t.h));
+    let k = (w / u64::from(t.out.0).max(1))
+        .min(h / u64::from(t.out.1).max(1))
+        .max(1);
+    let (aw, ah) = (w.div_ceil(k), h.div_ceil(k));
+    let mut acc = vec![0u32; (aw * ah * 3) as usize];
+    let chunk = k * (1024 / k).max(1);
+    let ds = slide.levels()[t.level].downsample;
+    let (lx, ly) = (t.x0 as f64 / ds, t.y0 as f64 / ds);
+    for cy in (0..h).step_by(chunk as usize) {
+        for cx in (0..w).step_by(chunk as usize) {
+            let (cw, ch) = (chunk.min(w - cx), chunk.min(h - cy));
+            let x0 = ((lx + cx as f64) * ds) as i64;
+            let y0 = ((ly + cy as f64) * ds) as i64;
+            let piece = slide.read_region(x0, y0, t.level, cw as u32, ch as u32)?;
+            let raw = piece.as_raw();
+            for yy in 0..ch {
+                let row = ((cy + yy) / k) * aw;
+                for xx in 0..cw {
+                    let o = ((row + (cx + xx) / k) * 3) as usize;
+                    let i = ((yy * cw + xx) * 3) as usize;
+                    for c in 0..3 {
+                        acc[o + c] += u32::from(raw[i + c]);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = vec![0u8; acc.len()];
+    for oy in 0..ah {
+        let ch = k.min(h - oy * k);
+        for ox in 0..aw {
+            let n = (k.min(w - ox * k) * ch) as u32;
+            let o = ((oy * aw + ox) * 3) as usize;
+            for c in 0..3 {
+                out[o + c] = ((acc[o + c] + n / 2) / n) as u8;
+            }
+        }
+    }
+    let img = RgbImage::from_raw(aw as u32, ah as u32, out).expect("sized above");
+    Ok(fit(img, t.out))
+}
+
+/// An open slide and its overview slot.
+pub(crate) struct OpenSlide {
+    pub(crate) slide: Arc<Slide>,
+    pub(crate) overview: Arc<OverviewSlot>,
+}
+
+type Entry = (
+    PathBuf,
+    std::time::SystemTime,
+    Arc<Slide>,
+    Arc<OverviewSlot>,
+);
+
 /// Slides kept open, most recently used last.
 pub(crate) struct Slides {
-    open: Mutex<VecDeque<(PathBuf, std::time::SystemTime, Arc<Slide>)>>,
+    open: Mutex<VecDeque<Entry>>,
 }
 
 /// Slides kept open at once.
@@ -149,17 +360,23 @@ impl Slides {
 
     /// The open slide at `path` (opened on a miss; blocking). A file changed on
     /// disk since it was opened is opened again.
-    pub(crate) fn get(&self, path: &Path) -> Result<Arc<Slide>, SlideError> {
+    pub(crate) fn get(&self, path: &Path) -> Result<OpenSlide, SlideError> {
         let mtime = std::fs::metadata(path)
             .and_then(|m| m.modified())
             .unwrap_or(std::time::UNIX_EPOCH);
         {
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = open.iter().position(|(p, t, _)| p == path && *t == mtime) {
+            if let Some(i) = open
+                .iter()
+                .position(|(p, t, _, _)| p == path && *t == mtime)
+            {
                 let hit = open.remove(i).expect("index from position");
-                let slide = hit.2.clone();
+                let found = OpenSlide {
+                    slide: hit.2.clone(),
+                    overview: hit.3.clone(),
+                };
                 open.push_back(hit);
-                return Ok(slide);
+                return Ok(found);
             }
         }
         let slide = Arc::new(Slide::open(
@@ -169,13 +386,14 @@ impl Slides {
                 ..OpenOptions::default()
             },
         )?);
+        let overview = Arc::new(OverviewSlot::new());
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|(p, _, _)| p != path);
-        open.push_back((path.to_path_buf(), mtime, slide.clone()));
+        open.retain(|(p, _, _, _)| p != path);
+        open.push_back((path.to_path_buf(), mtime, slide.clone(), overview.clone()));
         while open.len() > OPEN_SLIDES {
             open.pop_front();
         }
-        Ok(slide)
+        Ok(OpenSlide { slide, overview })
     }
 }
 
@@ -256,7 +474,9 @@ mod pixel_tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/slides/aperio_ycbcr.svs");
         let slide = Slide::open(&path, &OpenOptions::default()).unwrap();
         let top = levels(slide.levels()[0].width, slide.levels()[0].height).len() - 1;
-        let tile = render(&slide, top, 1, 1).unwrap().unwrap();
+        let tile = render(&slide, &OverviewSlot::new(), &BUDGET, top, 1, 1)
+            .unwrap()
+            .unwrap();
         let jpeg = crate::serve::thumbs::encode_jpeg(&tile).unwrap();
         let served = image::load_from_memory(&jpeg).unwrap().to_rgb8();
         let want = slide.read_region(253, 253, 0, 256, 256).unwrap();
@@ -279,6 +499,8 @@ mod pixel_tests {
         )
         .unwrap();
         assert!(t.level > 0, "{t:?}");
-        assert_eq!(render(&slide, top + 1, 0, 0).unwrap(), None);
+        assert!(render(&slide, &OverviewSlot::new(), &BUDGET, top + 1, 0, 0)
+            .unwrap()
+            .is_none());
     }
 }

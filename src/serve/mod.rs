@@ -9,15 +9,17 @@
 //! `/api/` behind a bearer token; files are reached only through item ids that
 //! the index names, never through a path in the request; uploads are capped at
 //! [`MAX_BODY`]; the page builds every name with `textContent` under a
-//! script-src 'self' CSP. A tile of a whole slide is an item of its own (its
-//! id hashes the path and the region), its hit carries `kind: "slide"` and its
+//! script-src 'self' CSP; `listen` caps connections, times out slow headers
+//! and idle connections, survives accept() errors and stops within a deadline.
+//! A tile of a whole slide is an item of its own (its id hashes the path and
+//! the region), its hit carries `kind: "slide"` and its
 //! region, and its thumbnail is the tile read by plip's slide reader; the page
 //! opens it in an OpenSeadragon viewer (vendored, embedded) over Deep Zoom
 //! tiles that the same reader renders, with the query's heatmap over the
 //! slide's stored tile embeddings.
 //!
-//! Layout: `params` parses the query string, `api` has the routes and
-//! handlers, `batch` answers concurrent searches in shared passes over the
+//! Layout: `listen` is the accept loop, `host` the Host checks, `params` parses the query string,
+//! `api` has the routes and handlers, `batch` answers concurrent searches in shared passes over the
 //! index, `slides` the slide viewer's routes and `dzi` its Deep Zoom pyramid,
 //! `state` the shared model/index/caches, `thumbs` the thumbnails, `assets/`
 //! the page (and `assets/vendor/` OpenSeadragon).
@@ -25,6 +27,8 @@
 mod api;
 mod batch;
 mod dzi;
+mod host;
+mod listen;
 mod params;
 mod slides;
 mod state;
@@ -89,6 +93,24 @@ pub(crate) struct Settings {
     pub cwd: PathBuf,
     /// No startup summary.
     pub quiet: bool,
+    /// Connection limits (header timeout, connection cap).
+    pub limits: Limits,
+}
+
+pub(crate) use listen::{default_max_connections, Limits, HEADER_TIMEOUT, UPLOAD_TIMEOUT};
+// For the test that `plip serve --help` states these limits.
+#[cfg(test)]
+pub(crate) use {
+    dzi::MAX_TILE_READ,
+    listen::{MAX_CONNECTIONS, SHUTDOWN_GRACE},
+    params::MAX_TOP,
+};
+
+/// Makes `dir` the thumbnail cache's folder, or says why it cannot be (a folder
+/// of other files): checked before the model loads, so a wrong `--thumb-cache`
+/// fails at once and nothing in it is touched.
+pub(crate) fn claim_thumb_cache(dir: &std::path::Path) -> Result<()> {
+    thumbs::claim_dir(dir).map_err(anyhow::Error::msg)
 }
 
 /// Loads the model and index, listens, and serves until Ctrl-C or SIGTERM.
@@ -137,7 +159,9 @@ pub(crate) fn run(s: Settings, embedder: Embedder) -> Result<()> {
         .worker_threads(workers)
         .max_blocking_threads(api::MAX_BLOCKING)
         .thread_name("plip-serve")
-        .enable_io()
+        // Timers too: hyper's header timeout, the accept loop's back-off after
+        // an accept() error, and the shutdown deadline all sleep.
+        .enable_all()
         .build()
         .context("starting the server's threads")?;
     let served = rt.block_on(async {
@@ -169,10 +193,15 @@ pub(crate) fn run(s: Settings, embedder: Embedder) -> Result<()> {
                 s.index_dir.display()
             );
         }
-        axum::serve(listener, api::router(state.clone()))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving")
+        listen::serve(
+            listener,
+            api::router(state.clone()),
+            s.limits,
+            shutdown_signal(),
+            shutdown_signal(),
+        )
+        .await;
+        anyhow::Ok(())
     });
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();

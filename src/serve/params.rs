@@ -3,7 +3,7 @@
 //! Everything a client sends arrives here as untrusted text. Parsing never
 //! touches the file system: a term is text or an item id, never a path, and
 //! `under` is only a prefix compared with stored paths. Every limit (length,
-//! number of terms, top-k, score range) gives a 400 with a message that names
+//! number of terms, text-model runs (terms times templates), top-k, score range) gives a 400 with a message that names
 //! the parameter, never a panic.
 
 use std::borrow::Cow;
@@ -12,8 +12,7 @@ use super::ItemId;
 
 /// Most results one request may ask for.
 pub(crate) const MAX_TOP: usize = 1000;
-/// Most terms (text, items, image) in one query.
-pub(crate) const MAX_TERMS: usize = 32;
+pub(crate) use crate::query::{MAX_PROMPTS, MAX_TERMS};
 /// Longest text term or template, in bytes. The text tower reads 77 tokens, so
 /// longer text changes nothing but costs tokenizer time.
 pub(crate) const MAX_TEXT: usize = 2000;
@@ -134,9 +133,23 @@ pub(crate) fn parse(query: &str, default_top: usize) -> Result<SearchParams, Str
         }
         if p.terms.len() > MAX_TERMS || p.templates.len() > MAX_TERMS {
             return Err(format!(
-                "too many terms or templates (at most {MAX_TERMS} each)"
+                "too many terms or templates: at most {MAX_TERMS} terms (q, add, sub, like) and \
+                 {MAX_TERMS} templates per request"
             ));
         }
+    }
+    let texts = p
+        .terms
+        .iter()
+        .filter(|t| matches!(t, Term::Text(..)))
+        .count();
+    let prompts = texts * p.templates.len().max(1);
+    if prompts > MAX_PROMPTS {
+        return Err(format!(
+            "too many prompts: {texts} text terms times {} templates is {prompts} text-model runs; \
+             at most {MAX_PROMPTS} per request",
+            p.templates.len()
+        ));
     }
     Ok(p)
 }

@@ -119,12 +119,19 @@ async fn tile(
     let etag = format!("\"{raw}-{level}-{col}-{row}-{}\"", snap.generation);
     let state = app.state.clone();
     on_pool(&app.thumb_gate, "making a Deep Zoom tile", move || {
-        let slide = state
+        let open = state
             .slides
             .get(&file)
             .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("cannot open the slide: {e}")))?;
-        let img = dzi::render(&slide, level, col, row)
-            .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("cannot read the tile: {e}")))?
+        let img = dzi::render(&open.slide, &open.overview, &dzi::BUDGET, level, col, row)
+            .map_err(|e| match e {
+                dzi::TileError::TooLarge { .. } => {
+                    ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                }
+                dzi::TileError::Slide(e) => {
+                    ApiError(StatusCode::NOT_FOUND, format!("cannot read the tile: {e}"))
+                }
+            })?
             .ok_or_else(|| {
                 ApiError(
                     StatusCode::NOT_FOUND,

@@ -8,6 +8,11 @@
 //! limits as indexing and behind `catch_unwind`, so a hostile file is a 404-style
 //! error, never a crash. The disk cache is written temp-then-rename, so a reader
 //! never sees half a file, and trimmed oldest-first once it passes its budget.
+//!
+//! The disk cache owns its folder and never deletes a file it did not write: it
+//! marks the folder as its own ([`MARKER`]) when it creates or adopts it, refuses
+//! a folder that holds anything else and no marker (a photo folder, an indexed
+//! folder), and trims only names of the form it writes (`<16 hex digits>.jpg`).
 
 use std::collections::{HashMap, VecDeque};
 use std::fs;
@@ -265,6 +270,58 @@ impl MemCache {
     }
 }
 
+/// The file that marks a folder as plip's thumbnail cache.
+pub(crate) const MARKER: &str = ".plip-thumb-cache";
+const MARKER_TEXT: &str = "This folder is plip's thumbnail cache (`plip serve --thumb-cache`).\n\
+plip deletes the <16 hex digits>.jpg files in it to stay within its budget, and nothing else.\n";
+
+/// A name the cache writes: `<16 lowercase hex digits>.jpg` (a thumbnail).
+fn is_thumb_name(name: &str) -> bool {
+    name.strip_suffix(".jpg").is_some_and(|k| {
+        k.len() == 16
+            && k.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// A temporary name the cache writes: `.<16 hex digits>.<pid>.tmp`.
+fn is_temp_name(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .and_then(|n| n.split_once('.'))
+        .is_some_and(|(k, pid)| {
+            is_thumb_name(&format!("{k}.jpg"))
+                && !pid.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// Makes `dir` the thumbnail cache's own folder: creates it with a [`MARKER`],
+/// keeps it when it has one, adopts it when it holds only names the cache
+/// writes (an older cache), and refuses anything else, untouched.
+pub(crate) fn claim_dir(dir: &Path) -> Result<(), String> {
+    let ctx = |e: std::io::Error| format!("thumbnail cache {}: {e}", dir.display());
+    fs::create_dir_all(dir).map_err(ctx)?;
+    let marker = dir.join(MARKER);
+    if marker.is_file() {
+        return Ok(());
+    }
+    let foreign = fs::read_dir(dir)
+        .map_err(ctx)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| !is_thumb_name(n) && !is_temp_name(n));
+    if let Some(name) = foreign {
+        return Err(format!(
+            "{} is not a plip thumbnail cache: it holds other files (such as {name:?}) and no {MARKER} \
+             marker. The cache deletes old files in its folder, so it needs one of its own: give \
+             --thumb-cache a new or empty folder, or use --no-thumb-cache",
+            dir.display()
+        ));
+    }
+    fs::write(&marker, MARKER_TEXT).map_err(ctx)
+}
+
 /// A folder of `<key>.jpg` files, trimmed oldest-first to `budget` bytes.
 struct DiskCache {
     dir: PathBuf,
@@ -274,8 +331,8 @@ struct DiskCache {
 }
 
 impl DiskCache {
-    fn open(dir: PathBuf, budget: u64) -> std::io::Result<Self> {
-        fs::create_dir_all(&dir)?;
+    fn open(dir: PathBuf, budget: u64) -> Result<Self, String> {
+        claim_dir(&dir)?;
         let cache = DiskCache {
             bytes: AtomicU64::new(0),
             dir,
@@ -328,7 +385,9 @@ impl DiskCache {
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".jpg"))
+            // Only the names the cache writes, never anything else in the folder.
+            .filter(|e| is_thumb_name(&e.file_name().to_string_lossy()))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|e| {
                 let m = e.metadata().ok()?;
                 Some((m.modified().ok()?, m.len(), e.path()))
@@ -397,7 +456,9 @@ mod tests {
         }
         let total: u64 = fs::read_dir(dir.path().join("t"))
             .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().len())
+            .map(|e| e.unwrap())
+            .filter(|e| is_thumb_name(&e.file_name().to_string_lossy()))
+            .map(|e| e.metadata().unwrap().len())
             .sum();
         assert!(total <= 1000, "{total} bytes on disk");
         assert!(cache.get(29).is_some());

@@ -22,6 +22,7 @@ mod parity;
 mod preprocess_parity;
 mod queries;
 mod serve;
+mod serve_limits;
 mod shards;
 mod slide_bombs;
 mod slides;

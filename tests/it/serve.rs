@@ -14,29 +14,34 @@ use serde_json::Value;
 use crate::common::{fixture_images, fixtures, TestEnv};
 
 /// A running `plip serve`, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
-    fn start(env: &TestEnv, extra: &[&str]) -> Server {
+    pub(crate) fn start(env: &TestEnv, extra: &[&str]) -> Server {
+        Server::spawn(env, extra, |_| {})
+    }
+
+    /// [`Server::start`], with `tweak` applied to the command before it runs.
+    pub(crate) fn spawn(
+        env: &TestEnv,
+        extra: &[&str],
+        tweak: impl FnOnce(&mut std::process::Command),
+    ) -> Server {
         let cache = env.path().join(".thumbs-test");
-        let mut child = env
-            .plip()
-            .args([
-                "serve",
-                "--port",
-                "0",
-                "--thumb-cache",
-                cache.to_str().unwrap(),
-            ])
-            .args(extra)
+        let mut cmd = env.plip();
+        cmd.args(["serve", "--port", "0"]);
+        if !extra.contains(&"--thumb-cache") {
+            cmd.args(["--thumb-cache", cache.to_str().unwrap()]);
+        }
+        cmd.args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        tweak(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut err = child.stderr.take().unwrap();
         let sink = stderr.clone();
@@ -74,17 +79,17 @@ impl Server {
         }
     }
 
-    fn get(&self, path: &str) -> Resp {
+    pub(crate) fn get(&self, path: &str) -> Resp {
         request(&self.addr, "GET", path, &[], b"")
     }
 
-    fn json(&self, path: &str) -> Value {
+    pub(crate) fn json(&self, path: &str) -> Value {
         let r = self.get(path);
         assert_eq!(r.status, 200, "GET {path}: {}", r.text());
         r.json()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 }
@@ -97,8 +102,8 @@ impl Drop for Server {
 }
 
 /// A response: status, lower-cased headers and body.
-struct Resp {
-    status: u16,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
@@ -110,7 +115,7 @@ impl Resp {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     fn json(&self) -> Value {
@@ -120,7 +125,13 @@ impl Resp {
 }
 
 /// One HTTP/1.1 request on a new connection, read to the end.
-fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+pub(crate) fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -140,7 +151,7 @@ fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body:
     read_response(s)
 }
 
-fn read_response(s: TcpStream) -> Resp {
+pub(crate) fn read_response(s: TcpStream) -> Resp {
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
@@ -194,11 +205,11 @@ fn indexed_env(names: &[String]) -> TestEnv {
     env
 }
 
-fn all_indexed() -> TestEnv {
+pub(crate) fn all_indexed() -> TestEnv {
     indexed_env(&fixture_images())
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
@@ -226,7 +237,7 @@ fn cli_hits(out: &str) -> Vec<Value> {
         .collect()
 }
 
-fn assert_json_error(r: &Resp, status: u16, needle: &str) {
+pub(crate) fn assert_json_error(r: &Resp, status: u16, needle: &str) {
     assert_eq!(r.status, status, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
     let v = r.json();
