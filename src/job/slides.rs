@@ -522,7 +522,8 @@ impl SlideRun<'_> {
         } else {
             String::new()
         };
-        self.progress.warn(&format!("skipping slide {reason}{kept}"));
+        self.progress
+            .warn(&format!("skipping slide {reason}{kept}"));
         self.writer.stats_mut().skipped.push(Skipped {
             path: todo.rel.clone(),
             reason,

@@ -104,11 +104,7 @@ fn from_png(bytes: &[u8], width: u64, height: u64) -> Result<TissueMask, String>
     let mut data = vec![BACKGROUND; (mw * mh) as usize];
     if f == 1 {
         for (d, p) in data.iter_mut().zip(img.as_raw()) {
-            *d = if *p != 0 {
-                TISSUE
-            } else {
-                BACKGROUND
-            };
+            *d = if *p != 0 { TISSUE } else { BACKGROUND };
         }
     } else {
         let mut count = vec![(0u32, 0u32); (mw * mh) as usize];
