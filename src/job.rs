@@ -324,7 +324,11 @@ impl IndexJob {
             .filter(|p| covered(p) && !present.contains(p))
             .map(str::to_string)
             .collect();
-        let mut stats = RunStats::default();
+        // A fresh count for this run; the precision it runs in was set by the caller.
+        let mut stats = RunStats {
+            precision: self.writer.stats_mut().precision.take(),
+            ..RunStats::default()
+        };
         for p in &gone {
             self.writer.remove(p);
             stats.removed += 1;

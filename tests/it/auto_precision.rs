@@ -131,7 +131,10 @@ fn index_says_which_precision_auto_chose_and_why() {
         );
         let info = env.ok(&["info"]);
         assert!(
-            info.contains(&format!("precision:   {label}")) && info.contains("last run: "),
+            info.contains(&format!("precision:   {label}\n"))
+                && info.contains(&format!(
+                    "last run: {label} (auto, forced by PLIP_PRECISION_AUTO)"
+                )),
             "{info}"
         );
     }
