@@ -68,6 +68,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+    text_precisions(&files, &e);
 
     let bf16 = (plip::bf16_supported() && std::env::var("PLIP_BENCH_BF16").as_deref() != Ok("0"))
         .then(|| {
@@ -79,6 +80,83 @@ fn bench(c: &mut Criterion) {
         });
     let gflop = dense_gflop_per_image(&files.config);
     side_by_side(&e, bf16.as_ref(), gflop, &one, &dir);
+}
+
+/// Issue 29: would a bf16 text tower make a query faster? On a CPU with
+/// AVX512_BF16, a short and a 77-token prompt in f32 and in bf16, in 5
+/// alternating rounds (each the median of 30 calls after 5 warm-ups), and the
+/// cosine of bf16 against f32 text embeddings over 20 prompts.
+fn text_precisions(files: &plip::ModelFiles, f32_model: &Embedder) {
+    if !plip::bf16_supported() || std::env::var("PLIP_BENCH_BF16").as_deref() == Ok("0") {
+        return;
+    }
+    let options = LoadOptions {
+        precision: Precision::Bf16,
+        text_f32: false,
+    };
+    let b = Embedder::load_with(files, Towers::TEXT, options).unwrap();
+    let median_ms = |e: &Embedder, p: &str| {
+        for _ in 0..5 {
+            e.embed_texts(&[p]).unwrap();
+        }
+        let mut t: Vec<f64> = (0..30)
+            .map(|_| {
+                let s = std::time::Instant::now();
+                black_box(e.embed_texts(black_box(&[p])).unwrap());
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let long = "cell ".repeat(100);
+    for (name, prompt) in [("short", "tumor tissue"), ("77 tokens", long.as_str())] {
+        let mut line = format!("text {name}, ms per query (f32 / bf16):");
+        for _ in 0..5 {
+            let a = median_ms(f32_model, prompt);
+            let c = median_ms(&b, prompt);
+            line.push_str(&format!(" {a:.2}/{c:.2}"));
+        }
+        eprintln!("{line}");
+    }
+    let prompts = [
+        "tumor tissue",
+        "lymphocytes",
+        "necrosis",
+        "adipose tissue",
+        "mucus",
+        "debris",
+        "smooth muscle",
+        "normal colon mucosa",
+        "cancer-associated stroma",
+        "background",
+        "an H&E image of adenocarcinoma",
+        "mitotic figures",
+        "keratin pearls",
+        "signet ring cells",
+        "granuloma with giant cells",
+        "fibrosis",
+        "hemorrhage",
+        "a histopathology image of benign glands",
+        "Ki-67 positive nuclei",
+        &long,
+    ];
+    let x = f32_model.embed_texts(&prompts).unwrap();
+    let y = b.embed_texts(&prompts).unwrap();
+    let cos: Vec<f32> = x
+        .iter()
+        .zip(&y)
+        .map(|(u, v)| {
+            let d: f32 = u.iter().zip(v).map(|(a, b)| a * b).sum();
+            let n = |w: &Vec<f32>| w.iter().map(|a| a * a).sum::<f32>().sqrt();
+            d / (n(u) * n(v))
+        })
+        .collect();
+    let min = cos.iter().copied().fold(f32::INFINITY, f32::min);
+    eprintln!(
+        "text bf16 vs f32 cosine over {} prompts: min {min:.6}",
+        cos.len()
+    );
 }
 
 /// The multiply-adds (x2) of one image's dense layers, in GFLOP, as plip runs

@@ -5,6 +5,9 @@ CLIPProcessor + CLIPModel, batch 16, every whole 224-px grid tile at 0.5 µm/px 
 
     python benches/slides_reference.py SLIDE MODEL_DIR THREADS
 
+PLIP_REF_AUTOCAST=bf16 runs the model under torch.autocast("cpu", dtype=torch.bfloat16)
+(torch's own bf16 route), for the comparison with `--precision bf16|auto`.
+
 Needs torch + transformers (venv-ref) and openslide-python + openslide-bin; set
 OPENSLIDE_SITE to another venv's site-packages when they live there (benches/slides.sh).
 """
@@ -37,7 +40,8 @@ def main():
     w, h = s.dimensions
     coords = [(c * s0, r * s0) for r in range(h // s0) for c in range(w // s0)]
     n = 0
-    with torch.no_grad():
+    autocast = os.environ.get("PLIP_REF_AUTOCAST") == "bf16"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         for i in range(0, len(coords), 16):
             imgs = []
             for x, y in coords[i:i + 16]:
@@ -51,7 +55,8 @@ def main():
             torch.nn.functional.normalize(f, dim=-1)
             n += len(imgs)
     el = time.perf_counter() - t_start
-    print(f"python route: {n} tiles in {el:.1f} s = {n / el:.2f} tiles/s ({threads} threads)")
+    what = "python route, bf16 autocast" if autocast else "python route"
+    print(f"{what}: {n} tiles in {el:.1f} s = {n / el:.2f} tiles/s ({threads} threads)")
 
 
 if __name__ == "__main__":

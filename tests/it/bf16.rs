@@ -157,7 +157,7 @@ fn cli_embeds_in_bf16_or_refuses_clearly() {
     let out = env.run(&["embed", "--precision", "f16", "-t", "tumor", "--jsonl"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("use f32 or bf16"),
+        !out.status.success() && err.contains("use auto, f32 or bf16"),
         "{err}"
     );
 }
