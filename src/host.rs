@@ -1,9 +1,10 @@
 //! Entry points for programs that host plip's engine in their own process: the
 //! `plip` binary's `main`, the Python package (`python/`), a future server.
 //!
-//! Each is one call over the same types the command line uses, so a host gets
-//! the CLI's behaviour without its terminal: the model is resolved as `--model`
-//! is ([`crate::cli::Config::model_source`]), indexing is the same
+//! Each is one call over the application layer (`crate::app`) that the command
+//! line uses too, so a host gets the CLI's behaviour without its terminal: the
+//! model is resolved as `--model` is, a search request is parsed and run as
+//! `plip search` runs it, indexing is the same
 //! [`IndexJob`] with the same commits and Ctrl-C semantics (the host owns the
 //! cancel flag instead of a signal handler), and a search filters and ranks as
 //! `plip search` does. Nothing here prints: warnings come back in the report.
@@ -18,15 +19,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 
+use crate::app::{self, Found, SearchRequest, Terms};
 use crate::backend::cpu::{Precision, PrecisionChoice};
-use crate::cli::{Cli, Config};
+use crate::cli::Cli;
 use crate::embed::{Embedder, LoadOptions};
-use crate::index::Region;
 use crate::index::{Index, IndexWriter, Skipped, StoreError};
 use crate::job::{IndexJob, IndexOptions, Progress, SlideFlags};
-use crate::model::{hub, Towers};
-use crate::query::{QueryTerm, TermKind};
-use crate::source::walk;
+use crate::model::Towers;
 
 /// Runs the command line on `args` (the first is the program name) as the
 /// `plip` binary does, and returns its exit code: 0, 2 for an error (printed
@@ -66,9 +65,9 @@ where
 
 /// The resolved model source for `model` (a Hub id or a folder): `model` when
 /// given, else the model that built the index at `index_dir`, else
-/// [`hub::DEFAULT_MODEL`], as every command resolves `--model`.
+/// [`crate::DEFAULT_MODEL`], as every command resolves `--model`.
 pub fn model_source(model: Option<&str>, index_dir: Option<&Path>) -> String {
-    config(model.map(str::to_string), None).model_source(index_dir)
+    app::locate::model_source(model, index_dir)
 }
 
 /// Loads the requested towers of the model `source` (a Hub id or a folder), in f32.
@@ -83,22 +82,11 @@ pub fn load_model_with(
     towers: Towers,
     precision: PrecisionChoice,
 ) -> Result<Embedder> {
-    let (options, _) = LoadOptions::resolve(precision, towers)?;
-    let files = hub::resolve(source)?;
-    Embedder::load_with(&files, towers, options)
-        .with_context(|| format!("loading model `{source}`"))
+    app::model::load(source, towers, precision)
 }
 
-fn config(model: Option<String>, index: Option<PathBuf>) -> Config {
-    Config {
-        model: model.filter(|m| !m.trim().is_empty()),
-        index,
-        cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-        progress: false,
-        quiet: true,
-        // The Python API embeds in f32, the reference's arithmetic.
-        precision: Default::default(),
-    }
+fn cwd() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
 }
 
 /// What to index: `plip index [--index I] [--model M] [--rebuild] DIRS`.
@@ -130,6 +118,12 @@ pub struct IndexRequest {
     /// Whole slides: keep pen ink and other artifacts that look like tissue
     /// (`--keep-artifacts`); `None` keeps the index's choice, else false.
     pub keep_artifacts: Option<bool>,
+    /// Threads for this run (`--threads`): a pool of its own; `None` uses the
+    /// process's pool (all cores unless the host set it).
+    pub threads: Option<usize>,
+    /// Memory for decoded images in flight, in MiB (`--decode-memory`); `None`
+    /// keeps the process's budget (1024 MiB unless set before).
+    pub decode_memory: Option<u64>,
 }
 
 impl Default for IndexRequest {
@@ -148,6 +142,8 @@ impl Default for IndexRequest {
             slide_mpp: None,
             precision: PrecisionChoice::Auto,
             keep_artifacts: None,
+            threads: None,
+            decode_memory: None,
         }
     }
 }
@@ -198,6 +194,27 @@ impl Progress for Collect {
 /// report says `interrupted`. A folder that does not exist is an
 /// [`io::ErrorKind::NotFound`] error.
 pub fn index_folders(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexReport> {
+    match req.threads {
+        Some(0) => {
+            Err(io::Error::new(io::ErrorKind::InvalidInput, "threads must be at least 1").into())
+        }
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .context("starting the thread pool")?
+            .install(|| index_in_pool(req, cancel)),
+        None => index_in_pool(req, cancel),
+    }
+}
+
+fn index_in_pool(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexReport> {
+    if req.decode_memory == Some(0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "decode_memory must be at least 1 MiB",
+        )
+        .into());
+    }
     for d in &req.dirs {
         if !d.exists() {
             return Err(io::Error::new(
@@ -218,9 +235,12 @@ pub fn index_folders(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexRep
     slides
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let config = config(req.model.clone(), req.index.clone());
-    let index_dir = config.index_for_writing();
-    let source = config.model_source(if req.rebuild { None } else { Some(&index_dir) });
+    if let Some(mib) = req.decode_memory {
+        crate::source::set_decode_budget(mib.saturating_mul(1 << 20));
+    }
+    let index_dir = app::locate::index_for_writing(&cwd(), req.index.as_deref());
+    let source =
+        app::locate::model_source(req.model.as_deref(), (!req.rebuild).then_some(&*index_dir));
     let embedder = load_model_with(&source, Towers::VISION, req.precision)?;
     let (_, chosen) = LoadOptions::resolve(req.precision, Towers::VISION)?;
     let mut writer = IndexWriter::open(&index_dir, embedder.info(), req.rebuild)?
@@ -251,189 +271,30 @@ pub fn index_folders(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexRep
     })
 }
 
-/// Fails when `embedder` is not the model that built `index`, with the advice
-/// `plip search` gives.
+/// Fails when `embedder` is not the model that built `index` (another model, or
+/// the same model whose files changed), with the advice `plip search` gives.
 pub fn check_model(index: &Index, embedder: &Embedder) -> std::result::Result<(), StoreError> {
-    let (a, b) = (index.model(), embedder.info());
-    // Fingerprints hash both towers' files; dimension is the hard requirement.
-    if a.dim != b.dim || a.fingerprint != b.fingerprint {
-        return Err(crate::index::model_mismatch(index.dir(), a, b));
-    }
-    Ok(())
-}
-
-/// The filters of `plip search`.
-#[derive(Clone, Debug)]
-pub struct SearchOptions {
-    /// Number of hits (at least 1).
-    pub top: usize,
-    /// HNSW breadth, for segments whose graph was loaded
-    /// ([`Index::open_with_graphs`]); `None` is the default breadth.
-    pub ef: Option<usize>,
-    /// Keep only hits with at least this cosine score.
-    pub threshold: Option<f32>,
-    /// Keep only images under this folder (absolute, or relative to the
-    /// current directory).
-    pub under: Option<PathBuf>,
-}
-
-impl Default for SearchOptions {
-    fn default() -> Self {
-        SearchOptions {
-            top: 10,
-            ef: None,
-            threshold: None,
-            under: None,
-        }
-    }
-}
-
-/// One search result, as `plip search --json` prints it, with the image's
-/// absolute path instead of a path relative to the current directory.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SearchHit {
-    /// 1-based rank.
-    pub rank: usize,
-    /// Cosine similarity, rounded to 6 decimals as `--json` prints it.
-    pub score: f64,
-    /// The image or slide file (its bytes as on disk, whatever the encoding).
-    pub path: PathBuf,
-    /// For a tile of a whole slide: where it is (level-0 pixels), its level and mpp.
-    pub region: Option<Region>,
-}
-
-/// The stored-path prefix of `--under`, relative to the index root.
-fn under_prefix(index: &Index, under: Option<&Path>) -> Option<String> {
-    under.map(|u| {
-        let abs = std::path::absolute(u).unwrap_or_else(|_| u.to_path_buf());
-        let abs = abs.canonicalize().unwrap_or(abs);
-        walk::relative(&abs, &index.root())
-    })
-}
-
-/// The `top` indexed images (and slide tiles) nearest to the unit vector
-/// `query`, best first, filtered as `plip search` filters them.
-pub fn search(index: &Index, query: &[f32], opts: &SearchOptions) -> Vec<SearchHit> {
-    let root = index.root();
-    let prefix = under_prefix(index, opts.under.as_deref());
-    let ef = opts.ef.unwrap_or(crate::index::ann::DEFAULT_EF_SEARCH);
-    let hits = crate::query::filter::search_filtered(
-        index,
-        query,
-        opts.top.max(1),
-        ef,
-        prefix.as_deref(),
-        opts.threshold,
-    );
-    hits.iter()
-        .enumerate()
-        .map(|(i, h)| SearchHit {
-            rank: i + 1,
-            score: round6(h.score),
-            path: walk::resolve(&root, &h.path),
-            region: h.region,
-        })
-        .collect()
-}
-
-fn round6(x: f32) -> f64 {
-    (f64::from(x) * 1e6).round() / 1e6
-}
-
-/// One whole slide, as `plip search --by-slide --json` prints it, with an
-/// absolute path.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SlideSearchHit {
-    /// 1-based rank.
-    pub rank: usize,
-    /// The slide's score: the mean of its best tile scores, rounded to 6 decimals.
-    pub score: f64,
-    /// The slide file.
-    pub path: PathBuf,
-    /// Tiles of the slide that were scored.
-    pub tiles: usize,
-    /// Its best tiles with their scores (rounded), best first.
-    pub best: Vec<(Region, f64)>,
-}
-
-/// `plip search --by-slide`: every tile is scored exactly and the `top` slides
-/// are ranked by their pooled tile scores. Plain images are left out.
-pub fn search_slides(index: &Index, query: &[f32], opts: &SearchOptions) -> Vec<SlideSearchHit> {
-    let root = index.root();
-    let prefix = under_prefix(index, opts.under.as_deref());
-    let allow = |p: &str| crate::query::filter::under(prefix.as_deref(), p);
-    let all = index.search(query, index.len().max(1), 0, Some(&allow));
-    let mut slides = crate::query::slides::rank_slides(&all);
-    if let Some(t) = opts.threshold {
-        slides.retain(|s| s.score >= t);
-    }
-    slides.truncate(opts.top.max(1));
-    slides
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| SlideSearchHit {
-            rank: i + 1,
-            score: round6(s.score),
-            path: walk::resolve(&root, &s.path),
-            tiles: s.tiles,
-            best: s.best.into_iter().map(|(r, sc)| (r, round6(sc))).collect(),
-        })
-        .collect()
+    app::model::check(index, embedder)
 }
 
 /// The index folder to read, as `--index` resolves: `index` (relative to the
 /// current directory), else the nearest `.plip` in the current directory or
 /// above it. No index there is a [`StoreError::NoIndex`].
 pub fn find_index(index: Option<&Path>) -> Result<PathBuf> {
-    config(None, index.map(Path::to_path_buf)).find_index()
+    Ok(app::locate::find_index(&cwd(), index)?)
 }
 
-/// `plip search`'s positional query: an existing image file is an image term,
-/// anything else is text. An empty query is an error with the CLI's advice.
-pub fn query_term(query: &str) -> Result<QueryTerm> {
-    if query.trim().is_empty() {
-        anyhow::bail!("the query is empty; give some words, e.g. plip search \"tumor tissue\"");
-    }
-    let p = Path::new(query);
-    let kind = if walk::is_image(p) && p.is_file() {
-        TermKind::Image(p.to_path_buf())
-    } else {
-        TermKind::Text(query.to_string())
-    };
-    Ok(QueryTerm { weight: 1.0, kind })
-}
-
-/// Parses `[W:]TERM` as `--add` (`sign` 1) or `--subtract` (`sign` -1) do.
-pub fn parse_term(raw: &str, sign: f32) -> Result<QueryTerm> {
-    crate::query::parse_term(raw, sign)
-}
-
-/// The query vector of `terms` (with `templates`, as `plip search` builds it)
-/// plus weighted `vectors` given directly, each normalized, summed with its
-/// weight and renormalized. Without `vectors` this is exactly
-/// [`crate::build_query`].
-pub fn query_vector(
+/// Runs `req`, whose terms are `terms` (from [`SearchRequest::terms`]), over
+/// `index` as `plip search` does. `embedder` must be the index's model; it may be
+/// `None` when the request has only vectors. Paths are absolute; a relative
+/// `under` is relative to the current directory.
+pub fn search(
+    index: &Index,
     embedder: Option<&Embedder>,
-    terms: &[QueryTerm],
-    templates: &[String],
-    vectors: &[(f32, Vec<f32>)],
-) -> Result<Vec<f32>> {
-    if vectors.is_empty() || !terms.is_empty() {
-        let embedder = embedder.context("internal error: no model to embed the query terms")?;
-        if vectors.is_empty() {
-            return crate::build_query(embedder, terms, templates);
-        }
-        let mut parts = vectors.to_vec();
-        for t in terms {
-            let unit = QueryTerm {
-                weight: 1.0,
-                kind: t.kind.clone(),
-            };
-            parts.push((t.weight, crate::build_query(embedder, &[unit], templates)?));
-        }
-        return crate::query::combine(&parts);
-    }
-    crate::query::combine(vectors)
+    terms: &Terms,
+    req: &SearchRequest,
+) -> Result<Found> {
+    app::search::run(index, embedder, terms, req, &cwd())
 }
 
 /// True when `path` is a whole slide (indexed and embedded as tiles), as

@@ -17,6 +17,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+// First: its `multiversion!` macro is used by the kernels below it.
+#[macro_use]
+mod vectors;
+
+mod app;
 mod backend;
 mod cli;
 mod embed;
@@ -31,6 +36,7 @@ mod query;
 mod serve;
 mod source;
 
+pub use app::{Found, SearchHit, SearchRequest, SlideSearchHit, Terms};
 pub use backend::cpu::{
     bf16_supported, cpu_name, threads, tune_allocator, Chosen, Precision, PrecisionChoice,
     UnsupportedPrecision,
@@ -39,8 +45,7 @@ pub use cli::{run, Cli};
 pub use embed::{embed_image_files, embed_rgb_images, Embedder, Interrupted, LoadOptions};
 pub use host::{
     check_model, find_index, index_folders, is_slide, load_model, load_model_with, main_with_args,
-    model_source, parse_term, query_term, query_vector, search, search_slides, IndexReport,
-    IndexRequest, SearchHit, SearchOptions, SlideSearchHit,
+    model_source, search, IndexReport, IndexRequest,
 };
 pub use index::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
 pub use index::{FileEntry, Index, IndexWriter, ModelInfo, Region, Skipped, StoreError};

@@ -167,6 +167,8 @@ def index(
     slide_mpp=None,
     precision="auto",
     keep_artifacts=None,
+    threads=None,
+    decode_memory=None,
 ):
     """Indexes image folders (or files) as ``plip index`` does, and returns the
     summary it prints, as a dict: ``added``, ``updated``, ``removed``,
@@ -182,7 +184,9 @@ def index(
     Whole slides are tiled with ``mpp``, ``tile``, ``min_tissue``, ``slide_mpp``
     and ``keep_artifacts`` (the flags of the same names; ``None`` keeps the
     index's). ``precision`` is as for :class:`Model`; the summary's
-    ``precision`` says what was chosen and why.
+    ``precision`` says what was chosen and why. ``threads`` runs this call on a
+    pool of that many threads (default: all cores); ``decode_memory`` bounds the
+    decoded pixels in flight, in MiB (default 1024), as ``--decode-memory``.
     """
     if dirs is None:
         dirs = []
@@ -203,6 +207,8 @@ def index(
         None if slide_mpp is None else float(slide_mpp),
         str(precision),
         None if keep_artifacts is None else bool(keep_artifacts),
+        None if threads is None else _whole("threads", threads),
+        None if decode_memory is None else _whole("decode_memory", decode_memory),
     )
     shown = summary["warnings"][:_SHOWN_WARNINGS]
     for w in shown:

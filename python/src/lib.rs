@@ -299,7 +299,7 @@ fn rgb_image(
 #[pyfunction]
 #[pyo3(signature = (dirs, index=None, model=None, rebuild=false, batch_size=16,
     commit_every=256, mpp=None, tile=None, min_tissue=None, slide_mpp=None,
-    precision="auto", keep_artifacts=None))]
+    precision="auto", keep_artifacts=None, threads=None, decode_memory=None))]
 #[allow(clippy::too_many_arguments)]
 fn index<'py>(
     py: Python<'py>,
@@ -315,6 +315,8 @@ fn index<'py>(
     slide_mpp: Option<f64>,
     precision: &str,
     keep_artifacts: Option<bool>,
+    threads: Option<usize>,
+    decode_memory: Option<u64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let precision = parse_precision(precision)?;
     let req = plip::IndexRequest {
@@ -330,6 +332,8 @@ fn index<'py>(
         slide_mpp,
         precision,
         keep_artifacts,
+        threads,
+        decode_memory,
     };
     let cancel_seen = Arc::new(Mutex::new(None));
     let report = {
@@ -508,41 +512,26 @@ impl NativeIndex {
         ef: Option<usize>,
         by_slide: bool,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        if top == 0 {
-            return Err(PyValueError::new_err("top must be at least 1"));
-        }
-        if let Some(t) = threshold {
-            if !t.is_finite() || !(-1.0..=1.0).contains(&t) {
-                return Err(PyValueError::new_err(format!(
-                    "threshold {t} is not a cosine score between -1 and 1"
-                )));
-            }
-        }
-        let dim = self.dim();
-        let mut vecs = Vec::with_capacity(vectors.len());
-        for (w, v) in &vectors {
-            let v = v.as_array().to_vec();
-            if v.len() != dim {
-                return Err(PyValueError::new_err(format!(
-                    "the query vector has {} values; this index holds {dim}-d vectors",
-                    v.len()
-                )));
-            }
-            if !w.is_finite() || v.iter().any(|x| !x.is_finite()) {
-                return Err(PyValueError::new_err(
-                    "the query vector holds NaN or infinity",
-                ));
-            }
-            vecs.push((*w, v));
-        }
-        if let Some(img) = &image {
-            if !img.is_file() {
-                return Err(PyFileNotFoundError::new_err(format!(
-                    "query image {} does not exist",
-                    img.display()
-                )));
-            }
-        }
+        let vectors = vectors
+            .iter()
+            .map(|(w, v)| (*w, v.as_array().to_vec()))
+            .collect();
+        let req = plip::SearchRequest {
+            query,
+            image,
+            add,
+            subtract,
+            templates,
+            vectors,
+            top,
+            ef,
+            threshold,
+            under,
+            by_slide,
+        };
+        // Bad numbers and terms are refused before a model or a graph is loaded.
+        req.validate(self.dim()).map_err(to_pyerr)?;
+        let terms = req.terms().map_err(to_pyerr)?;
         let exact = self.exact.clone();
         let graphs = ef.is_some();
         let cached_graphs = self
@@ -557,57 +546,19 @@ impl NativeIndex {
             .clone();
         let source = self.model_source.clone();
         let dir = self.dir.clone();
-        let (hits, loaded_graphs, loaded_model) = run_blocking(py, move |_| {
-            let mut terms = Vec::new();
-            if let Some(q) = &query {
-                terms.push(plip::query_term(q)?);
-            }
-            if let Some(img) = image {
-                terms.push(plip::QueryTerm {
-                    weight: 1.0,
-                    kind: plip::TermKind::Image(img),
-                });
-            }
-            for a in &add {
-                terms.push(plip::parse_term(a, 1.0).map_err(|e| e.context(format!("add {a}")))?);
-            }
-            for s in &subtract {
-                terms.push(
-                    plip::parse_term(s, -1.0).map_err(|e| e.context(format!("subtract {s}")))?,
-                );
-            }
+        let (found, loaded_graphs, loaded_model) = run_blocking(py, move |_| {
             let index = match (graphs, cached_graphs) {
                 (false, _) => exact,
                 (true, Some(g)) => g,
                 (true, None) => Arc::new(Index::open_with_graphs(&dir)?),
             };
-            if index.is_empty() {
-                anyhow::bail!(
-                    "the index at {} is empty; run `plip index DIR` on a folder with images",
-                    index.dir().display()
-                );
-            }
-            let embedder = match (terms.is_empty(), cached_model) {
+            let embedder = match (terms.terms.is_empty(), cached_model) {
                 (true, m) => m,
                 (false, Some(m)) => Some(m),
                 (false, None) => Some(Arc::new(plip::load_model(&source, Towers::BOTH)?)),
             };
-            if let Some(e) = &embedder {
-                plip::check_model(&index, e)?;
-            }
-            let q = plip::query_vector(embedder.as_deref(), &terms, &templates, &vecs)?;
-            let opts = plip::SearchOptions {
-                top,
-                ef,
-                threshold,
-                under,
-            };
-            let hits = if by_slide {
-                Hits::Slides(plip::search_slides(&index, &q, &opts))
-            } else {
-                Hits::Items(plip::search(&index, &q, &opts))
-            };
-            Ok((hits, graphs.then_some(index), embedder))
+            let found = plip::search(&index, embedder.as_deref(), &terms, &req)?;
+            Ok((found, graphs.then_some(index), embedder))
         })?;
         if let Some(g) = loaded_graphs {
             *self.with_graphs.lock().unwrap_or_else(|e| e.into_inner()) = Some(g);
@@ -615,14 +566,8 @@ impl NativeIndex {
         if let Some(m) = loaded_model {
             *self.embedder.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
         }
-        hits.into_dicts(py)
+        into_dicts(py, found)
     }
-}
-
-/// Search results of either kind.
-enum Hits {
-    Items(Vec<plip::SearchHit>),
-    Slides(Vec<plip::SlideSearchHit>),
 }
 
 fn set_region(d: &Bound<'_, PyDict>, r: &plip::Region) -> PyResult<()> {
@@ -634,48 +579,46 @@ fn set_region(d: &Bound<'_, PyDict>, r: &plip::Region) -> PyResult<()> {
     d.set_item("mpp", r.mpp)
 }
 
-impl Hits {
-    /// The dicts of `plip search --json`: rank, score, path, and a tile's
-    /// region; or for slides rank, score, path, tiles and the best tiles.
-    fn into_dicts(self, py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
-        let mut out = Vec::new();
-        match self {
-            Hits::Items(hits) => {
-                for h in hits {
-                    let d = PyDict::new(py);
-                    d.set_item("rank", h.rank)?;
-                    d.set_item("score", h.score)?;
-                    d.set_item("path", h.path.as_os_str())?;
-                    if let Some(r) = &h.region {
-                        set_region(&d, r)?;
-                    }
-                    out.push(d);
+/// The dicts of `plip search --json`: rank, score, path, and a tile's region; or
+/// for slides rank, score, path, tiles and the best tiles.
+fn into_dicts(py: Python<'_>, found: plip::Found) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    let mut out = Vec::new();
+    match found {
+        plip::Found::Items(hits) => {
+            for h in hits {
+                let d = PyDict::new(py);
+                d.set_item("rank", h.rank)?;
+                d.set_item("score", h.score)?;
+                d.set_item("path", h.path.as_os_str())?;
+                if let Some(r) = &h.region {
+                    set_region(&d, r)?;
                 }
-            }
-            Hits::Slides(slides) => {
-                for s in slides {
-                    let d = PyDict::new(py);
-                    d.set_item("rank", s.rank)?;
-                    d.set_item("score", s.score)?;
-                    d.set_item("path", s.path.as_os_str())?;
-                    d.set_item("tiles", s.tiles)?;
-                    let mut tiles = Vec::new();
-                    for (r, score) in &s.best {
-                        let t = PyDict::new(py);
-                        set_region(&t, r)?;
-                        t.set_item("score", score)?;
-                        tiles.push(t);
-                    }
-                    if let Some(first) = tiles.first() {
-                        d.set_item("best", first)?;
-                    }
-                    d.set_item("top_tiles", tiles)?;
-                    out.push(d);
-                }
+                out.push(d);
             }
         }
-        Ok(out)
+        plip::Found::Slides { slides, .. } => {
+            for s in slides {
+                let d = PyDict::new(py);
+                d.set_item("rank", s.rank)?;
+                d.set_item("score", s.score)?;
+                d.set_item("path", s.path.as_os_str())?;
+                d.set_item("tiles", s.tiles)?;
+                let mut tiles = Vec::new();
+                for (r, score) in &s.best {
+                    let t = PyDict::new(py);
+                    set_region(&t, r)?;
+                    t.set_item("score", score)?;
+                    tiles.push(t);
+                }
+                if let Some(first) = tiles.first() {
+                    d.set_item("best", first)?;
+                }
+                d.set_item("top_tiles", tiles)?;
+                out.push(d);
+            }
+        }
     }
+    Ok(out)
 }
 
 /// Runs the `plip` command line on `argv` (program name first) in this process

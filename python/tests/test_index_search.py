@@ -122,6 +122,34 @@ def test_slide_tiles_and_by_slide_match_the_cli(tmp_path):
         assert {k: got["best"][k] for k in want["best"]} == want["best"]
 
 
+def test_slide_region_queries_match_the_cli(tmp_path):
+    """`SLIDE@X,Y,W,H` is a region query from Python as it is for `plip search`:
+    as the query, as image=, and as a weighted term; a stored tile finds itself."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(ROOT / "fixtures" / "slides" / "aperio_ycbcr.svs", data / "a.svs")
+    shutil.copy(IMAGES / "png_rgb_224x224.png", data / "c.png")
+    pr.index(data, index=tmp_path / ".plip", model=MODEL)
+    ix = pr.Index(tmp_path / ".plip")
+    tile = next(h for h in ix.search("tissue", top=20) if "x" in h)
+    where = f"{tile['x']},{tile['y']},{tile['w']},{tile['h']}"
+    region = f"{tile['path']}@{where}"
+    cli = plip_json_lines("search", "--image", f"data/a.svs@{where}", "-k", "3", "--json", cwd=tmp_path)
+    want = [dict(c, path=str(tmp_path / c["path"])) for c in cli]
+    for hits in (ix.search(region, top=3), ix.search(image=region, top=3)):
+        assert hits == want
+        assert (hits[0]["path"], hits[0]["x"], hits[0]["y"]) == (tile["path"], tile["x"], tile["y"])
+        assert hits[0]["score"] > 0.9999, hits[0]
+    weighted = ix.search("tissue", add=[f"0.5:{region}"], top=3)
+    cli = plip_json_lines("search", "tissue", "--add", f"0.5:data/a.svs@{where}", "-k", "3", "--json",
+                          cwd=tmp_path)
+    assert weighted == [dict(c, path=str(tmp_path / c["path"])) for c in cli]
+    with pytest.raises(pr.Error, match="is not a file"):
+        ix.search(image=str(tmp_path / "nope.svs") + "@0,0,10,10")
+    with pytest.raises(pr.Error, match="width and height"):
+        ix.search(f"{tile['path']}@0,0,0,10")
+
+
 def test_non_integer_top_is_refused_not_truncated(indexed):
     # issue 27: top=1.5 used to mean 1 silently, where `--top 1.5` is an error.
     tmp, _ = indexed
@@ -142,3 +170,19 @@ def test_non_finite_tiling_values_are_refused_before_the_index_is_written(indexe
             pr.index(tmp / "slides", index=tmp / ".plip", **kw)
     assert (tmp / ".plip" / "MANIFEST").read_bytes() == manifest
     assert len(pr.Index(tmp / ".plip")) == len(list(IMAGES.iterdir()))
+
+
+def test_threads_and_decode_memory_are_values_of_the_call(tmp_path):
+    """`threads=` and `decode_memory=` apply to this call (issue 30: they used to
+    be process-wide settings that only the first caller could make)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(IMAGES / "png_rgb_224x224.png", data / "a.png")
+    s = pr.index(data, index=tmp_path / "one", model=MODEL, threads=1, decode_memory=64)
+    assert s["added"] == 1, s
+    s = pr.index(data, index=tmp_path / "two", model=MODEL, threads=2, decode_memory=2048)
+    assert s["added"] == 1, s
+    for kw in (dict(threads=0), dict(decode_memory=0)):
+        with pytest.raises(ValueError, match="at least 1"):
+            pr.index(data, index=tmp_path / "three", model=MODEL, **kw)
+        assert not (tmp_path / "three").exists()

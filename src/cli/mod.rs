@@ -28,8 +28,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::backend::cpu::PrecisionChoice;
 use crate::embed::{Embedder, LoadOptions};
-use crate::index::{Index, IndexWriter, StoreError, MANIFEST};
-use crate::model::{hub, Towers};
+use crate::index::{Index, IndexWriter};
+use crate::model::Towers;
 use crate::source::slide::tiling;
 use crate::source::walk;
 
@@ -81,8 +81,8 @@ struct GlobalArgs {
     /// that huge images decode one at a time instead of all at once.
     #[arg(long, global = true, value_name = "MiB", default_value_t = 1024)]
     decode_memory: u64,
-    /// Arithmetic of the model's image tower: `auto` (the default) runs bf16 where
-    /// this CPU runs it faster than f32 (measured once, in about 0.1 s, and cached
+    /// Arithmetic of the model's dense layers: `auto` (the default) runs bf16 where
+    /// this CPU runs it faster than f32 (measured once, in about 0.07 s, and cached
     /// under ~/.cache/plip), else f32; `f32` is the reference's arithmetic; `bf16`
     /// rounds weights and layer inputs to bfloat16 with sums in f32, for CPUs with
     /// AVX512_BF16 (refused elsewhere). bf16 embeddings stay within cosine 0.9999
@@ -668,10 +668,20 @@ pub(crate) struct Config {
 impl Config {
     fn from_args(g: &GlobalArgs) -> Result<Self> {
         if let Some(n) = g.threads {
-            // Only the first call can configure the global pool; later calls are no-ops.
-            let _ = rayon::ThreadPoolBuilder::new()
+            // The command's whole process (serve's request threads too) uses rayon's
+            // global pool. A host that started it already (the Python console script
+            // after an API call) keeps its size: say so rather than ignore the flag.
+            if let Err(e) = rayon::ThreadPoolBuilder::new()
                 .num_threads(n.max(1))
-                .build_global();
+                .build_global()
+            {
+                if !g.quiet {
+                    warn(format!(
+                        "--threads {n}: this process's thread pool already runs {} threads ({e})",
+                        rayon::current_num_threads()
+                    ));
+                }
+            }
         }
         crate::source::set_decode_budget(g.decode_memory.saturating_mul(1 << 20));
         Ok(Config {
@@ -686,34 +696,21 @@ impl Config {
 
     /// The index folder to read: explicit, else the nearest `.plip` upward.
     pub(crate) fn find_index(&self) -> Result<PathBuf> {
-        if let Some(p) = &self.index {
-            return Ok(self.cwd.join(p));
-        }
-        for dir in self.cwd.ancestors() {
-            let candidate = dir.join(".plip");
-            if candidate.join(MANIFEST).is_file() {
-                return Ok(candidate);
-            }
-        }
-        Err(StoreError::NoIndex(self.cwd.join(".plip")).into())
+        Ok(crate::app::locate::find_index(
+            &self.cwd,
+            self.index.as_deref(),
+        )?)
     }
 
-    /// The model to load: `--model` if given, else the model recorded in the
-    /// index at `index_dir` (when there is one), else [`hub::DEFAULT_MODEL`].
-    /// Every command resolves its model here, so they all agree.
+    /// The model to load: `--model`, else the index's model, else PLIP
+    /// ([`crate::app::locate::model_source`]).
     pub(crate) fn model_source(&self, index_dir: Option<&Path>) -> String {
-        if let Some(m) = &self.model {
-            return m.clone();
-        }
-        index_dir
-            .and_then(|d| crate::index::recorded_model(d).ok())
-            .map(|m| m.source)
-            .unwrap_or_else(|| hub::DEFAULT_MODEL.to_string())
+        crate::app::locate::model_source(self.model.as_deref(), index_dir)
     }
 
     /// The index folder to write: explicit, else the nearest `.plip`, else `./.plip`.
     pub(crate) fn index_for_writing(&self) -> PathBuf {
-        self.find_index().unwrap_or_else(|_| self.cwd.join(".plip"))
+        crate::app::locate::index_for_writing(&self.cwd, self.index.as_deref())
     }
 }
 
@@ -735,12 +732,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn load_embedder(config: &Config, source: &str, towers: Towers) -> Result<Embedder> {
-    // Refuse an unsupported precision before resolving (and maybe downloading)
-    // the model.
-    let (options, _) = LoadOptions::resolve(config.precision, towers)?;
-    let files = hub::resolve(source)?;
-    Embedder::load_with(&files, towers, options)
-        .with_context(|| format!("loading model `{source}`"))
+    crate::app::model::load(source, towers, config.precision)
 }
 
 fn warn(msg: impl std::fmt::Display) {

@@ -210,10 +210,7 @@ pub(super) fn cmd_heatmap(config: &Config, args: HeatmapArgs) -> Result<i32> {
     let source = config.model_source(index_dir.as_deref());
     let embedder = load_embedder(config, &source, towers)?;
     if let Some(index) = index.as_ref().filter(|_| !stored.is_empty()) {
-        let (a, b) = (index.model(), embedder.info());
-        if a.dim != b.dim || a.fingerprint != b.fingerprint {
-            bail!(crate::index::model_mismatch(index.dir(), a, b));
-        }
+        crate::app::model::check(index, &embedder)?;
     }
     let query = build_query(&embedder, &[term], &[])?;
     let (tiles, from) = if stored.is_empty() {
@@ -233,7 +230,7 @@ pub(super) fn cmd_heatmap(config: &Config, args: HeatmapArgs) -> Result<i32> {
     };
     let scored: Vec<(Region, f32)> = tiles
         .iter()
-        .map(|(r, v)| (*r, crate::backend::cpu::dot(v, &query)))
+        .map(|(r, v)| (*r, crate::vectors::dot(v, &query)))
         .collect();
     let slide = crate::source::slide::Slide::open(&args.slide, &Default::default())
         .with_context(|| format!("opening {}", args.slide.display()))?;

@@ -10,21 +10,7 @@ pub(crate) fn check_rows<R: AsRef<[f32]>>(
     rows: &[R],
     dim: usize,
 ) -> Result<(), EvalError> {
-    for (index, r) in rows.iter().enumerate() {
-        let r = r.as_ref();
-        if r.len() != dim {
-            return Err(EvalError::Dimension {
-                what,
-                index,
-                expected: dim,
-                got: r.len(),
-            });
-        }
-        if !r.iter().all(|x| x.is_finite()) {
-            return Err(EvalError::NonFinite { what, index });
-        }
-    }
-    Ok(())
+    Ok(crate::vectors::check_rows(what, rows, dim)?)
 }
 
 pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), EvalError> {
@@ -254,37 +240,9 @@ pub struct ClassificationReport {
 }
 
 /// CLIP prompt ensembling: the mean of the L2-normalised template embeddings, L2-normalised
-/// again (computed in `f64`). Rows are normalised here, so raw embeddings work too.
+/// again (computed in `f64`; [`crate::vectors::ensemble`], the one implementation).
 pub fn ensemble<R: AsRef<[f32]>>(template_embeddings: &[R]) -> Result<Vec<f32>, EvalError> {
-    let first = template_embeddings
-        .first()
-        .ok_or(EvalError::Empty("template embeddings"))?;
-    let dim = first.as_ref().len();
-    check_rows("template", template_embeddings, dim)?;
-    let mut sum = vec![0f64; dim];
-    for (index, row) in template_embeddings.iter().enumerate() {
-        let row = row.as_ref();
-        let norm = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-        if norm == 0.0 {
-            return Err(EvalError::ZeroNorm {
-                what: "template",
-                index,
-            });
-        }
-        for (s, &x) in sum.iter_mut().zip(row) {
-            *s += x as f64 / norm;
-        }
-    }
-    let t = template_embeddings.len() as f64;
-    let mean: Vec<f64> = sum.iter().map(|s| s / t).collect();
-    let norm = mean.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if norm == 0.0 {
-        return Err(EvalError::ZeroNorm {
-            what: "ensemble of templates",
-            index: 0,
-        });
-    }
-    Ok(mean.iter().map(|x| (x / norm) as f32).collect())
+    Ok(crate::vectors::ensemble(template_embeddings)?)
 }
 
 /// Zero-shot predictions: for each image, `argmax_c dot(image, class_embeddings[c])`, ties to

@@ -67,7 +67,7 @@ use std::io::{self, Write};
 
 use rayon::prelude::*;
 
-use crate::backend::cpu::dot;
+use crate::vectors::dot;
 use serde::Serialize;
 
 pub(crate) mod html;
@@ -127,4 +127,31 @@ pub enum EvalError {
     },
     #[error("K must be at least 1")]
     ZeroK,
+}
+
+impl From<crate::vectors::VectorError> for EvalError {
+    fn from(e: crate::vectors::VectorError) -> Self {
+        use crate::vectors::VectorError as V;
+        match e {
+            V::Empty(what) => EvalError::Empty(what),
+            V::Dimension {
+                what,
+                index,
+                expected,
+                got,
+            } => EvalError::Dimension {
+                what,
+                index,
+                expected,
+                got,
+            },
+            V::NonFinite { what, index } => EvalError::NonFinite { what, index },
+            V::ZeroNorm { what, index } => EvalError::ZeroNorm { what, index },
+            // Not produced by the row checks or the ensemble.
+            V::Cancelled | V::ZeroTerm => EvalError::ZeroNorm {
+                what: "combination",
+                index: 0,
+            },
+        }
+    }
 }

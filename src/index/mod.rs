@@ -187,13 +187,15 @@ pub enum StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-/// The error for an index built by `index_model` opened with `model`.
-pub(crate) fn model_mismatch(
-    path: &Path,
-    index_model: &ModelInfo,
-    model: &ModelInfo,
-) -> StoreError {
-    if index_model.source == model.source {
+/// The one model check: `model` may read and extend the index at `path`, built by
+/// `index_model`, only when it is the same model (dimension and the fingerprint
+/// of both towers' files). The error says which case it is: another model, or
+/// the same source whose files changed since the index was built.
+pub(crate) fn check_model(path: &Path, index_model: &ModelInfo, model: &ModelInfo) -> Result<()> {
+    if index_model.dim == model.dim && index_model.fingerprint == model.fingerprint {
+        return Ok(());
+    }
+    Err(if index_model.source == model.source {
         StoreError::ModelChanged {
             path: path.to_path_buf(),
             model: model.source.clone(),
@@ -204,7 +206,7 @@ pub(crate) fn model_mismatch(
             index_model: index_model.source.clone(),
             model: model.source.clone(),
         }
-    }
+    })
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {

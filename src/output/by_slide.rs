@@ -7,14 +7,13 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use base64::Engine;
 use image::RgbImage;
 use serde::Serialize;
 
 use super::html::escape;
 use super::printers::OutputFormat;
+use crate::app::SlideSearchHit;
 use crate::index::Region;
-use crate::query::slides::SlideHit;
 use crate::source::slide::{OpenOptions, Slide, SlideError};
 use crate::source::walk;
 
@@ -52,28 +51,23 @@ fn serialize_display<S: serde::Serializer>(path: &str, s: S) -> Result<S::Ok, S:
     s.serialize_str(&walk::display(path))
 }
 
-fn round6(x: f32) -> f64 {
-    (f64::from(x) * 1e6).round() / 1e6
-}
-
 /// Ranked slides with paths relative to `cwd`.
-pub(crate) fn printable(slides: &[SlideHit], root: &Path, cwd: &Path) -> Vec<PrintedSlide> {
+pub(crate) fn printable(slides: &[SlideSearchHit], cwd: &Path) -> Vec<PrintedSlide> {
     slides
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
+        .map(|s| {
             let (r, score) = s.best[0];
             PrintedSlide {
-                rank: i + 1,
-                score: round6(s.score),
-                path: walk::relative(&walk::resolve(root, &s.path), cwd),
+                rank: s.rank,
+                score: s.score,
+                path: walk::relative(&s.path, cwd),
                 tiles: s.tiles,
                 best: BestTile {
                     x: r.x,
                     y: r.y,
                     w: r.w,
                     h: r.h,
-                    score: round6(score),
+                    score,
                 },
                 top: s.best.iter().map(|b| b.0).collect(),
             }
@@ -134,17 +128,6 @@ pub(crate) fn print_slides<W: Write>(
     w.flush()
 }
 
-fn jpeg_uri(img: &RgbImage) -> Option<String> {
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
-        .encode_image(img)
-        .ok()?;
-    Some(format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(jpeg)
-    ))
-}
-
 /// A crop of the tile `r` of the slide at `path`, read as the tile was for the model
 /// (the pixels a page shows for a tile hit; `plip serve` uses it too).
 pub(crate) fn tile_crop(path: &Path, r: &Region) -> Result<RgbImage, SlideError> {
@@ -153,7 +136,7 @@ pub(crate) fn tile_crop(path: &Path, r: &Region) -> Result<RgbImage, SlideError>
 
 /// A crop of the tile `r` of the slide at `path`, as a data URI.
 pub(crate) fn tile_uri(path: &Path, r: &Region) -> Option<String> {
-    jpeg_uri(&tile_crop(path, r).ok()?)
+    super::thumb::data_uri(&tile_crop(path, r).ok()?)
 }
 
 /// The slide's thumbnail with `boxes` outlined, as a data URI.
@@ -161,7 +144,7 @@ fn slide_uri(path: &Path, boxes: &[Region]) -> Option<String> {
     let slide = Slide::open(path, &OpenOptions::default()).ok()?;
     let thumb = slide.thumbnail(SLIDE_THUMB).ok()?;
     let l0 = slide.levels()[0];
-    jpeg_uri(&super::slide_png::boxed(&thumb, l0.width, l0.height, boxes))
+    super::thumb::data_uri(&super::slide_png::boxed(&thumb, l0.width, l0.height, boxes))
 }
 
 /// The `--by-slide` page: per slide, its thumbnail with its best tiles boxed (the best

@@ -9,10 +9,8 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use base64::Engine;
-
 use crate::output::printers::PrintedHit;
-use crate::preprocess::{self, DecodeLimits};
+use crate::preprocess::DecodeLimits;
 
 /// Longest side of a thumbnail, in pixels.
 pub(crate) const THUMB_SIZE: u32 = 256;
@@ -67,20 +65,10 @@ fn href(path: &str) -> String {
 pub(crate) fn thumbnail(path: &Path) -> Option<String> {
     // The guarded reader of indexing: a hostile file gives no preview, never a crash.
     let (rgb, _) = crate::source::read_rgb(path, &DecodeLimits::default()).ok()?;
-    let (w, h) = rgb.dimensions();
-    let scale = (THUMB_SIZE as f64 / w.max(h) as f64).min(1.0);
-    let (tw, th) = (
-        ((w as f64 * scale).round() as u32).max(1),
-        ((h as f64 * scale).round() as u32).max(1),
-    );
-    let small = preprocess::resize_bicubic(&rgb, tw, th);
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
-        .encode_image(&small)
-        .ok()?;
-    Some(format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(jpeg)
+    super::thumb::data_uri(&super::thumb::shrink(
+        rgb,
+        THUMB_SIZE,
+        super::thumb::Shrink::Bicubic,
     ))
 }
 

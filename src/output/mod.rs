@@ -11,3 +11,4 @@ pub(crate) mod html;
 pub(crate) mod npy;
 pub(crate) mod printers;
 pub(crate) mod slide_png;
+pub(crate) mod thumb;

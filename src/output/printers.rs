@@ -9,7 +9,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::index::{IndexHit, Region};
+use crate::app::SearchHit;
+use crate::index::Region;
 use crate::source::walk;
 
 /// How `plip search` prints hits.
@@ -59,14 +60,13 @@ fn write_raw<W: Write>(w: &mut W, path: &str) -> io::Result<()> {
     w.write_all(p.to_string_lossy().as_bytes())
 }
 
-/// Turns index hits into printable rows with paths relative to `cwd`.
-pub(crate) fn printable(hits: &[IndexHit], root: &Path, cwd: &Path) -> Vec<PrintedHit> {
+/// Turns search hits into printable rows with paths relative to `cwd`.
+pub(crate) fn printable(hits: &[SearchHit], cwd: &Path) -> Vec<PrintedHit> {
     hits.iter()
-        .enumerate()
-        .map(|(i, h)| PrintedHit {
-            rank: i + 1,
-            score: (h.score as f64 * 1e6).round() / 1e6,
-            path: walk::relative(&walk::resolve(root, &h.path), cwd),
+        .map(|h| PrintedHit {
+            rank: h.rank,
+            score: h.score,
+            path: walk::relative(&h.path, cwd),
             region: h.region,
         })
         .collect()
@@ -121,6 +121,8 @@ pub(crate) fn print_hits<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::search::item_hits;
+    use crate::index::IndexHit;
 
     #[test]
     fn json_lines_have_rank_score_and_cwd_relative_path() {
@@ -129,7 +131,7 @@ mod tests {
             path: "slides/a.png".into(),
             region: None,
         }];
-        let rows = printable(&hits, Path::new("/p"), Path::new("/p/slides"));
+        let rows = printable(&item_hits(hits, Path::new("/p")), Path::new("/p/slides"));
         let mut out = Vec::new();
         print_hits(&mut out, &rows, OutputFormat::JsonLines).unwrap();
         assert_eq!(
@@ -157,7 +159,7 @@ mod tests {
                 mpp: 0.5,
             }),
         }];
-        let rows = printable(&hits, Path::new("/p"), Path::new("/p"));
+        let rows = printable(&item_hits(hits, Path::new("/p")), Path::new("/p"));
         let mut out = Vec::new();
         print_hits(&mut out, &rows, OutputFormat::JsonLines).unwrap();
         assert_eq!(

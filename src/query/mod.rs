@@ -11,7 +11,6 @@ use crate::source::walk;
 
 pub(crate) mod filter;
 pub(crate) mod slides;
-pub(crate) use filter::search_filtered;
 
 /// Most terms (text, images, items) one query may have: the one cap every
 /// front end that takes queries from others (`plip serve`) applies.
@@ -102,25 +101,9 @@ fn looks_like_drive(w: &str, rest: &str) -> bool {
     w.len() == 1 && w.chars().all(|c| c.is_ascii_alphabetic()) && rest.starts_with(['\\', '/'])
 }
 
-/// Weighted combination as rclip does it: normalize each term's embedding, sum them
-/// with their weights, renormalize.
+/// Weighted combination as rclip does it ([`crate::vectors::combine`]).
 pub(crate) fn combine(terms: &[(f32, Vec<f32>)]) -> anyhow::Result<Vec<f32>> {
-    let dim = terms.first().map(|t| t.1.len()).unwrap_or(0);
-    let mut sum = vec![0f64; dim];
-    for (w, v) in terms {
-        let n = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-        if n == 0.0 {
-            anyhow::bail!("a query term has a zero embedding");
-        }
-        for (s, &x) in sum.iter_mut().zip(v) {
-            *s += *w as f64 * x as f64 / n;
-        }
-    }
-    let n = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if n.is_nan() || n <= 1e-12 {
-        anyhow::bail!("the query terms cancel out (their weighted sum is zero)");
-    }
-    Ok(sum.iter().map(|x| (x / n) as f32).collect())
+    Ok(crate::vectors::combine(terms)?)
 }
 
 /// The embedding of a text term: through each template (`{}` = the text), each
@@ -136,7 +119,7 @@ pub(crate) fn text_embedding(
     }
     let prompts: Vec<String> = templates.iter().map(|t| fill_template(t, text)).collect();
     let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    Ok(crate::eval::ensemble(&embedder.embed_texts(&refs)?)?)
+    Ok(crate::vectors::ensemble(&embedder.embed_texts(&refs)?)?)
 }
 
 /// Fills `{}` in a template with `name` (or appends the name when there is none).

@@ -497,7 +497,10 @@ fn search_blocking(
         let allow = |path: &str| crate::query::filter::under(p.under.as_deref(), path);
         let (ranked, _) =
             crate::query::slides::by_slide(&snap.index, &query, &allow, p.threshold, p.top);
-        let rows = by_slide::printable(&ranked, &snap.root, &state.cwd);
+        let rows = by_slide::printable(
+            &crate::app::search::slide_hits(ranked.clone(), &snap.root),
+            &state.cwd,
+        );
         let slides = rows
             .into_iter()
             .zip(&ranked)
@@ -534,7 +537,10 @@ fn search_blocking(
                 "the search failed inside the server; try again".into(),
             )
         })?;
-    let rows = printers::printable(&hits, &snap.root, &state.cwd);
+    let rows = printers::printable(
+        &crate::app::search::item_hits(hits.clone(), &snap.root),
+        &state.cwd,
+    );
     let hits: Vec<ApiHit> = rows
         .into_iter()
         .zip(&hits)

@@ -214,7 +214,6 @@ async fn heatmap(
             )
         })?;
         let query = api::query_vector(&state, &snap, &p, None)?;
-        let round6 = |x: f32| (f64::from(x) * 1e6).round() / 1e6;
         let tiles: Vec<HeatTile> = snap
             .tiles_of(&path)
             .map(|(r, v)| HeatTile {
@@ -222,7 +221,7 @@ async fn heatmap(
                 y: r.y,
                 w: r.w,
                 h: r.h,
-                score: round6(crate::backend::cpu::dot(v, &query)),
+                score: crate::vectors::round_score(crate::vectors::dot(v, &query)),
                 id: ItemId::of(&path, Some(&r)).to_string(),
             })
             .collect();

@@ -21,11 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use image::codecs::jpeg::JpegEncoder;
-use image::imageops::FilterType;
-
 use crate::index::Region;
-use crate::output::by_slide;
+use crate::output::{by_slide, thumb};
 use crate::preprocess::{self, DecodeLimits};
 use crate::source::slide::{OpenOptions, Slide};
 
@@ -203,17 +200,7 @@ pub(crate) fn make(
                 .and_then(|s| s.thumbnail(THUMB_SIDE))
                 .map_err(|e| e.to_string())?,
         };
-        let (w, h) = rgb.dimensions();
-        let scale = (THUMB_SIDE as f64 / w.max(h) as f64).min(1.0);
-        let (tw, th) = (
-            ((w as f64 * scale).round() as u32).max(1),
-            ((h as f64 * scale).round() as u32).max(1),
-        );
-        let small = if (tw, th) == (w, h) {
-            rgb
-        } else {
-            image::imageops::resize(&rgb, tw, th, FilterType::Triangle)
-        };
+        let small = thumb::shrink(rgb, THUMB_SIDE, thumb::Shrink::Triangle);
         encode_jpeg(&small).map_err(|e| e.to_string())
     });
     match made {
@@ -225,9 +212,7 @@ pub(crate) fn make(
 
 /// The server's JPEG encoding (thumbnails and deep-zoom tiles).
 pub(crate) fn encode_jpeg(img: &image::RgbImage) -> image::ImageResult<Vec<u8>> {
-    let mut out = Vec::new();
-    JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY).encode_image(img)?;
-    Ok(out)
+    thumb::jpeg(img, JPEG_QUALITY)
 }
 
 /// Most recently added thumbnails, at most `budget` bytes, oldest dropped first.

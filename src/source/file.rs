@@ -82,9 +82,11 @@ pub(crate) fn file_crc(path: &Path) -> std::io::Result<u32> {
     }
 }
 
-/// The budget for decoded pixels in flight, in bytes.
+/// The budget for decoded pixels in flight, in bytes. Its capacity is a value a
+/// run sets (`--decode-memory`, Python's `decode_memory=`), not a first-caller-wins
+/// setting: a later run in the same process (a Python session) may set another.
 struct Budget {
-    capacity: u64,
+    capacity: std::sync::atomic::AtomicU64,
     used: Mutex<u64>,
     freed: Condvar,
 }
@@ -94,18 +96,19 @@ static BUDGET: OnceLock<Budget> = OnceLock::new();
 /// Default for [`set_decode_budget`]: fits a laptop next to the model.
 pub(crate) const DEFAULT_DECODE_BUDGET: u64 = 1 << 30;
 
-/// Sets the decode memory budget; only the first call (before any decode) counts.
+/// Sets the decode memory budget from now on; decodes in flight keep what they hold,
+/// and waiting ones are woken to check against the new capacity.
 pub(crate) fn set_decode_budget(bytes: u64) {
-    let _ = BUDGET.set(Budget {
-        capacity: bytes.max(1),
-        used: Mutex::new(0),
-        freed: Condvar::new(),
-    });
+    let b = budget();
+    let _used = b.used.lock().unwrap_or_else(|e| e.into_inner());
+    b.capacity
+        .store(bytes.max(1), std::sync::atomic::Ordering::Relaxed);
+    b.freed.notify_all();
 }
 
 fn budget() -> &'static Budget {
     BUDGET.get_or_init(|| Budget {
-        capacity: DEFAULT_DECODE_BUDGET,
+        capacity: std::sync::atomic::AtomicU64::new(DEFAULT_DECODE_BUDGET),
         used: Mutex::new(0),
         freed: Condvar::new(),
     })
@@ -127,7 +130,10 @@ impl Reservation {
         // Wait until it fits, or until nothing else is in flight (or this thread holds
         // some of what is).
         let nested = HELD.with(|h| h.get() > 0);
-        while !nested && *used > 0 && *used + bytes > b.capacity {
+        while !nested
+            && *used > 0
+            && *used + bytes > b.capacity.load(std::sync::atomic::Ordering::Relaxed)
+        {
             used = b.freed.wait(used).unwrap_or_else(|e| e.into_inner());
         }
         *used += bytes;
@@ -149,7 +155,7 @@ impl Drop for Reservation {
 /// The `--decode-memory` budget, in bytes.
 #[cfg(test)]
 pub(crate) fn decode_budget_bytes() -> u64 {
-    budget().capacity
+    budget().capacity.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Reserves `bytes` of the `--decode-memory` budget for a decode outside this module (a

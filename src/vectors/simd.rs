@@ -1,4 +1,5 @@
-//! The one place that picks SIMD code paths at run time, and the one dot product.
+//! The one place that picks SIMD code paths at run time (for the model's kernels in
+//! `backend::cpu` too), and the one dot product.
 //!
 //! [`multiversion!`] compiles a plain-Rust kernel for AVX-512 and AVX2 and picks
 //! the best the CPU has, once per call. [`dot`] is the dot product that every

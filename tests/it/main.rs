@@ -8,6 +8,7 @@
 
 mod common;
 mod mid_model;
+mod outputs;
 
 mod auto_precision;
 mod bad_flags;

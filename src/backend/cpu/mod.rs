@@ -13,8 +13,6 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use candle_nn::Linear;
 use rayon::prelude::*;
 
-#[macro_use]
-mod simd;
 mod activation;
 mod attention;
 mod auto;
@@ -39,9 +37,9 @@ pub use memory::tune_allocator;
 pub(crate) use memory::*;
 #[allow(unused_imports)]
 pub(crate) use norm::*;
-#[allow(unused_imports)]
-pub(crate) use simd::*;
-pub(crate) use simd::{dot, dot_portable, LANES};
+// The SIMD dispatch (`multiversion!`) and the dot product live a floor below,
+// in `crate::vectors`, which every score shares.
+use crate::vectors::{dot_portable, LANES};
 
 /// The threads that the model's kernels split work over: rayon's pool, at most
 /// one per physical core as candle counts them. candle's count is read once here:

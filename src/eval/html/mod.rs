@@ -533,7 +533,7 @@ fn top_hits(
     let mut scored: Vec<(usize, f32)> = cands
         .iter()
         .enumerate()
-        .map(|(j, c)| (j, crate::backend::cpu::dot(query, c)))
+        .map(|(j, c)| (j, crate::vectors::dot(query, c)))
         .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     scored
@@ -614,7 +614,7 @@ pub(crate) fn zero_shot_mistakes(
         .filter_map(|((img, &truth), path)| {
             let logits: Vec<f64> = class_embs
                 .iter()
-                .map(|c| 100.0 * crate::backend::cpu::dot(img, c) as f64)
+                .map(|c| 100.0 * crate::vectors::dot(img, c) as f64)
                 .collect();
             let mut best = 0;
             for k in 1..logits.len() {

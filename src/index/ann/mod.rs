@@ -58,7 +58,7 @@ use hnsw_rs::anndists::dist::distances::Distance;
 use hnsw_rs::prelude::Hnsw;
 use rayon::prelude::*;
 
-use crate::backend::cpu::{dot, dot_rows, LANES};
+use crate::vectors::{dot, dot_rows, LANES};
 
 mod build;
 pub(crate) mod codes;

@@ -3,6 +3,7 @@
 //! the portable one.
 
 use super::*;
+use crate::vectors::dot;
 use candle_core::{Device, Module};
 
 /// `xs` with every value rounded to bf16 (and back to f32).
