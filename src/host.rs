@@ -254,12 +254,7 @@ pub fn index_folders(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexRep
 /// Fails when `embedder` is not the model that built `index`, with the advice
 /// `plip search` gives.
 pub fn check_model(index: &Index, embedder: &Embedder) -> std::result::Result<(), StoreError> {
-    let (a, b) = (index.model(), embedder.info());
-    // Fingerprints hash both towers' files; dimension is the hard requirement.
-    if a.dim != b.dim || a.fingerprint != b.fingerprint {
-        return Err(crate::index::model_mismatch(index.dir(), a, b));
-    }
-    Ok(())
+    crate::index::check_model(index.dir(), index.model(), embedder.info())
 }
 
 /// The filters of `plip search`.

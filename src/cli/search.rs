@@ -163,10 +163,6 @@ fn by_slide(
 }
 
 fn check_same_model(index: &Index, embedder: &Embedder) -> Result<()> {
-    let (a, b) = (index.model(), embedder.info());
-    // Fingerprints hash both towers' files; dimension is the hard requirement.
-    if a.dim != b.dim || a.fingerprint != b.fingerprint {
-        bail!(crate::index::model_mismatch(index.dir(), a, b));
-    }
+    crate::index::check_model(index.dir(), index.model(), embedder.info())?;
     Ok(())
 }

@@ -210,10 +210,7 @@ pub(super) fn cmd_heatmap(config: &Config, args: HeatmapArgs) -> Result<i32> {
     let source = config.model_source(index_dir.as_deref());
     let embedder = load_embedder(config, &source, towers)?;
     if let Some(index) = index.as_ref().filter(|_| !stored.is_empty()) {
-        let (a, b) = (index.model(), embedder.info());
-        if a.dim != b.dim || a.fingerprint != b.fingerprint {
-            bail!(crate::index::model_mismatch(index.dir(), a, b));
-        }
+        crate::index::check_model(index.dir(), index.model(), embedder.info())?;
     }
     let query = build_query(&embedder, &[term], &[])?;
     let (tiles, from) = if stored.is_empty() {

@@ -187,13 +187,19 @@ pub enum StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-/// The error for an index built by `index_model` opened with `model`.
-pub(crate) fn model_mismatch(
+/// Fails when `model` is not the model that built the index at `path` (which
+/// records `index_model`): [`StoreError::ModelChanged`] when the source is the
+/// same but its files differ, else [`StoreError::ModelMismatch`].
+pub(crate) fn check_model(
     path: &Path,
     index_model: &ModelInfo,
     model: &ModelInfo,
-) -> StoreError {
-    if index_model.source == model.source {
+) -> std::result::Result<(), StoreError> {
+    // Fingerprints hash both towers' files; dimension is the hard requirement.
+    if index_model.dim == model.dim && index_model.fingerprint == model.fingerprint {
+        return Ok(());
+    }
+    Err(if index_model.source == model.source {
         StoreError::ModelChanged {
             path: path.to_path_buf(),
             model: model.source.clone(),
@@ -204,7 +210,7 @@ pub(crate) fn model_mismatch(
             index_model: index_model.source.clone(),
             model: model.source.clone(),
         }
-    }
+    })
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {

@@ -54,9 +54,7 @@ impl IndexWriter {
                 ..Manifest::new(model.clone())
             },
             Ok(m) => {
-                if m.model.fingerprint != model.fingerprint || m.model.dim != model.dim {
-                    return Err(model_mismatch(dir, &m.model, model));
-                }
+                check_model(dir, &m.model, model)?;
                 m
             }
             Err(StoreError::NoIndex(_)) => Manifest::new(model.clone()),
