@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::state::Snapshot;
+use super::snapshot::Snapshot;
 use crate::index::{IndexHit, PathFilter};
 
 /// One queued search.

@@ -8,7 +8,7 @@
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::api::error;
+use super::app::error;
 
 /// The refusal a request's Host header and target earn, if any.
 pub(crate) fn check(

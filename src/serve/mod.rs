@@ -8,7 +8,7 @@
 //! Host header must be a loopback name (a DNS-rebinding guard); `--token` puts
 //! `/api/` behind a bearer token; files are reached only through item ids that
 //! the index names, never through a path in the request; uploads are capped at
-//! [`MAX_BODY`]; the page builds every name with `textContent` under a
+//! [`app::MAX_BODY`]; the page builds every name with `textContent` under a
 //! script-src 'self' CSP; `listen` caps connections, times out slow headers
 //! and idle connections, survives accept() errors and stops within a deadline.
 //! A tile of a whole slide is an item of its own (its id hashes the path and
@@ -18,19 +18,32 @@
 //! tiles that the same reader renders, with the query's heatmap over the
 //! slide's stored tile embeddings.
 //!
-//! Layout: `listen` is the accept loop, `host` the Host checks, `params` parses the query string,
-//! `api` has the routes and handlers, `batch` answers concurrent searches in shared passes over the
-//! index, `slides` the slide viewer's routes and `dzi` its Deep Zoom pyramid,
-//! `state` the shared model/index/caches, `thumbs` the thumbnails, `assets/`
-//! the page (and `assets/vendor/` OpenSeadragon).
+//! Layout, lowest first (a file imports only files above it in this list):
+//! `thumbs` the thumbnails, `dzi` the Deep Zoom pyramid, `ids` item and slide
+//! ids, `snapshot` one commit with its id lookups, `batch` answers concurrent
+//! searches in shared passes over the index, `state` the shared
+//! model/index/caches and the commit watcher, `params` parses the query string,
+//! `listen` the accept loop. The web app is in rooms over them: `app` the
+//! handlers' shared state, error type and blocking-pool runner; `host` the Host
+//! checks; `auth` the guard, token and login; `assets` the page (`assets/`,
+//! `assets/vendor/` OpenSeadragon); `search` `/api/search` and `/api/info`;
+//! `items` items and thumbnails; `slides` the slide viewer's routes; `api`
+//! merges the rooms' `routes()` and adds the middleware.
 
 mod api;
+mod app;
+mod assets;
+mod auth;
 mod batch;
 mod dzi;
 mod host;
+mod ids;
+mod items;
 mod listen;
 mod params;
+mod search;
 mod slides;
+mod snapshot;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -46,31 +59,6 @@ use anyhow::{Context, Result};
 
 use crate::embed::Embedder;
 use crate::preprocess::DecodeLimits;
-
-/// Largest request body (an uploaded query image); larger gives 413.
-pub(crate) const MAX_BODY: usize = 64 << 20;
-
-/// The id of an indexed item (a hash of its stored path, and for a slide tile
-/// of its region) or of a slide, so it stays the same across commits and
-/// restarts, and reveals nothing a client could turn into a path of its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct ItemId(pub(crate) u64);
-
-impl ItemId {
-    /// Parses 16 hex digits.
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        u64::from_str_radix(s, 16).ok().map(ItemId)
-    }
-}
-
-impl std::fmt::Display for ItemId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
 
 /// Resolved settings of `plip serve`.
 #[derive(Clone, Debug)]
@@ -97,12 +85,13 @@ pub(crate) struct Settings {
     pub limits: Limits,
 }
 
-pub(crate) use listen::{default_max_connections, Limits, HEADER_TIMEOUT, UPLOAD_TIMEOUT};
+pub(crate) use listen::{default_max_connections, Limits, HEADER_TIMEOUT};
 // For the test that `plip serve --help` states these limits.
 #[cfg(test)]
 pub(crate) use {
+    app::MAX_BODY,
     dzi::MAX_TILE_READ,
-    listen::{MAX_CONNECTIONS, SHUTDOWN_GRACE},
+    listen::{MAX_CONNECTIONS, SHUTDOWN_GRACE, UPLOAD_TIMEOUT},
     params::MAX_TOP,
 };
 
@@ -116,8 +105,7 @@ pub(crate) fn claim_thumb_cache(dir: &std::path::Path) -> Result<()> {
 /// Loads the model and index, listens, and serves until Ctrl-C or SIGTERM.
 pub(crate) fn run(s: Settings, embedder: Embedder) -> Result<()> {
     let with_graphs = s.ef.is_some();
-    let snap = state::Snapshot::open(&s.index_dir, with_graphs)?;
-    state::check_model(&snap, &embedder)?;
+    let snap = state::open_checked(&s.index_dir, with_graphs, &embedder)?;
     let loopback = s.addr.ip().is_loopback();
     if !loopback {
         eprintln!(
@@ -157,7 +145,7 @@ pub(crate) fn run(s: Settings, embedder: Embedder) -> Result<()> {
         .clamp(2, 8);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
-        .max_blocking_threads(api::MAX_BLOCKING)
+        .max_blocking_threads(app::MAX_BLOCKING)
         .thread_name("plip-serve")
         // Timers too: hyper's header timeout, the accept loop's back-off after
         // an accept() error, and the shutdown deadline all sleep.

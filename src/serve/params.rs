@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use super::ItemId;
+use super::ids::ItemId;
 
 /// Most results one request may ask for.
 pub(crate) const MAX_TOP: usize = 1000;

@@ -16,10 +16,12 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
-use super::api::{self, bad, json_ok, on_pool, ApiError, App, SlideRef};
-use super::state::Snapshot;
+use super::app::{bad, json_ok, on_pool, ApiError, App};
+use super::ids::ItemId;
+use super::search::{self, SlideRef};
+use super::snapshot::Snapshot;
 use super::thumbs::{self, ThumbOf};
-use super::{dzi, params, ItemId};
+use super::{dzi, items, params};
 
 type PathArgs<T> = Result<Path<T>, axum::extract::rejection::PathRejection>;
 
@@ -144,7 +146,7 @@ async fn tile(
                 format!("encoding the tile: {e}"),
             )
         })?;
-        Ok(api::jpeg_response(Bytes::from(jpeg), etag, &headers))
+        Ok(items::jpeg_response(Bytes::from(jpeg), etag, &headers))
     })
     .await
 }
@@ -159,7 +161,7 @@ async fn thumb(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    api::send_thumb(&app, &snap, &path, ThumbOf::Slide, headers).await
+    items::send_thumb(&app, &snap, &path, ThumbOf::Slide, headers).await
 }
 
 /// One tile in a heatmap.
@@ -213,7 +215,7 @@ async fn heatmap(
                 format!("no slide {raw:?} in the index"),
             )
         })?;
-        let query = api::query_vector(&state, &snap, &p, None)?;
+        let query = search::query_vector(&state, &snap, &p, None)?;
         let tiles: Vec<HeatTile> = snap
             .tiles_of(&path)
             .map(|(r, v)| HeatTile {

@@ -1,8 +1,8 @@
 //! Unit tests of the server's parts: query-string parsing and its limits, item
 //! ids, the Host checks, the thumbnail cache's folder, and coarse Deep Zoom tiles.
 
+use super::ids::ItemId;
 use super::params::{parse, split_weight, Term, MAX_TOP};
-use super::ItemId;
 
 #[test]
 fn query_string_terms_weights_and_filters() {

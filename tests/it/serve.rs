@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -641,6 +642,114 @@ fn a_commit_made_while_serving_is_searched_without_a_restart() {
         &names.len().to_string(),
     ]));
     assert_eq!(triples(all["hits"].as_array().unwrap()), triples(&cli));
+}
+
+/// The tiny model copied into `env`'s `model/` folder, for a test that changes
+/// its files under the same source (the same folder).
+fn own_model(env: &TestEnv) -> PathBuf {
+    let dir = env.path().join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(crate::common::tiny_model()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+/// Changes the model's files (so its fingerprint) but not what it computes: one
+/// more newline at the end of its config.
+fn change_model_files(model: &Path) {
+    let config = model.join("config.json");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push('\n');
+    std::fs::write(&config, text).unwrap();
+}
+
+/// `StoreError::ModelChanged`'s words, as `plip search` says them.
+fn model_changed(source: &str, index: &Path) -> String {
+    format!(
+        "the model `{source}` changed since the index at {} was built (its weights, tokenizer \
+         or preprocessing differ); use the model that built it, or `plip index --rebuild` to \
+         embed everything again",
+        index.display()
+    )
+}
+
+/// The stderr of a `plip serve` that must refuse to start (killed, failing the
+/// test, if it serves instead).
+fn serve_refused(env: &TestEnv, model: &Path) -> String {
+    let mut child = env
+        .plip()
+        .env("PLIP_MODEL", model)
+        .args(["serve", "--port", "0", "--no-thumb-cache"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("plip serve started instead of refusing the index");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_model_whose_files_changed_is_refused_at_startup_and_after_a_commit() {
+    let env = TestEnv::new();
+    let model = own_model(&env);
+    let index = std::fs::canonicalize(env.path()).unwrap().join(".plip");
+    let names = fixture_images();
+    let refs: Vec<&str> = names[..3].iter().map(String::as_str).collect();
+    env.copy_images("slides", &refs);
+    let indexed = |rebuild: bool| {
+        let mut cmd = env.plip();
+        cmd.env("PLIP_MODEL", &model).args(["index", "slides"]);
+        if rebuild {
+            cmd.arg("--rebuild");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    indexed(false);
+    let server = Server::spawn(&env, &[], |c| {
+        c.env("PLIP_MODEL", &model);
+    });
+    let before = server.json("/api/info");
+    let source = before["model"].as_str().unwrap().to_string();
+    // A commit by the same model source with other files: the watcher checks the
+    // reopened index as startup does, says so and keeps serving the old commit.
+    change_model_files(&model);
+    indexed(true);
+    let warning = format!(
+        "plip: warning: still serving the previous commit: {}",
+        model_changed(&source, &index)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.stderr().contains(&warning) {
+        assert!(
+            Instant::now() < deadline,
+            "no warning {warning:?}: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.json("/api/info")["generation"], before["generation"]);
+    drop(server);
+    // At startup: the files changed again since that commit.
+    change_model_files(&model);
+    let err = serve_refused(&env, &model);
+    assert!(err.contains(&model_changed(&source, &index)), "{err}");
 }
 
 #[test]
