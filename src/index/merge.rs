@@ -130,56 +130,8 @@ pub(crate) fn merge(
     }
     // 1. Check everything; change nothing.
     let out = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
-    let out_canon = out.canonicalize().ok();
-    let mut seen: Vec<PathBuf> = out_canon.iter().cloned().collect();
-    let mut open = Vec::with_capacity(shards.len());
-    for dir in shards {
-        if !dir.is_dir() {
-            return Err(MergeError::MissingShard(dir.clone()));
-        }
-        let canon = dir
-            .canonicalize()
-            .map_err(|_| MergeError::MissingShard(dir.clone()))?;
-        if seen.contains(&canon) {
-            return Err(MergeError::Repeated(dir.clone()));
-        }
-        seen.push(canon);
-        open.push(open_shard(dir)?);
-    }
-    let first = &open[0];
-    for s in &open[1..] {
-        let (a, b) = (&first.manifest.model, &s.manifest.model);
-        if a.fingerprint != b.fingerprint || a.dim != b.dim {
-            let describe = |m: &ModelInfo| {
-                format!(
-                    "`{}` (fingerprint {}, {}-d)",
-                    m.source, m.fingerprint, m.dim
-                )
-            };
-            return Err(MergeError::ModelMismatch {
-                a: first.dir.clone(),
-                b: s.dir.clone(),
-                a_model: describe(a),
-                b_model: describe(b),
-            });
-        }
-    }
-    // Shards without slides record no tiling; those that have slides must agree.
-    let tiled: Vec<(&OpenShard, TileSettings)> = open
-        .iter()
-        .filter_map(|s| s.manifest.tiling.map(|t| (s, t)))
-        .collect();
-    if let Some(&(s0, t0)) = tiled.first() {
-        if let Some(&(other, t)) = tiled.iter().find(|(_, t)| !t.same_grid(&t0)) {
-            return Err(MergeError::TilingMismatch {
-                a: s0.dir.clone(),
-                b: other.dir.clone(),
-                a_tiling: t0.describe(),
-                b_tiling: t.describe(),
-            });
-        }
-    }
-    let tiling = tiled.first().map(|&(_, t)| t);
+    let open = open_shards(shards, &out)?;
+    let tiling = agreed_tiling(&open)?;
     let out_ctx = || format!("cannot merge into {}", out.display());
     check_index_folder(&out).map_err(store_err(out_ctx()))?;
     let previous = match Manifest::load(&out) {
@@ -256,6 +208,69 @@ pub(crate) fn merge(
     // What the previous commit named, and leftovers of crashed merges, go now.
     remove_unreferenced(&out, &manifest.file_names());
     Ok(report)
+}
+
+/// Opens every shard (each an existing folder, none named twice, none the output)
+/// and checks that they were built by the same model.
+fn open_shards(
+    shards: &[PathBuf],
+    out: &Path,
+) -> std::result::Result<Vec<OpenShard>, MergeError> {
+    let out_canon = out.canonicalize().ok();
+    let mut seen: Vec<PathBuf> = out_canon.iter().cloned().collect();
+    let mut open = Vec::with_capacity(shards.len());
+    for dir in shards {
+        if !dir.is_dir() {
+            return Err(MergeError::MissingShard(dir.clone()));
+        }
+        let canon = dir
+            .canonicalize()
+            .map_err(|_| MergeError::MissingShard(dir.clone()))?;
+        if seen.contains(&canon) {
+            return Err(MergeError::Repeated(dir.clone()));
+        }
+        seen.push(canon);
+        open.push(open_shard(dir)?);
+    }
+    let first = &open[0];
+    for s in &open[1..] {
+        let (a, b) = (&first.manifest.model, &s.manifest.model);
+        if a.fingerprint != b.fingerprint || a.dim != b.dim {
+            let describe = |m: &ModelInfo| {
+                format!(
+                    "`{}` (fingerprint {}, {}-d)",
+                    m.source, m.fingerprint, m.dim
+                )
+            };
+            return Err(MergeError::ModelMismatch {
+                a: first.dir.clone(),
+                b: s.dir.clone(),
+                a_model: describe(a),
+                b_model: describe(b),
+            });
+        }
+    }
+    Ok(open)
+}
+
+/// The shards' common tiling: shards without slides record none; those that have
+/// slides must agree.
+fn agreed_tiling(open: &[OpenShard]) -> std::result::Result<Option<TileSettings>, MergeError> {
+    let tiled: Vec<(&OpenShard, TileSettings)> = open
+        .iter()
+        .filter_map(|s| s.manifest.tiling.map(|t| (s, t)))
+        .collect();
+    if let Some(&(s0, t0)) = tiled.first() {
+        if let Some(&(other, t)) = tiled.iter().find(|(_, t)| !t.same_grid(&t0)) {
+            return Err(MergeError::TilingMismatch {
+                a: s0.dir.clone(),
+                b: other.dir.clone(),
+                a_tiling: t0.describe(),
+                b_tiling: t.describe(),
+            });
+        }
+    }
+    Ok(tiled.first().map(|&(_, t)| t))
 }
 
 /// A shard's segment, checked: its record and its entries.
@@ -415,29 +430,7 @@ fn place_segments(
                     e.path = rebased(&e.path);
                 }
             }
-            let mut deleted: Vec<u32> = old.deleted.clone();
-            let dead: HashSet<u32> = old.deleted.iter().copied().collect();
-            for (row, e) in entries.iter().enumerate() {
-                if dead.contains(&(row as u32)) {
-                    continue;
-                }
-                match owner.get(&e.path) {
-                    Some(&first) if first != si => {
-                        deleted.push(row as u32);
-                        report.duplicates.push((
-                            e.path.clone(),
-                            open[first].dir.clone(),
-                            shard.dir.clone(),
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        owner.insert(e.path.clone(), si);
-                    }
-                }
-            }
-            deleted.sort_unstable();
-            deleted.dedup();
+            let deleted = first_owner_wins(&entries, &old.deleted, si, &mut owner, open, report);
             let mut place = |f: &FileRef| -> Result<FileRef> {
                 let name = rename(&f.name);
                 let to = out.join(&name);
@@ -501,6 +494,43 @@ fn place_segments(
         roots,
         slides,
     })
+}
+
+/// The tombstones of a segment of shard `si` after the merge: its own, plus every
+/// row of an item that an earlier shard already holds (reported as a duplicate).
+/// Items seen first here are recorded in `owner`.
+fn first_owner_wins(
+    entries: &[FileEntry],
+    tombstones: &[u32],
+    si: usize,
+    owner: &mut HashMap<String, usize>,
+    open: &[OpenShard],
+    report: &mut MergeReport,
+) -> Vec<u32> {
+    let mut deleted: Vec<u32> = tombstones.to_vec();
+    let dead: HashSet<u32> = tombstones.iter().copied().collect();
+    for (row, e) in entries.iter().enumerate() {
+        if dead.contains(&(row as u32)) {
+            continue;
+        }
+        match owner.get(&e.path) {
+            Some(&first) if first != si => {
+                deleted.push(row as u32);
+                report.duplicates.push((
+                    e.path.clone(),
+                    open[first].dir.clone(),
+                    open[si].dir.clone(),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                owner.insert(e.path.clone(), si);
+            }
+        }
+    }
+    deleted.sort_unstable();
+    deleted.dedup();
+    deleted
 }
 
 /// The merged index's segments, folders and slide records.

@@ -221,6 +221,9 @@ pub(crate) struct Options<'a> {
     pub(crate) html: Option<&'a Path>,
 }
 
+/// The embedded items of a run, each with its split.
+type Kept = Vec<(Item, Vec<f32>)>;
+
 /// Runs `plip eval linear-probe`.
 pub(crate) fn linear_probe(
     embedder: &Embedder,
@@ -228,47 +231,7 @@ pub(crate) fn linear_probe(
     opts: &Options,
     out: &mut impl Write,
 ) -> Result<()> {
-    let data = if opts.data.is_file() {
-        if opts.test.is_some() {
-            bail!("--test is for class folders; a CSV gives its test rows in its `split` column");
-        }
-        from_csv(opts.data)?
-    } else {
-        from_folders(opts.data, opts.test)?
-    };
-    for &a in opts.alphas {
-        if !(a.is_finite() && a > 0.0) {
-            bail!("--alpha {a}: the penalty must be a positive number");
-        }
-    }
-    let paths: Vec<PathBuf> = data.items.iter().map(|i| i.path.clone()).collect();
-    let vecs = images.embed(&paths, 16)?;
-    let mut kept: Vec<(Item, Vec<f32>)> = Vec::new();
-    let mut skipped = 0;
-    for (item, v) in data.items.iter().zip(vecs) {
-        match v {
-            Ok(v) => kept.push((item.clone(), v)),
-            Err(e) => {
-                warn(format!("skipping {}: {e}", item.path.display()));
-                skipped += 1;
-            }
-        }
-    }
-    if kept.is_empty() {
-        bail!("no readable images in {}", opts.data.display());
-    }
-    // assign the stratified split where none was given
-    if kept.iter().all(|k| k.0.part == Part::Unassigned) {
-        let labels: Vec<usize> = kept.iter().map(|k| k.0.class).collect();
-        let (train, _) = split::stratified_split(&labels, opts.seed, TRAIN_RATIO);
-        for (i, k) in kept.iter_mut().enumerate() {
-            k.0.part = if train.binary_search(&i).is_ok() {
-                Part::Train
-            } else {
-                Part::Test
-            };
-        }
-    }
+    let (data, kept, skipped) = embedded_items(images, opts)?;
     let part = |p: Part| -> (Vec<&[f32]>, Vec<usize>, Vec<&Path>) {
         let sel: Vec<&(Item, Vec<f32>)> = kept.iter().filter(|k| k.0.part == p).collect();
         (
@@ -328,87 +291,157 @@ pub(crate) fn linear_probe(
         serde_json::to_writer_pretty(&mut *out, &provenance::attach(v, &run))?;
         writeln!(out)?;
     } else {
-        let s = &outcome.sizes;
-        writeln!(
-            out,
-            "linear probe: {} train ({}), {} test, seed {}",
-            s.train,
-            if s.validation > 0 {
-                format!(
-                    "α chosen on {} of them against {} held out",
-                    s.fit, s.validation
-                )
-            } else {
-                "α given".to_string()
-            },
-            s.test,
-            opts.seed
-        )?;
-        for r in &outcome.sweep {
-            let mark = if r.alpha == outcome.alpha {
-                "  <- chosen"
-            } else {
-                ""
-            };
-            writeln!(
-                out,
-                "  α {:<8} validation macro F1 {:.4}  accuracy {:.4}{mark}",
-                r.alpha, r.val_macro_f1, r.val_accuracy
-            )?;
-        }
-        writeln!(out, "α = {}\n", outcome.alpha)?;
-        print_classification_table(out, &outcome.test)?;
-        if skipped > 0 {
-            writeln!(out, "{skipped} image(s) skipped: unreadable")?;
-        }
+        print_report(out, &outcome, opts.seed, skipped)?;
     }
     if let Some(page) = opts.html {
-        let mut mistakes: Vec<html::Mistake> = outcome
-            .predictions
-            .iter()
-            .zip(&test_y)
-            .zip(&test_paths)
-            .filter(|((p, t), _)| p.0 != **t)
-            .map(|((p, &t), path)| html::Mistake {
-                path: path.to_path_buf(),
-                truth: t,
-                predicted: p.0,
-                confidence: p.1,
-            })
-            .collect();
-        mistakes.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-        let mut sweep = String::from("<h2>Choice of α</h2>");
-        if outcome.sweep.is_empty() {
-            sweep += &format!("<p>α = {} was given.</p>", outcome.alpha);
-        } else {
-            sweep += "<table class=\"meta\"><tr><td>α</td><td>validation macro F1</td><td>accuracy</td></tr>";
-            for r in &outcome.sweep {
-                sweep += &format!(
-                    "<tr><td>{}{}</td><td>{:.4}</td><td>{:.4}</td></tr>",
-                    r.alpha,
-                    if r.alpha == outcome.alpha {
-                        " (chosen)"
-                    } else {
-                        ""
-                    },
-                    r.val_macro_f1,
-                    r.val_accuracy
-                );
-            }
-            sweep += "</table>";
-        }
-        let mut meta = run.clone();
-        meta["alpha"] = json!(outcome.alpha);
-        html::write_page(page, |w| {
-            html::write_classification(
-                w,
-                "plip eval linear-probe",
-                &outcome.test,
-                &meta,
-                &sweep,
-                &mistakes,
-            )
-        })?;
+        write_html(page, &outcome, &test_y, &test_paths, &run)?;
     }
+    Ok(())
+}
+
+/// Reads the dataset, checks the flags, embeds every image (skipping unreadable
+/// ones with a warning) and assigns PLIP's stratified split where none was given.
+fn embedded_items(images: &mut CachedImages, opts: &Options) -> Result<(Dataset, Kept, usize)> {
+    let data = if opts.data.is_file() {
+        if opts.test.is_some() {
+            bail!("--test is for class folders; a CSV gives its test rows in its `split` column");
+        }
+        from_csv(opts.data)?
+    } else {
+        from_folders(opts.data, opts.test)?
+    };
+    for &a in opts.alphas {
+        if !(a.is_finite() && a > 0.0) {
+            bail!("--alpha {a}: the penalty must be a positive number");
+        }
+    }
+    let paths: Vec<PathBuf> = data.items.iter().map(|i| i.path.clone()).collect();
+    let vecs = images.embed(&paths, 16)?;
+    let mut kept: Kept = Vec::new();
+    let mut skipped = 0;
+    for (item, v) in data.items.iter().zip(vecs) {
+        match v {
+            Ok(v) => kept.push((item.clone(), v)),
+            Err(e) => {
+                warn(format!("skipping {}: {e}", item.path.display()));
+                skipped += 1;
+            }
+        }
+    }
+    if kept.is_empty() {
+        bail!("no readable images in {}", opts.data.display());
+    }
+    // assign the stratified split where none was given
+    if kept.iter().all(|k| k.0.part == Part::Unassigned) {
+        let labels: Vec<usize> = kept.iter().map(|k| k.0.class).collect();
+        let (train, _) = split::stratified_split(&labels, opts.seed, TRAIN_RATIO);
+        for (i, k) in kept.iter_mut().enumerate() {
+            k.0.part = if train.binary_search(&i).is_ok() {
+                Part::Train
+            } else {
+                Part::Test
+            };
+        }
+    }
+    Ok((data, kept, skipped))
+}
+
+/// The text report: sizes, the α sweep, the test table.
+fn print_report(
+    out: &mut impl Write,
+    outcome: &super::ProbeOutcome,
+    seed: u32,
+    skipped: usize,
+) -> Result<()> {
+    let s = &outcome.sizes;
+    writeln!(
+        out,
+        "linear probe: {} train ({}), {} test, seed {}",
+        s.train,
+        if s.validation > 0 {
+            format!(
+                "α chosen on {} of them against {} held out",
+                s.fit, s.validation
+            )
+        } else {
+            "α given".to_string()
+        },
+        s.test,
+        seed
+    )?;
+    for r in &outcome.sweep {
+        let mark = if r.alpha == outcome.alpha {
+            "  <- chosen"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "  α {:<8} validation macro F1 {:.4}  accuracy {:.4}{mark}",
+            r.alpha, r.val_macro_f1, r.val_accuracy
+        )?;
+    }
+    writeln!(out, "α = {}\n", outcome.alpha)?;
+    print_classification_table(out, &outcome.test)?;
+    if skipped > 0 {
+        writeln!(out, "{skipped} image(s) skipped: unreadable")?;
+    }
+    Ok(())
+}
+
+/// The HTML page: the test table, the α sweep, the most confident mistakes.
+fn write_html(
+    page: &Path,
+    outcome: &super::ProbeOutcome,
+    test_y: &[usize],
+    test_paths: &[&Path],
+    run: &serde_json::Value,
+) -> Result<()> {
+    let mut mistakes: Vec<html::Mistake> = outcome
+        .predictions
+        .iter()
+        .zip(test_y)
+        .zip(test_paths)
+        .filter(|((p, t), _)| p.0 != **t)
+        .map(|((p, &t), path)| html::Mistake {
+            path: path.to_path_buf(),
+            truth: t,
+            predicted: p.0,
+            confidence: p.1,
+        })
+        .collect();
+    mistakes.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    let mut sweep = String::from("<h2>Choice of α</h2>");
+    if outcome.sweep.is_empty() {
+        sweep += &format!("<p>α = {} was given.</p>", outcome.alpha);
+    } else {
+        sweep += "<table class=\"meta\"><tr><td>α</td><td>validation macro F1</td><td>accuracy</td></tr>";
+        for r in &outcome.sweep {
+            sweep += &format!(
+                "<tr><td>{}{}</td><td>{:.4}</td><td>{:.4}</td></tr>",
+                r.alpha,
+                if r.alpha == outcome.alpha {
+                    " (chosen)"
+                } else {
+                    ""
+                },
+                r.val_macro_f1,
+                r.val_accuracy
+            );
+        }
+        sweep += "</table>";
+    }
+    let mut meta = run.clone();
+    meta["alpha"] = json!(outcome.alpha);
+    html::write_page(page, |w| {
+        html::write_classification(
+            w,
+            "plip eval linear-probe",
+            &outcome.test,
+            &meta,
+            &sweep,
+            &mistakes,
+        )
+    })?;
     Ok(())
 }
