@@ -212,10 +212,7 @@ pub(crate) fn merge(
 
 /// Opens every shard (each an existing folder, none named twice, none the output)
 /// and checks that they were built by the same model.
-fn open_shards(
-    shards: &[PathBuf],
-    out: &Path,
-) -> std::result::Result<Vec<OpenShard>, MergeError> {
+fn open_shards(shards: &[PathBuf], out: &Path) -> std::result::Result<Vec<OpenShard>, MergeError> {
     let out_canon = out.canonicalize().ok();
     let mut seen: Vec<PathBuf> = out_canon.iter().cloned().collect();
     let mut open = Vec::with_capacity(shards.len());

@@ -6,8 +6,13 @@
 //! core. On AMD Zen 4 the bf16 tower runs about 1.6x f32; on an Intel Xeon where
 //! it was measured, bf16 ran at under half the f32 rate. No vendor table says
 //! which, so [`choose`] times the two kernels on the vision tower's MLP shapes
-//! (ViT-B: 768 -> 3072 -> 768, 200 rows, the best of three alternating runs
-//! each) and takes bf16 only when it is at least [`MIN_GAIN`] faster.
+//! (ViT-B: 768 -> 3072 -> 768, 100 rows, on one core, the best of five
+//! alternating runs each) and takes bf16 only when it is at least [`MIN_GAIN`]
+//! faster. The speed ratio is a property of a core, so one thread measures it:
+//! on a busy machine a preempted worker would stall a parallel run, while the
+//! best of five single-thread runs usually finds an undisturbed one. A ratio
+//! no CPU has (outside [`PLAUSIBLE`]) is measured once more, and if it stays
+//! implausible it is not cached: that run takes f32 and says why.
 //!
 //! The answer is cached in `plip/precision-auto.json` under the user's cache
 //! folder (`$PLIP_CACHE_DIR`, else `$XDG_CACHE_HOME/plip`, else
@@ -31,6 +36,11 @@ use super::{bf16_supported, Dense, Precision};
 /// bf16 must be at least this much faster than f32 to be chosen: below it, the
 /// measurement's noise could pick either, and f32 is the reference's arithmetic.
 pub(crate) const MIN_GAIN: f64 = 1.05;
+
+/// bf16's speed over f32's that a CPU can have: Intel Xeons run the bf16 kernel at
+/// 0.4-0.6x f32, AMD Zen 4 at 2.0-2.3x. A measurement outside this range was
+/// disturbed (a calibration under heavy load once gave 0.02x on Zen 4).
+pub(crate) const PLAUSIBLE: std::ops::RangeInclusive<f64> = 0.2..=5.0;
 
 /// The environment variable that forces auto's answer (for tests).
 pub(crate) const FORCE_ENV: &str = "PLIP_PRECISION_AUTO";
@@ -136,10 +146,22 @@ fn choose_now() -> Chosen {
         };
     }
     let key = cache_key(&cpu);
-    let ratio = match read_cache(&key) {
+    let ratio = match read_cache(&key).filter(|r| PLAUSIBLE.contains(r)) {
         Some(r) => r,
         None => {
-            let r = measure().unwrap_or(0.0);
+            let measured = || measure().unwrap_or(0.0);
+            let r = Some(measured())
+                .filter(|r| PLAUSIBLE.contains(r))
+                .unwrap_or_else(measured);
+            if !PLAUSIBLE.contains(&r) {
+                return Chosen {
+                    precision: Precision::F32,
+                    why: format!(
+                        "auto: the calibration was disturbed (bf16 measured {r:.2}x f32 on \
+                         {cpu}; is the machine busy?), f32 this run"
+                    ),
+                };
+            }
             write_cache(&key, r);
             r
         }
@@ -247,9 +269,14 @@ fn write_cache(key: &str, ratio: f64) {
 }
 
 /// bf16's speed as a multiple of f32's on the vision tower's MLP layers (see the
-/// module docs): the f32 time over the bf16 time, best of three alternating runs.
+/// module docs): the f32 time over the bf16 time, best of five alternating runs,
+/// on the calling thread.
 pub(crate) fn measure() -> candle_core::Result<f64> {
-    const ROWS: usize = 200;
+    super::with_serial_gemm(measure_here)
+}
+
+fn measure_here() -> candle_core::Result<f64> {
+    const ROWS: usize = 100;
     let dev = Device::Cpu;
     // A fixed pseudo-random fill: the kernels' speed does not depend on values,
     // but zeros or denormals could.
@@ -273,11 +300,11 @@ pub(crate) fn measure() -> candle_core::Result<f64> {
             d.forward(&x)?;
             Ok(t.elapsed().as_secs_f64())
         };
-        // one warm-up each, then the best of three, alternating
+        // one warm-up each, then the best of five, alternating
         time(&f)?;
         time(&b)?;
         let (mut best32, mut best16) = (f64::MAX, f64::MAX);
-        for _ in 0..3 {
+        for _ in 0..5 {
             best32 = best32.min(time(&f)?);
             best16 = best16.min(time(&b)?);
         }
