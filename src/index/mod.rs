@@ -39,6 +39,7 @@ mod file;
 mod folder;
 mod manifest;
 mod merge;
+pub(crate) mod paths;
 mod precision;
 mod reader;
 mod region;
