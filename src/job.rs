@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::embed::{self, Embedder};
+use crate::index::paths;
 use crate::index::{self, FileEntry, IndexWriter, RunStats, Skipped};
 use crate::source::{slide, walk};
 
@@ -278,7 +279,7 @@ impl IndexJob {
             if recorded.is_empty() {
                 vec![PathBuf::from(".")]
             } else {
-                recorded.iter().map(|r| walk::resolve(&root, r)).collect()
+                recorded.iter().map(|r| paths::resolve(&root, r)).collect()
             }
         } else {
             self.roots.clone()
@@ -299,15 +300,15 @@ impl IndexJob {
             for w in &walked.warnings {
                 progress.warn(w);
             }
-            keep_under.extend(walked.unreadable.iter().map(|u| walk::relative(u, &root)));
+            keep_under.extend(walked.unreadable.iter().map(|u| paths::relative(u, &root)));
             let abs = d.canonicalize()?;
-            let scope = walk::relative(&abs, &root);
+            let scope = paths::relative(&abs, &root);
             self.writer.add_root(&scope);
             scopes.push(scope);
             let shard = self.options.shard;
             let in_shard = |f: &PathBuf| shard.is_none_or(|s| s.owns_file(f, &abs));
             found.extend(walked.files.into_iter().filter(in_shard).map(|f| {
-                let rel = walk::relative(&f, &root);
+                let rel = paths::relative(&f, &root);
                 (f, rel)
             }));
         }
@@ -315,8 +316,8 @@ impl IndexJob {
         found.dedup_by(|a, b| a.1 == b.1);
         let present: HashSet<&str> = found.iter().map(|f| f.1.as_str()).collect();
         let covered = |p: &str| {
-            scopes.iter().any(|s| walk::is_under(p, s))
-                && !keep_under.iter().any(|u| walk::is_under(p, u))
+            scopes.iter().any(|s| paths::is_under(p, s))
+                && !keep_under.iter().any(|u| paths::is_under(p, u))
         };
         let gone: Vec<String> = self
             .writer

@@ -11,10 +11,10 @@ use anyhow::{Context, Result};
 use super::terms::Terms;
 use crate::backend::cpu::PrecisionChoice;
 use crate::embed::Embedder;
+use crate::index::paths;
 use crate::index::{Index, IndexHit, Region};
 use crate::query::slides::{self, SlideHit};
 use crate::query::{filter, QueryTerm};
-use crate::source::walk;
 use crate::vectors::round_score;
 
 /// What a face asks for: `plip search`'s flags, Python's `Index.search` arguments.
@@ -230,7 +230,7 @@ pub(crate) fn run(
     let prefix = req.under.as_ref().map(|u| {
         let abs = cwd.join(u);
         let abs = abs.canonicalize().unwrap_or(abs);
-        walk::relative(&abs, &root)
+        paths::relative(&abs, &root)
     });
     if req.by_slide {
         let allow = |p: &str| filter::under(prefix.as_deref(), p);
@@ -252,7 +252,7 @@ pub(crate) fn item_hits(hits: Vec<IndexHit>, root: &Path) -> Vec<SearchHit> {
         .map(|(i, h)| SearchHit {
             rank: i + 1,
             score: round_score(h.score),
-            path: walk::resolve(root, &h.path),
+            path: paths::resolve(root, &h.path),
             region: h.region,
         })
         .collect()
@@ -266,7 +266,7 @@ pub(crate) fn slide_hits(slides: Vec<SlideHit>, root: &Path) -> Vec<SlideSearchH
         .map(|(i, s)| SlideSearchHit {
             rank: i + 1,
             score: round_score(s.score),
-            path: walk::resolve(root, &s.path),
+            path: paths::resolve(root, &s.path),
             tiles: s.tiles,
             best: s
                 .best

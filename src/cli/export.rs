@@ -32,7 +32,7 @@ pub(super) fn cmd_export(config: &Config, args: ExportArgs) -> Result<i32> {
             } else {
                 String::new()
             },
-            walk::relative(&out, &config.cwd),
+            paths::relative(&out, &config.cwd),
         );
     }
     Ok(0)

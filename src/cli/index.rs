@@ -140,7 +140,7 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
             stats.skipped.len(),
             summary.embedded,
             summary.embedded as f64 / secs.max(1e-9),
-            walk::relative(&index_dir, &config.cwd),
+            paths::relative(&index_dir, &config.cwd),
         );
         eprintln!("plip: precision {chosen}");
         let r = &summary.retiled;

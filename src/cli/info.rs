@@ -22,7 +22,7 @@ pub(super) fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
     writeln!(
         out,
         "index:       {}",
-        walk::relative(index.dir(), &config.cwd)
+        paths::relative(index.dir(), &config.cwd)
     )?;
     writeln!(out, "images:      {}", s.images)?;
     writeln!(

@@ -16,11 +16,11 @@ pub(super) fn cmd_merge(config: &Config, args: MergeArgs) -> Result<i32> {
         .collect();
     let started = std::time::Instant::now();
     let report = crate::index::merge(&shards, &out, args.replace)?;
-    let shown = |p: &Path| walk::relative(p, &config.cwd);
+    let shown = |p: &Path| paths::relative(p, &config.cwd);
     for (path, kept, dropped) in report.duplicates.iter().take(10) {
         warn(format!(
             "{} is in {} and {}; kept the first",
-            walk::display(path),
+            paths::display(path),
             shown(kept),
             shown(dropped)
         ));

@@ -28,10 +28,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::backend::cpu::PrecisionChoice;
 use crate::embed::{Embedder, LoadOptions};
+use crate::index::paths;
 use crate::index::{Index, IndexWriter};
 use crate::model::Towers;
 use crate::source::slide::tiling;
-use crate::source::walk;
 
 const ABOUT: &str = "Search histology images with words or by example, using the PLIP model.";
 

@@ -77,7 +77,7 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
 fn write_page(config: &Config, page: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(page, bytes).with_context(|| format!("writing {}", page.display()))?;
     if !config.quiet {
-        eprintln!("plip: wrote {}", walk::relative(page, &config.cwd));
+        eprintln!("plip: wrote {}", paths::relative(page, &config.cwd));
     }
     Ok(())
 }

@@ -194,7 +194,7 @@ pub(super) fn cmd_heatmap(config: &Config, args: HeatmapArgs) -> Result<i32> {
         Some(index) => {
             let abs = absolute(&config.cwd, &args.slide);
             let abs = abs.canonicalize().unwrap_or(abs);
-            let rel = walk::relative(&abs, &index.root());
+            let rel = paths::relative(&abs, &index.root());
             index
                 .iter()
                 .filter(|(e, _)| e.path == rel)

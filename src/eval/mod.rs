@@ -79,14 +79,11 @@ mod report;
 pub(crate) mod run;
 #[cfg(test)]
 mod tests;
-#[allow(unused_imports)]
-pub(crate) use metrics::*;
 pub use metrics::{
     ann_recall, classification_report, ensemble, latency_summary, percentile, predict, retrieval,
     zero_shot, ClassificationReport, DirectionReport,
 };
-#[allow(unused_imports)]
-pub(crate) use report::*;
+pub(crate) use metrics::{ann_recall_with_ties, check_len, check_rows, RetrievalReport};
 pub use report::{print_classification_table, print_retrieval_table};
 
 /// The K values `plip eval` reports Recall@K for.

@@ -1,5 +1,6 @@
 //! Unit tests.
 
+use super::metrics::{direction_report, median, RecallAt};
 use super::*;
 
 fn unit(v: &[f32]) -> Vec<f32> {

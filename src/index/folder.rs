@@ -18,7 +18,7 @@ const MANIFEST_MARKER: &[u8] = b"\"plip-index\"";
 /// (`seg-NNNNNN.vec`, `.meta`, `.reg`, `.hnsw.ann`, or an older index's hnsw_rs files)
 /// that starts with plip's magic (or is empty, cut off by a crash), a temporary
 /// file of an atomic write, the lock, or the manifest.
-pub(crate) fn is_own_file(dir: &Path, name: &str) -> bool {
+fn is_own_file(dir: &Path, name: &str) -> bool {
     if name == LOCK || name == MANIFEST || name == LAST_RUN {
         return true;
     }
@@ -59,7 +59,7 @@ fn segment_name(name: &str) -> Option<&str> {
 }
 
 /// The id of a segment file name, if it is one.
-pub(crate) fn segment_id(name: &str) -> Option<u64> {
+fn segment_id(name: &str) -> Option<u64> {
     segment_name(name)?;
     name.strip_prefix("seg-")?.split('.').next()?.parse().ok()
 }

@@ -28,7 +28,7 @@
 
 use super::*;
 
-use crate::source::walk;
+use super::paths;
 
 /// Why a merge was refused. Nothing has been changed when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -403,7 +403,7 @@ fn place_segments(
         let rebase = root != out_root;
         let rebased = |p: &str| -> String {
             if rebase {
-                walk::relative(&walk::resolve(&root, p), out_root)
+                paths::relative(&paths::resolve(&root, p), out_root)
             } else {
                 p.to_string()
             }
@@ -485,7 +485,7 @@ fn place_segments(
     roots.sort();
     roots.dedup();
     let all = roots.clone();
-    roots.retain(|r| !all.iter().any(|o| o != r && walk::is_under(r, o)));
+    roots.retain(|r| !all.iter().any(|o| o != r && paths::is_under(r, o)));
     Ok(Placed {
         records,
         roots,

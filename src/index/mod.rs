@@ -39,6 +39,7 @@ mod file;
 mod folder;
 mod manifest;
 mod merge;
+pub(crate) mod paths;
 mod precision;
 mod reader;
 mod region;
@@ -46,26 +47,22 @@ mod segment;
 #[cfg(test)]
 mod tests;
 mod writer;
-#[allow(unused_imports)]
-pub(crate) use file::*;
-#[allow(unused_imports)]
-pub(crate) use folder::*;
-#[allow(unused_imports)]
-pub(crate) use manifest::*;
+pub(crate) use file::{
+    bincode_config, check_file, map_framed_f32, read_framed, sync_dir, write_atomic,
+    write_atomic_with, write_framed, CheckedWriter, Matrix,
+};
+pub(crate) use folder::{check_index_folder, next_free_segment, remove_unreferenced, take_lock};
+pub(crate) use manifest::{FileRef, Manifest, SegmentRecord};
 pub(crate) use merge::merge;
-#[allow(unused_imports)]
-pub(crate) use precision::*;
+pub(crate) use precision::{index_precision, merged_label, record_label, segment_label, MIXED};
 pub use reader::Index;
-#[allow(unused_imports)]
-pub(crate) use reader::*;
+pub(crate) use reader::{recorded_model, root_of, IndexHit, PathFilter};
 pub use region::Region;
-#[allow(unused_imports)]
-pub(crate) use region::*;
-#[allow(unused_imports)]
-pub(crate) use segment::*;
+pub(crate) use region::{
+    read_regions, write_regions, MaskRecord, RegionKey, SlideRecord, TileSettings, REG_MAGIC,
+};
+pub(crate) use segment::Segment;
 pub use writer::IndexWriter;
-#[allow(unused_imports)]
-pub(crate) use writer::*;
 
 /// The manifest's file name.
 pub(crate) const MANIFEST: &str = "MANIFEST";

@@ -112,10 +112,10 @@ impl IndexWriter {
     /// under one already recorded adds nothing, one above replaces those under it.
     pub(crate) fn add_root(&mut self, root: &str) {
         let roots = &mut self.manifest.roots;
-        if roots.iter().any(|r| crate::source::walk::is_under(root, r)) {
+        if roots.iter().any(|r| paths::is_under(root, r)) {
             return;
         }
-        roots.retain(|r| !crate::source::walk::is_under(r, root));
+        roots.retain(|r| !paths::is_under(r, root));
         roots.push(root.to_string());
         roots.sort();
     }

@@ -36,17 +36,12 @@ mod text;
 pub(crate) mod tokenizer;
 mod vision;
 mod weights;
-#[allow(unused_imports)]
-pub(crate) use config::*;
-#[allow(unused_imports)]
-pub(crate) use layers::*;
-#[allow(unused_imports)]
-pub(crate) use text::*;
-#[allow(unused_imports)]
-pub(crate) use vision::*;
+pub(crate) use config::{Activation, ClipConfig, TextConfig, TowerConfig, VisionConfig};
+pub(crate) use layers::{norm, Encoder};
+pub(crate) use text::TextTower;
+pub(crate) use vision::VisionTower;
 pub use weights::WeightsFile;
-#[allow(unused_imports)]
-pub(crate) use weights::*;
+pub(crate) use weights::{check_complete, TokenRows};
 
 /// Which towers to load: `plip search` with a text query needs only the text tower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

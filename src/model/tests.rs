@@ -1,5 +1,7 @@
 //! Unit tests.
 
+use super::vision::patch_rows;
+use super::weights::{expected_tensors, TOKEN_EMBEDDING};
 use super::*;
 use crate::backend::cpu::tests::max_abs_diff;
 

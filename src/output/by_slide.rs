@@ -13,9 +13,9 @@ use serde::Serialize;
 use super::html::escape;
 use super::printers::OutputFormat;
 use crate::app::SlideSearchHit;
+use crate::index::paths;
 use crate::index::Region;
 use crate::source::slide::{OpenOptions, Slide, SlideError};
-use crate::source::walk;
 
 /// Longest side of a slide thumbnail on the page.
 const SLIDE_THUMB: u32 = 512;
@@ -48,7 +48,7 @@ pub(crate) struct BestTile {
 }
 
 fn serialize_display<S: serde::Serializer>(path: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&walk::display(path))
+    s.serialize_str(&paths::display(path))
 }
 
 /// Ranked slides with paths relative to `cwd`.
@@ -60,7 +60,7 @@ pub(crate) fn printable(slides: &[SlideSearchHit], cwd: &Path) -> Vec<PrintedSli
             PrintedSlide {
                 rank: s.rank,
                 score: s.score,
-                path: walk::relative(&s.path, cwd),
+                path: paths::relative(&s.path, cwd),
                 tiles: s.tiles,
                 best: BestTile {
                     x: r.x,
@@ -98,7 +98,7 @@ pub(crate) fn print_slides<W: Write>(
                         r.rank,
                         r.score,
                         r.tiles,
-                        walk::display(&r.path),
+                        paths::display(&r.path),
                         r.best.x,
                         r.best.y,
                         r.best.w,
@@ -121,7 +121,7 @@ pub(crate) fn print_slides<W: Write>(
                 "\n"
             };
             for r in rows {
-                write!(w, "{}{end}", walk::display(&r.path))?;
+                write!(w, "{}{end}", paths::display(&r.path))?;
             }
         }
     }
@@ -171,8 +171,8 @@ pub(crate) fn write_page<W: Write>(
         n = rows.len()
     )?;
     for r in rows {
-        let full = walk::resolve(cwd, &r.path);
-        let shown = escape(&walk::display(&r.path));
+        let full = paths::resolve(cwd, &r.path);
+        let shown = escape(&paths::display(&r.path));
         let thumb = match slide_uri(&full, &r.top) {
             Some(uri) => format!("<img class=\"thumb\" src=\"{uri}\" alt=\"{shown}\">"),
             None => "<p>no preview</p>".to_string(),

@@ -34,10 +34,10 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
 
+use crate::index::paths;
 use crate::index::{FileEntry, Index};
 pub(crate) use crate::output::export_marker::Mode;
 use crate::output::export_marker::{self, Marker};
-use crate::source::walk;
 
 /// The most rows clip-retrieval puts in one part.
 pub(crate) const DEFAULT_ROWS_PER_PART: usize = 1_000_000;
@@ -142,7 +142,7 @@ pub(crate) fn export(
         let image_path = if relative {
             entry.path.clone()
         } else {
-            walk::resolve(&root, &entry.path)
+            paths::resolve(&root, &entry.path)
                 .to_string_lossy()
                 .into_owned()
         };

@@ -32,10 +32,10 @@ pub(crate) fn escape(s: &str) -> String {
 }
 
 /// Percent-encodes a relative path for an `href`, keeping `/`.
-/// `path` is a stored path (see `source::walk`): its file-name bytes are what
+/// `path` is a stored path (see `index::paths`): its file-name bytes are what
 /// get percent-encoded, so a name that is not UTF-8 links to the right file.
 fn href(path: &str) -> String {
-    let raw = crate::source::walk::resolve(Path::new(""), path);
+    let raw = crate::index::paths::resolve(Path::new(""), path);
     #[cfg(unix)]
     let bytes = {
         use std::os::unix::ffi::OsStrExt;
@@ -102,12 +102,12 @@ pub(crate) fn write_page<W: Write>(
         n = hits.len()
     )?;
     for h in hits {
-        let full = crate::source::walk::resolve(cwd, &h.path);
-        let link = crate::source::walk::relative(
+        let full = crate::index::paths::resolve(cwd, &h.path);
+        let link = crate::index::paths::relative(
             &std::path::absolute(&full).unwrap_or(full.clone()),
             &std::path::absolute(page_dir).unwrap_or(page_dir.to_path_buf()),
         );
-        let shown = crate::source::walk::display(&h.path);
+        let shown = crate::index::paths::display(&h.path);
         let preview = match &h.region {
             Some(r) => crate::output::by_slide::tile_uri(&full, r),
             None => thumbnail(&full),

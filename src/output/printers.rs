@@ -10,8 +10,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::app::SearchHit;
+use crate::index::paths;
 use crate::index::Region;
-use crate::source::walk;
 
 /// How `plip search` prints hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub(crate) struct PrintedHit {
     /// Cosine similarity, rounded to 6 decimals.
     pub score: f64,
     /// Path relative to the current directory, in the index's lossless
-    /// encoding (see `source::walk`); printed through [`walk::display`], or as
+    /// encoding (see `index::paths`); printed through [`paths::display`], or as
     /// raw bytes by `--paths-only`.
     #[serde(serialize_with = "serialize_display")]
     pub path: String,
@@ -45,12 +45,12 @@ pub(crate) struct PrintedHit {
 }
 
 fn serialize_display<S: serde::Serializer>(path: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&walk::display(path))
+    s.serialize_str(&paths::display(path))
 }
 
 /// Writes the path's bytes as they are on disk.
 fn write_raw<W: Write>(w: &mut W, path: &str) -> io::Result<()> {
-    let p = walk::resolve(Path::new(""), path);
+    let p = paths::resolve(Path::new(""), path);
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
@@ -66,7 +66,7 @@ pub(crate) fn printable(hits: &[SearchHit], cwd: &Path) -> Vec<PrintedHit> {
         .map(|h| PrintedHit {
             rank: h.rank,
             score: h.score,
-            path: walk::relative(&h.path, cwd),
+            path: paths::relative(&h.path, cwd),
             region: h.region,
         })
         .collect()
@@ -85,7 +85,7 @@ pub(crate) fn print_hits<W: Write>(
             } else {
                 writeln!(w, "{:>4}  {:>7}  path", "rank", "score")?;
                 for h in hits {
-                    let path = walk::display(&h.path);
+                    let path = paths::display(&h.path);
                     match &h.region {
                         Some(r) => writeln!(
                             w,

@@ -28,13 +28,9 @@ mod resize;
 #[cfg(test)]
 mod tests;
 pub use config::ImageProcessorConfig;
-#[allow(unused_imports)]
-pub(crate) use config::*;
-#[allow(unused_imports)]
-pub(crate) use decode::*;
 pub use decode::{decode_rgb, DecodeLimits};
-#[allow(unused_imports)]
-pub(crate) use resize::*;
+pub(crate) use decode::{load_rgb, probe, ImageError};
+pub(crate) use resize::{resize_bicubic, resize_output_size, resize_window};
 
 /// One axis of transformers' `center_crop`: `len` source samples starting at `src` land at
 /// `dst` in the output; the rest of the output is zero padding.

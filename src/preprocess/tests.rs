@@ -1,5 +1,6 @@
 //! Unit tests.
 
+use super::config::{ConfigError, CLIP_MEAN, CLIP_STD};
 use super::*;
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder};

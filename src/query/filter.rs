@@ -13,7 +13,7 @@ use crate::index::{Index, IndexHit};
 /// that only starts with the same letters (`slides/a` does not allow `slides/ab`).
 pub(crate) fn under(prefix: Option<&str>, path: &str) -> bool {
     match prefix {
-        Some(pre) if !pre.is_empty() => crate::source::walk::is_under(path, pre),
+        Some(pre) if !pre.is_empty() => crate::index::paths::is_under(path, pre),
         _ => true,
     }
 }

@@ -59,8 +59,8 @@ async fn item(
     let row = printers::PrintedHit {
         rank: 0,
         score: 0.0,
-        path: crate::source::walk::relative(
-            &crate::source::walk::resolve(&snap.root, &entry.path),
+        path: crate::index::paths::relative(
+            &crate::index::paths::resolve(&snap.root, &entry.path),
             &app.state.cwd,
         ),
         region: entry.region,
@@ -111,7 +111,7 @@ pub(super) async fn send_thumb(
     headers: HeaderMap,
 ) -> Response {
     // The index names the file; nothing from the request goes into the path.
-    let file = crate::source::walk::resolve(&snap.root, path);
+    let file = crate::index::paths::resolve(&snap.root, path);
     let state = app.state.clone();
     on_pool(&app.thumb_gate, "making a thumbnail", move || {
         let t = state

@@ -117,7 +117,7 @@ async fn tile(
         return not_found("a Deep Zoom tile URL ends in LEVEL/COL_ROW.jpeg (whole numbers)")
             .into_response();
     };
-    let file = crate::source::walk::resolve(&snap.root, &path);
+    let file = crate::index::paths::resolve(&snap.root, &path);
     let etag = format!("\"{raw}-{level}-{col}-{row}-{}\"", snap.generation);
     let state = app.state.clone();
     on_pool(&app.thumb_gate, "making a Deep Zoom tile", move || {

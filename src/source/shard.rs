@@ -2,7 +2,7 @@
 //!
 //! An item belongs to shard `fnv1a64(key) mod N`, where `key` is the file's path
 //! relative to the folder given to `plip index` (`/` separators, UTF-8, with the
-//! index's escapes for names that are not UTF-8; see `walk.rs`). FNV-1a 64
+//! index's escapes for names that are not UTF-8; see `index/paths.rs`). FNV-1a 64
 //! (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`) is fixed here and
 //! never depends on the machine, the run, the index folder or the order files
 //! are listed in, so every task of an array computes the same partition and the
@@ -132,8 +132,11 @@ impl Shard {
     /// True when `file`, found under the folder `dir` given to `plip index`,
     /// belongs to this shard (keyed by its name when `dir` is the file itself).
     pub(crate) fn owns_file(&self, file: &Path, dir: &Path) -> bool {
-        match super::walk::relative(file, dir).as_str() {
-            "." => self.owns(&super::walk::relative(file, file.parent().unwrap_or(file))),
+        match crate::index::paths::relative(file, dir).as_str() {
+            "." => self.owns(&crate::index::paths::relative(
+                file,
+                file.parent().unwrap_or(file),
+            )),
             key => self.owns(key),
         }
     }

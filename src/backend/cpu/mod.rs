@@ -22,21 +22,19 @@ mod memory;
 mod norm;
 #[cfg(test)]
 pub(crate) mod tests;
-#[allow(unused_imports)]
-pub(crate) use activation::*;
-#[allow(unused_imports)]
-pub(crate) use attention::*;
+pub(crate) use activation::{
+    contiguous_f32, exp, quick_gelu, quick_gelu_bias_in_place, quick_gelu_in_place,
+};
+pub(crate) use attention::attention;
 pub use auto::{cpu_name, Chosen, PrecisionChoice};
-#[allow(unused_imports)]
-pub(crate) use bf16::*;
+pub(crate) use bf16::{bf16_linear, pack_panels_bf16};
 pub use bf16::{bf16_supported, Precision, UnsupportedPrecision};
-#[allow(unused_imports)]
-pub(crate) use dense::*;
+pub(crate) use dense::{
+    panels_apply, prefetch_panel_ahead, transpose16_avx512, Dense, Epilogue, PanelEpilogue, PANEL,
+};
 pub use memory::tune_allocator;
-#[allow(unused_imports)]
-pub(crate) use memory::*;
-#[allow(unused_imports)]
-pub(crate) use norm::*;
+pub(crate) use memory::{release_free_memory, zeroed_f32};
+pub(crate) use norm::Norm;
 // The SIMD dispatch (`multiversion!`) and the dot product live a floor below,
 // in `crate::vectors`, which every score shares.
 use crate::vectors::{dot_portable, LANES};

@@ -1,5 +1,9 @@
 //! Unit tests.
 
+use super::attention::{attend, attend_tiled};
+use super::dense::{
+    pack_panels, panel_block, panel_row, transposed, WeightLayout, FEW_ROWS, PANEL_ROWS,
+};
 use super::*;
 use candle_core::{Device, Module};
 

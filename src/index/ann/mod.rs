@@ -69,22 +69,26 @@ mod graph;
 #[cfg(test)]
 mod tests;
 mod topk;
-#[allow(unused_imports)]
-pub(crate) use build::*;
-#[allow(unused_imports)]
-pub(crate) use codes::*;
-#[allow(unused_imports)]
-pub(crate) use distance::*;
+pub(crate) use codes::Codes;
+pub(crate) use distance::{score_from_distance, score_from_dot, UnitCosine};
 pub use exact::exact_search;
-#[allow(unused_imports)]
-pub(crate) use exact::*;
-#[allow(unused_imports)]
-pub(crate) use file::*;
+pub(crate) use exact::{exact_search_many, RowFilter};
 pub use graph::AnnGraph;
-#[allow(unused_imports)]
-pub(crate) use graph::*;
-#[allow(unused_imports)]
-pub(crate) use topk::*;
+pub(crate) use graph::{
+    check_input, extract, hnsw_search, Csr, Lists, ListsView, SharedVectors, Topology, UpperLayer,
+    Vectors,
+};
+pub(crate) use topk::{sort_hits, TopK};
+// What `tests.rs` reaches through `use super::*`.
+#[cfg(all(test, target_arch = "x86_64"))]
+use graph::{TO_L1, TO_L2};
+#[cfg(test)]
+use {
+    build::missed_by_search,
+    codes::{dot_i8, dot_i8_portable, encode},
+    file::all_finite,
+    topk::rank_cmp,
+};
 
 /// Default `ef` (layer-0 candidate list size) for [`AnnGraph::search`].
 ///

@@ -3,6 +3,7 @@
 //! the portable one.
 
 use super::*;
+use crate::backend::cpu::bf16::{bf16_block, from_bf16, rows_to_bf16, to_bf16};
 use crate::vectors::dot;
 use candle_core::{Device, Module};
 
