@@ -38,27 +38,27 @@ mod codec;
 mod compose;
 mod error;
 pub(crate) mod grid;
+mod level;
 pub(crate) mod openslide;
 pub(crate) mod outline;
 #[cfg(test)]
 mod tests;
 mod tiffdir;
 mod tiffslide;
+mod tileread;
 pub(crate) mod tiles;
 pub(crate) mod tiling;
 pub(crate) mod tissue;
 pub(crate) mod user_mask;
+mod vendor;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 pub(crate) use cache::CacheStats;
 pub(crate) use error::SlideError;
 use image::RgbImage;
 pub(crate) use tiles::{TileOptions, TilePlan};
 
-use cache::Tile;
-use compose::{Geom, TileSource};
 use tiffslide::TiffSlide;
 
 /// Most pixels one [`Slide::read_region`] may return (64 Mpx: 256 MiB of ARGB plus the
@@ -172,7 +172,7 @@ pub(crate) fn is_slide(path: &Path) -> bool {
         Err(SlideError::Jpeg2000 { .. }) => true,
         // An Aperio or OME-TIFF file the reader refuses is still a slide, so that the user
         // sees the slide reader's error rather than the image decoder's.
-        Err(_) => tiffslide::described_as_slide(path),
+        Err(_) => vendor::described_as_slide(path),
     }
 }
 
@@ -190,12 +190,6 @@ pub(crate) struct Slide {
     backend: Backend,
     /// What the reader found odd but could read past (an IFD chain that loops).
     warnings: Vec<String>,
-}
-
-impl TileSource for TiffSlide {
-    fn tile(&self, level: usize, col: u64, row: u64) -> Result<Arc<Tile>, SlideError> {
-        TiffSlide::tile(self, level, col, row)
-    }
 }
 
 /// OpenSlide's downsample of a level: mean of the height and width ratios
@@ -356,16 +350,7 @@ impl Slide {
             });
         }
         let argb = match &self.backend {
-            Backend::Tiff(t) => {
-                let tl = &t.levels[level];
-                let g = Geom {
-                    tile_w: tl.tile_w,
-                    tile_h: tl.tile_h,
-                    across: tl.across,
-                    down: tl.down,
-                };
-                compose::read_region_premul(&**t, level, g, l.downsample, x0, y0, w, h)?
-            }
+            Backend::Tiff(t) => t.read_region_premul(level, l.downsample, x0, y0, w, h)?,
             Backend::OpenSlide(os) => os.read_region_argb(x0, y0, level, w, h)?,
         };
         let rgb = compose::unpremultiply_to_rgb(&argb);

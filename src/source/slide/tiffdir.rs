@@ -20,13 +20,13 @@ use std::sync::Arc;
 use tiff::decoder::{ifd::Value, Decoder, Limits};
 use tiff::tags::{IfdPointer, Tag};
 
+use super::codec::PHOTOMETRIC_RGB;
 use super::error::SlideError;
 
 /// Most IFDs walked in one file (a guard against hostile chains).
 const MAX_IFDS: usize = 4096;
 /// Longest ImageDescription read (OME-XML of a big plate is a few MB).
 const MAX_DESCRIPTION: u64 = 64 << 20;
-const PHOTOMETRIC_RGB: u16 = 2;
 
 /// What one IFD says about itself.
 #[derive(Debug, Clone, Default)]
