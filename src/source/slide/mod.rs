@@ -30,9 +30,6 @@
 //! are levels (OpenSlide 4.0.1 sees one level); implausible TIFF resolutions (>= 100 µm/px,
 //! such as the 72 dpi default) are ignored.
 
-// Parts used only by tests and comparisons (OpenSlide for every format, cache counters).
-#![cfg_attr(not(test), allow(dead_code))]
-
 mod cache;
 mod codec;
 mod compose;
@@ -54,6 +51,7 @@ mod vendor;
 
 use std::path::{Path, PathBuf};
 
+#[cfg(test)]
 pub(crate) use cache::CacheStats;
 pub(crate) use error::SlideError;
 use image::RgbImage;
@@ -231,7 +229,8 @@ impl Slide {
         Ok(slide)
     }
 
-    /// Open with OpenSlide whatever the format (for tests and comparisons).
+    /// Open with OpenSlide whatever the format (for the comparisons in the tests).
+    #[cfg(test)]
     pub(crate) fn open_with_openslide(path: &Path) -> Result<Slide, SlideError> {
         Self::open_openslide(path, "this slide")
     }
@@ -312,6 +311,7 @@ impl Slide {
     }
 
     /// Decoded-tile cache counters (zero for OpenSlide-read slides).
+    #[cfg(test)]
     pub(crate) fn cache_stats(&self) -> CacheStats {
         match &self.backend {
             Backend::Tiff(t) => t.cache.stats(),
