@@ -42,6 +42,9 @@ pub use host::{
     model_source, parse_term, query_term, query_vector, search, search_slides, IndexReport,
     IndexRequest, SearchHit, SearchOptions, SlideSearchHit,
 };
+/// Hooks for the HNSW study in `benches/ann_study.rs`; not a stable API.
+#[doc(hidden)]
+pub use index::ann::study as ann_study;
 pub use index::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
 pub use index::{FileEntry, Index, IndexWriter, ModelInfo, Region, Skipped, StoreError};
 pub use model::hub::{resolve as resolve_model, ModelFiles, DEFAULT_MODEL};
