@@ -4,6 +4,12 @@
 //! indexing job reads model inputs from ([`tiles`]). `job/slides.rs` indexes slides through
 //! it; `cli/slides.rs` (heatmap, tile previews) and `query` (a region as a query) read it too.
 //!
+//! The TIFF reader is split as OpenSlide's is: [`tiffslide`] opens a slide by running
+//! [`tiffdir`] (the TIFF structure), [`vendor`] (Aperio, OME-TIFF, generic TIFF: which IFDs
+//! are levels, the recorded resolution) and [`level`] (each level's checks and tile tables);
+//! [`tileread`] reads and decodes one tile ([`codec`], [`cache`]) and [`compose`] paints a
+//! region from tiles as OpenSlide does.
+//!
 //! Guarantees:
 //!
 //! * [`Slide::read_region`] has OpenSlide's semantics and, for the TIFF formats, reproduces
