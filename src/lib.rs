@@ -47,6 +47,9 @@ pub use host::{
     check_model, find_index, index_folders, is_slide, load_model, load_model_with, main_with_args,
     model_source, search, IndexReport, IndexRequest,
 };
+/// Hooks for the HNSW study in `benches/ann_study.rs`; not a stable API.
+#[doc(hidden)]
+pub use index::ann::study as ann_study;
 pub use index::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
 pub use index::{FileEntry, Index, IndexWriter, ModelInfo, Region, Skipped, StoreError};
 pub use model::hub::{resolve as resolve_model, ModelFiles, DEFAULT_MODEL};

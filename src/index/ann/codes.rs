@@ -18,7 +18,7 @@ use super::*;
 /// A few dimensions much larger than the rest, as CLIP embeddings have,
 /// coarsen the steps of every other value. With four such dimensions the walk
 /// still matched the `f32` walk's recall@10 (30k points: 0.9979 vs 0.9978 at
-/// ef 128; `measure_recall_latency` with `ANN_DATA=outliers`).
+/// ef 128; `benches/ann_study.rs measure` with `ANN_DATA=outliers`).
 ///
 /// The codes live in an anonymous mapping that Linux is asked to back with
 /// 2 MB pages: with 4 KB pages nearly every row read also missed the TLB, and

@@ -4,7 +4,7 @@
 //! # Why this module exists
 //!
 //! `hnsw_rs` builds good graphs but is unsafe to use as-is (measured by the
-//! ignored tests `measure_recall_latency` and `diagnose_hnsw_rs_search`):
+//! studies `measure` and `diagnose` in `benches/ann_study.rs`):
 //!
 //! * its `DistDot`/`DistCosine` assert `1 - dot >= 0`, which panics on
 //!   duplicate images (dot rounds above 1): we use [`UnitCosine`], which
@@ -66,6 +66,8 @@ pub(crate) mod distance;
 mod exact;
 mod file;
 mod graph;
+#[doc(hidden)]
+pub mod study;
 #[cfg(test)]
 mod tests;
 mod topk;
@@ -103,8 +105,8 @@ use {
 /// | 256 | 1.000, 0.39 ms  | 1.000, 0.40 ms  | 0.973, 1.24 ms  | 0.993, 0.52 ms  |
 ///
 /// The first three columns are `benches/hnsw.rs` (500 queries; the 20k and
-/// 1M graphs were built with parallel insertion), the last is the ignored
-/// test `measure_recall_latency` with `ANN_DATA=iso` (1000 queries). 256
+/// 1M graphs were built with parallel insertion), the last is the study
+/// `benches/ann_study.rs measure` with `ANN_DATA=iso` (1000 queries). 256
 /// keeps recall@10 above 0.95 at a million points for about a millisecond
 /// per query, negligible next to encoding the text query.
 pub const DEFAULT_EF_SEARCH: usize = 256;

@@ -3,7 +3,7 @@
 //! Guarantees: the bytes held (sum of decoded RGB tile sizes) never exceed
 //! the budget after an insert returns, except that a single tile larger than
 //! the whole budget is not stored at all. Counters count every decode and
-//! every hit, for tests and diagnostics.
+//! every hit, for the tests (`TileCache::stats`).
 //!
 //! It also remembers the tiles that failed to decode (their message), so that a corrupt
 //! stored tile is decoded once, not once per region that touches it; at most
@@ -37,6 +37,7 @@ struct Inner {
 }
 
 /// Cache counters, see [`TileCache::stats`].
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct CacheStats {
     /// Tiles decoded or tried (cache misses that reached the decoder).
@@ -133,6 +134,7 @@ impl TileCache {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn stats(&self) -> CacheStats {
         let g = self.lock();
         CacheStats {

@@ -1,12 +1,32 @@
-//! The codec steps the slide reader does itself, outside the `tiff` crate: libjpeg's
-//! YCbCr -> RGB conversion, the declared size of a JPEG tile (its SOF marker), and the
-//! LZW decoder for tiles.
+//! The codecs of TIFF slides: the compression and photometric values the reader knows, and
+//! the codec steps it does itself, outside the `tiff` crate: libjpeg's YCbCr -> RGB
+//! conversion, decoded samples to RGB ([`to_rgb`]), the declared size of a JPEG tile (its SOF
+//! marker), and the LZW decoder for tiles.
 //!
 //! Guarantees: nothing here allocates more than the caller's tile size. A JPEG tile is
 //! checked against the TIFF tile size before it is decoded ([`jpeg_declared_size`]), as
 //! OpenSlide refuses a mismatch ("Dimensional mismatch reading JPEG"), so a 30 KB tile whose
 //! SOF says 16384 x 16384 is never decoded. LZW decoding stops once the tile is full
 //! ([`decode_lzw_tile`]), whatever the stream says.
+//!
+//! LZW tiles are decoded here, not by the `tiff` crate: 0.11 with weezl 0.1 fails ("no lzw
+//! end code found") on valid tiles whose decoded size fills its read buffer exactly
+//! (image-rs/image-tiff#395), which tifffile's LZW tiles hit. [`decode_lzw_tile`] stops when
+//! the tile is full, as libtiff does.
+
+pub(crate) const COMPRESSION_NONE: u16 = 1;
+pub(crate) const COMPRESSION_LZW: u16 = 5;
+pub(crate) const COMPRESSION_JPEG: u16 = 7;
+pub(crate) const COMPRESSION_DEFLATE: u16 = 8;
+pub(crate) const COMPRESSION_PACKBITS: u16 = 32773;
+pub(crate) const COMPRESSION_OLD_DEFLATE: u16 = 32946;
+/// Aperio JPEG 2000 with YCbCr components.
+pub(crate) const APERIO_JP2K_YCBCR: u16 = 33003;
+/// Aperio JPEG 2000 with RGB components.
+pub(crate) const APERIO_JP2K_RGB: u16 = 33005;
+pub(crate) const PHOTOMETRIC_MINISWHITE: u16 = 0;
+pub(crate) const PHOTOMETRIC_RGB: u16 = 2;
+pub(crate) const PHOTOMETRIC_YCBCR: u16 = 6;
 
 /// libjpeg's YCbCr -> RGB tables (jdcolor.c `build_ycc_rgb_table`), 16-bit
 /// fixed point with the 5-digit constants libjpeg uses, so results match
@@ -55,6 +75,36 @@ pub(crate) fn ycbcr_to_rgb(buf: &mut [u8]) {
         p[0] = (y + YCC.cr_r[cr]).clamp(0, 255) as u8;
         p[1] = (y + ((YCC.cb_g[cb] + YCC.cr_g[cr]) >> 16)).clamp(0, 255) as u8;
         p[2] = (y + YCC.cb_b[cb]).clamp(0, 255) as u8;
+    }
+}
+
+/// `npx` pixels of `spp` interleaved samples as RGB (grey replicated, alpha dropped,
+/// YCbCr converted as libjpeg does).
+pub(crate) fn to_rgb(data: Vec<u8>, npx: usize, spp: usize, photometric: u16) -> Vec<u8> {
+    match spp {
+        3 => {
+            let mut d = data;
+            d.truncate(npx * 3);
+            if photometric == PHOTOMETRIC_YCBCR {
+                ycbcr_to_rgb(&mut d);
+            }
+            d
+        }
+        4 => data
+            .chunks_exact(4)
+            .take(npx)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
+        _ => {
+            let inv = photometric == PHOTOMETRIC_MINISWHITE;
+            data.iter()
+                .take(npx)
+                .flat_map(|&g| {
+                    let g = if inv { 255 - g } else { g };
+                    [g, g, g]
+                })
+                .collect()
+        }
     }
 }
 

@@ -4,6 +4,12 @@
 //! indexing job reads model inputs from ([`tiles`]). `job/slides.rs` indexes slides through
 //! it; `cli/slides.rs` (heatmap, tile previews) and `query` (a region as a query) read it too.
 //!
+//! The TIFF reader is split as OpenSlide's is: [`tiffslide`] opens a slide by running
+//! [`tiffdir`] (the TIFF structure), [`vendor`] (Aperio, OME-TIFF, generic TIFF: which IFDs
+//! are levels, the recorded resolution) and [`level`] (each level's checks and tile tables);
+//! [`tileread`] reads and decodes one tile ([`codec`], [`cache`]) and [`compose`] paints a
+//! region from tiles as OpenSlide does.
+//!
 //! Guarantees:
 //!
 //! * [`Slide::read_region`] has OpenSlide's semantics and, for the TIFF formats, reproduces
@@ -30,35 +36,33 @@
 //! are levels (OpenSlide 4.0.1 sees one level); implausible TIFF resolutions (>= 100 µm/px,
 //! such as the 72 dpi default) are ignored.
 
-// Parts used only by tests and comparisons (OpenSlide for every format, cache counters).
-#![cfg_attr(not(test), allow(dead_code))]
-
 mod cache;
 mod codec;
 mod compose;
 mod error;
 pub(crate) mod grid;
+mod level;
 pub(crate) mod openslide;
 pub(crate) mod outline;
 #[cfg(test)]
 mod tests;
 mod tiffdir;
 mod tiffslide;
+mod tileread;
 pub(crate) mod tiles;
 pub(crate) mod tiling;
 pub(crate) mod tissue;
 pub(crate) mod user_mask;
+mod vendor;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
+#[cfg(test)]
 pub(crate) use cache::CacheStats;
 pub(crate) use error::SlideError;
 use image::RgbImage;
 pub(crate) use tiles::{TileOptions, TilePlan};
 
-use cache::Tile;
-use compose::{Geom, TileSource};
 use tiffslide::TiffSlide;
 
 /// Most pixels one [`Slide::read_region`] may return (64 Mpx: 256 MiB of ARGB plus the
@@ -172,7 +176,7 @@ pub(crate) fn is_slide(path: &Path) -> bool {
         Err(SlideError::Jpeg2000 { .. }) => true,
         // An Aperio or OME-TIFF file the reader refuses is still a slide, so that the user
         // sees the slide reader's error rather than the image decoder's.
-        Err(_) => tiffslide::described_as_slide(path),
+        Err(_) => vendor::described_as_slide(path),
     }
 }
 
@@ -190,12 +194,6 @@ pub(crate) struct Slide {
     backend: Backend,
     /// What the reader found odd but could read past (an IFD chain that loops).
     warnings: Vec<String>,
-}
-
-impl TileSource for TiffSlide {
-    fn tile(&self, level: usize, col: u64, row: u64) -> Result<Arc<Tile>, SlideError> {
-        TiffSlide::tile(self, level, col, row)
-    }
 }
 
 /// OpenSlide's downsample of a level: mean of the height and width ratios
@@ -237,7 +235,8 @@ impl Slide {
         Ok(slide)
     }
 
-    /// Open with OpenSlide whatever the format (for tests and comparisons).
+    /// Open with OpenSlide whatever the format (for the comparisons in the tests).
+    #[cfg(test)]
     pub(crate) fn open_with_openslide(path: &Path) -> Result<Slide, SlideError> {
         Self::open_openslide(path, "this slide")
     }
@@ -318,6 +317,7 @@ impl Slide {
     }
 
     /// Decoded-tile cache counters (zero for OpenSlide-read slides).
+    #[cfg(test)]
     pub(crate) fn cache_stats(&self) -> CacheStats {
         match &self.backend {
             Backend::Tiff(t) => t.cache.stats(),
@@ -356,16 +356,7 @@ impl Slide {
             });
         }
         let argb = match &self.backend {
-            Backend::Tiff(t) => {
-                let tl = &t.levels[level];
-                let g = Geom {
-                    tile_w: tl.tile_w,
-                    tile_h: tl.tile_h,
-                    across: tl.across,
-                    down: tl.down,
-                };
-                compose::read_region_premul(&**t, level, g, l.downsample, x0, y0, w, h)?
-            }
+            Backend::Tiff(t) => t.read_region_premul(level, l.downsample, x0, y0, w, h)?,
             Backend::OpenSlide(os) => os.read_region_argb(x0, y0, level, w, h)?,
         };
         let rgb = compose::unpremultiply_to_rgb(&argb);

@@ -20,13 +20,13 @@ use std::sync::Arc;
 use tiff::decoder::{ifd::Value, Decoder, Limits};
 use tiff::tags::{IfdPointer, Tag};
 
+use super::codec::PHOTOMETRIC_RGB;
 use super::error::SlideError;
 
 /// Most IFDs walked in one file (a guard against hostile chains).
 const MAX_IFDS: usize = 4096;
 /// Longest ImageDescription read (OME-XML of a big plate is a few MB).
 const MAX_DESCRIPTION: u64 = 64 << 20;
-const PHOTOMETRIC_RGB: u16 = 2;
 
 /// What one IFD says about itself.
 #[derive(Debug, Clone, Default)]
@@ -91,84 +91,14 @@ impl VirtualHeader {
     ) -> io::Result<Self> {
         // Place the dummy IFD at an even offset at or past the end of the file.
         let tail_at = (h.file_len + 1) & !1;
+        let e = Endian(h.little_endian);
         let mut header = Vec::with_capacity(16);
-        let mut tail = Vec::with_capacity(256);
-        let e16 = |v: u16| {
-            if h.little_endian {
-                v.to_le_bytes()
-            } else {
-                v.to_be_bytes()
-            }
-        };
-        let e32 = |v: u32| {
-            if h.little_endian {
-                v.to_le_bytes()
-            } else {
-                v.to_be_bytes()
-            }
-        };
-        let e64 = |v: u64| {
-            if h.little_endian {
-                v.to_le_bytes()
-            } else {
-                v.to_be_bytes()
-            }
-        };
         header.extend_from_slice(if h.little_endian { b"II" } else { b"MM" });
-        // Entries of a 1x1 8-bit grey uncompressed image, sorted by tag.
-        // (tag, type SHORT=3 / LONG=4, value)
-        let entries: [(u16, u16, u32); 9] = [
-            (256, 4, 1),
-            (257, 4, 1),
-            (258, 3, 8),
-            (259, 3, 1),
-            (262, 3, 1),
-            (273, 4, 0),
-            (277, 3, 1),
-            (278, 4, 1),
-            (279, 4, 1),
-        ];
-        if h.bigtiff {
-            header.extend_from_slice(&e16(43));
-            header.extend_from_slice(&e16(8));
-            header.extend_from_slice(&e16(0));
-            header.extend_from_slice(&e64(tail_at));
-            tail.extend_from_slice(&e64(entries.len() as u64));
-            for (tag, ty, v) in entries {
-                tail.extend_from_slice(&e16(tag));
-                tail.extend_from_slice(&e16(ty));
-                tail.extend_from_slice(&e64(1));
-                let mut val = [0u8; 8];
-                if ty == 3 {
-                    val[..2].copy_from_slice(&e16(v as u16));
-                } else {
-                    val[..4].copy_from_slice(&e32(v));
-                }
-                tail.extend_from_slice(&val);
-            }
-            tail.extend_from_slice(&e64(target));
+        let tail = if h.bigtiff {
+            dummy_bigtiff(&e, &mut header, tail_at, target)
         } else {
-            let at = u32::try_from(tail_at)
-                .map_err(|_| io::Error::other("classic TIFF larger than 4 GiB"))?;
-            let target = u32::try_from(target)
-                .map_err(|_| io::Error::other("classic TIFF IFD offset past 4 GiB"))?;
-            header.extend_from_slice(&e16(42));
-            header.extend_from_slice(&e32(at));
-            tail.extend_from_slice(&e16(entries.len() as u16));
-            for (tag, ty, v) in entries {
-                tail.extend_from_slice(&e16(tag));
-                tail.extend_from_slice(&e16(ty));
-                tail.extend_from_slice(&e32(1));
-                let mut val = [0u8; 4];
-                if ty == 3 {
-                    val[..2].copy_from_slice(&e16(v as u16));
-                } else {
-                    val.copy_from_slice(&e32(v));
-                }
-                tail.extend_from_slice(&val);
-            }
-            tail.extend_from_slice(&e32(target));
-        }
+            dummy_classic(&e, &mut header, tail_at, target)?
+        };
         Ok(Self {
             file,
             pos: 0,
@@ -178,6 +108,106 @@ impl VirtualHeader {
             tail,
         })
     }
+}
+
+/// The entries of the dummy IFD: a 1x1 8-bit grey uncompressed image, sorted by tag.
+/// (tag, type SHORT=3 / LONG=4, value)
+const DUMMY_ENTRIES: [(u16, u16, u32); 9] = [
+    (256, 4, 1),
+    (257, 4, 1),
+    (258, 3, 8),
+    (259, 3, 1),
+    (262, 3, 1),
+    (273, 4, 0),
+    (277, 3, 1),
+    (278, 4, 1),
+    (279, 4, 1),
+];
+
+/// Integers in the file's byte order (`true`: little-endian).
+struct Endian(bool);
+
+impl Endian {
+    fn u16(&self, v: u16) -> [u8; 2] {
+        if self.0 {
+            v.to_le_bytes()
+        } else {
+            v.to_be_bytes()
+        }
+    }
+
+    fn u32(&self, v: u32) -> [u8; 4] {
+        if self.0 {
+            v.to_le_bytes()
+        } else {
+            v.to_be_bytes()
+        }
+    }
+
+    fn u64(&self, v: u64) -> [u8; 8] {
+        if self.0 {
+            v.to_le_bytes()
+        } else {
+            v.to_be_bytes()
+        }
+    }
+}
+
+/// Completes a BigTIFF header pointing at `tail_at`, and returns the dummy IFD placed there,
+/// whose next IFD is `target`.
+fn dummy_bigtiff(e: &Endian, header: &mut Vec<u8>, tail_at: u64, target: u64) -> Vec<u8> {
+    header.extend_from_slice(&e.u16(43));
+    header.extend_from_slice(&e.u16(8));
+    header.extend_from_slice(&e.u16(0));
+    header.extend_from_slice(&e.u64(tail_at));
+    let mut tail = Vec::with_capacity(256);
+    tail.extend_from_slice(&e.u64(DUMMY_ENTRIES.len() as u64));
+    for (tag, ty, v) in DUMMY_ENTRIES {
+        tail.extend_from_slice(&e.u16(tag));
+        tail.extend_from_slice(&e.u16(ty));
+        tail.extend_from_slice(&e.u64(1));
+        let mut val = [0u8; 8];
+        if ty == 3 {
+            val[..2].copy_from_slice(&e.u16(v as u16));
+        } else {
+            val[..4].copy_from_slice(&e.u32(v));
+        }
+        tail.extend_from_slice(&val);
+    }
+    tail.extend_from_slice(&e.u64(target));
+    tail
+}
+
+/// Completes a classic TIFF header pointing at `tail_at`, and returns the dummy IFD placed
+/// there, whose next IFD is `target`; an error when either offset is past 4 GiB.
+fn dummy_classic(
+    e: &Endian,
+    header: &mut Vec<u8>,
+    tail_at: u64,
+    target: u64,
+) -> io::Result<Vec<u8>> {
+    let at =
+        u32::try_from(tail_at).map_err(|_| io::Error::other("classic TIFF larger than 4 GiB"))?;
+    let target = u32::try_from(target)
+        .map_err(|_| io::Error::other("classic TIFF IFD offset past 4 GiB"))?;
+    header.extend_from_slice(&e.u16(42));
+    header.extend_from_slice(&e.u32(at));
+    let mut tail = Vec::with_capacity(256);
+    tail.extend_from_slice(&e.u16(DUMMY_ENTRIES.len() as u16));
+    for (tag, ty, v) in DUMMY_ENTRIES {
+        tail.extend_from_slice(&e.u16(tag));
+        tail.extend_from_slice(&e.u16(ty));
+        tail.extend_from_slice(&e.u32(1));
+        let mut val = [0u8; 4];
+        if ty == 3 {
+            val[..2].copy_from_slice(&e.u16(v as u16));
+        } else {
+            val.copy_from_slice(&e.u32(v));
+        }
+        tail.extend_from_slice(&val);
+    }
+    tail.extend_from_slice(&e.u32(target));
+    Ok(tail)
 }
 
 impl Read for VirtualHeader {

@@ -78,6 +78,7 @@ pub(crate) struct TilePlan {
     pub(crate) mpp_source: MppSource,
     /// Level read for every tile, its resolution (µm/px) and the pixels read per side there.
     pub(crate) level: usize,
+    #[cfg(test)]
     pub(crate) level_mpp: f64,
     pub(crate) read_px: u32,
     /// Grid size (all whole tiles, kept or not).
@@ -95,6 +96,7 @@ pub(crate) struct TilePlan {
 
 impl TilePlan {
     /// Open `path` and plan its tiles.
+    #[cfg(test)]
     pub(crate) fn new(path: &Path, opts: &TileOptions) -> Result<TilePlan, SlideError> {
         Self::with_mask_file(path, opts, None)
     }
@@ -200,6 +202,7 @@ impl TilePlan {
                 ),
             }
         })?;
+        #[cfg(test)]
         let level_mpp = slide_mpp * slide.levels()[g.level].downsample;
         let tiles = g
             .tiles
@@ -218,6 +221,7 @@ impl TilePlan {
             slide_mpp,
             mpp_source,
             level: g.level,
+            #[cfg(test)]
             level_mpp,
             read_px: g.read_px,
             cols: g.cols,

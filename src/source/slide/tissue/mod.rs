@@ -258,7 +258,8 @@ pub(crate) fn segment(
 
 /// OpenCV RGB2HSV saturation for 8-bit input (`S = round(255 * (max - min) / max)` through
 /// OpenCV's 12-bit reciprocal table, 0 where `max == 0`); detector version 1 thresholded
-/// it, tests use it to look at pixels.
+/// it, the tests use it to look at pixels.
+#[cfg(test)]
 pub(crate) fn saturation(rgb: &[u8]) -> Vec<u8> {
     // sdiv_table[i] = saturate_cast<int>((255 << 12) / (double)i), rounded
     let mut table = [0i32; 256];
