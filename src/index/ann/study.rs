@@ -3,6 +3,7 @@
 //! the repair step), searched both ways. Not a stable API (hidden from the docs); nothing
 //! in plip calls it.
 
+use super::build::missed_by_search;
 use super::*;
 
 /// `ef` of the build-time findability check (see [`BuildStats`]).
