@@ -24,8 +24,9 @@ use crate::backend::cpu::{Precision, PrecisionChoice};
 use crate::cli::Cli;
 use crate::embed::{Embedder, LoadOptions};
 use crate::index::{Index, IndexWriter, Skipped, StoreError};
-use crate::job::{IndexJob, IndexOptions, Progress, SlideFlags};
+use crate::job::{IndexJob, IndexOptions, Progress};
 use crate::model::Towers;
+use crate::source::slide::TilingOverrides;
 
 /// Runs the command line on `args` (the first is the program name) as the
 /// `plip` binary does, and returns its exit code: 0, 2 for an error (printed
@@ -224,7 +225,7 @@ fn index_in_pool(req: &IndexRequest, cancel: &AtomicBool) -> Result<IndexReport>
             .into());
         }
     }
-    let slides = SlideFlags {
+    let slides = TilingOverrides {
         mpp: req.mpp,
         tile: req.tile,
         min_tissue: req.min_tissue,

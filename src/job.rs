@@ -26,10 +26,11 @@ use anyhow::Result;
 use crate::embed::{self, Embedder};
 use crate::index::paths;
 use crate::index::{self, FileEntry, IndexWriter, RunStats, Skipped};
+use crate::source::slide::TilingOverrides;
 use crate::source::{slide, walk};
 
 mod slides;
-pub(crate) use slides::{mpp_source_name, resolve_tiling, MaskFlag, RetileStats, SlideFlags};
+pub(crate) use slides::{mpp_source_name, MaskFlag, RetileStats};
 
 /// How an indexing run reports what it does. Every method has a default that
 /// does nothing, so a caller implements only what it shows.
@@ -60,7 +61,7 @@ pub(crate) struct IndexOptions {
     /// Index only the items of this shard (`source/shard.rs`).
     pub(crate) shard: Option<crate::source::shard::Shard>,
     /// How whole slides are tiled (flags not given keep the index's tiling).
-    pub(crate) slides: SlideFlags,
+    pub(crate) slides: TilingOverrides,
     /// `--tissue-mask`: the users' own tissue masks (not given: the index's choice).
     pub(crate) tissue_masks: MaskFlag,
 }
@@ -72,7 +73,7 @@ impl Default for IndexOptions {
             commit_every: 256,
             commit_interval: Duration::from_secs(30),
             shard: None,
-            slides: SlideFlags::default(),
+            slides: TilingOverrides::default(),
             tissue_masks: MaskFlag::default(),
         }
     }
@@ -271,7 +272,11 @@ impl IndexJob {
     fn plan(
         &mut self,
         progress: &dyn Progress,
-    ) -> Result<(Vec<Todo>, Vec<slides::SlideTodo>, index::TileSettings)> {
+    ) -> Result<(
+        Vec<Todo>,
+        Vec<slides::SlideTodo>,
+        crate::source::slide::Tiling,
+    )> {
         let root = index::root_of(self.writer.dir());
         let roots = if self.roots.is_empty() {
             // A plain `plip index`: every folder indexed before.
@@ -338,7 +343,7 @@ impl IndexJob {
         *self.writer.stats_mut() = stats;
         let (slide_found, found): (Vec<_>, Vec<_>) =
             found.into_iter().partition(|(abs, _)| slide::is_slide(abs));
-        let tiling = slides::resolve_tiling(&self.options.slides, self.writer.tiling());
+        let tiling = self.options.slides.over(self.writer.tiling());
         if !slide_found.is_empty() {
             if let Some(old) = self.writer.tiling().filter(|t| !t.same_grid(&tiling)) {
                 progress.warn(&format!(

@@ -110,7 +110,7 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
         batch_size: args.batch_size,
         commit_every: args.commit_every,
         shard,
-        slides: crate::job::SlideFlags {
+        slides: crate::source::slide::TilingOverrides {
             mpp: args.mpp,
             tile: args.tile,
             min_tissue: args.min_tissue,

@@ -528,8 +528,8 @@ struct TilingArgs {
 }
 
 impl TilingArgs {
-    fn flags(&self) -> crate::job::SlideFlags {
-        crate::job::SlideFlags {
+    fn flags(&self) -> crate::source::slide::TilingOverrides {
+        crate::source::slide::TilingOverrides {
             mpp: self.mpp,
             tile: self.tile,
             min_tissue: self.min_tissue,
@@ -563,7 +563,7 @@ struct HeatmapArgs {
 }
 
 impl HeatmapArgs {
-    fn flags(&self) -> crate::job::SlideFlags {
+    fn flags(&self) -> crate::source::slide::TilingOverrides {
         self.tiling.flags()
     }
 }
@@ -593,7 +593,7 @@ struct TilesArgs {
 }
 
 impl TilesArgs {
-    fn flags(&self) -> crate::job::SlideFlags {
+    fn flags(&self) -> crate::source::slide::TilingOverrides {
         self.tiling.flags()
     }
 }

@@ -8,22 +8,23 @@
 //! and embeds the tiles on the fly otherwise.
 
 use super::*;
-use crate::index::{Region, TileSettings};
-use crate::job::{MaskFlag, SlideFlags};
+use crate::index::Region;
+use crate::job::MaskFlag;
 use crate::output::slide_png;
-use crate::source::slide::{user_mask, TileOptions, TilePlan};
+use crate::source::slide::TilingOverrides;
+use crate::source::slide::{user_mask, TilePlan, Tiling};
 
 /// The tiling for a command on one slide: flags, else the index's, else the defaults;
 /// and the tissue mask folder: the flag's, else the index's.
 fn settings(
     config: &Config,
-    flags: &SlideFlags,
+    flags: &TilingOverrides,
     masks: &MaskFlag,
-) -> (TileSettings, Option<PathBuf>) {
+) -> (Tiling, Option<PathBuf>) {
     let index = config.find_index().ok().and_then(|d| Index::open(&d).ok());
     let recorded = index.as_ref().and_then(|i| i.tiling());
     let dir = masks.resolve(index.as_ref().and_then(|i| i.tissue_masks()));
-    (crate::job::resolve_tiling(flags, recorded), dir)
+    (flags.over(recorded), dir)
 }
 
 /// Plans one slide's tiles for a single-slide command, by the user's mask in
@@ -31,16 +32,10 @@ fn settings(
 pub(super) fn plan_slide(
     config: &Config,
     path: &Path,
-    t: &TileSettings,
+    t: &Tiling,
     masks: Option<&Path>,
 ) -> Result<TilePlan> {
-    let opts = TileOptions {
-        mpp: t.mpp,
-        tile: t.tile,
-        min_tissue: t.min_tissue,
-        user_mpp: t.slide_mpp,
-        keep_artifacts: t.keep_artifacts,
-    };
+    let opts = *t;
     let mask = match masks {
         Some(d) if !d.is_dir() => bail!(
             "--tissue-mask {}: not a folder (give the folder of your mask files, or `none`)",
@@ -67,9 +62,9 @@ pub(super) fn plan_slide(
 pub(super) fn plan_with_flags(
     config: &Config,
     path: &Path,
-    flags: &SlideFlags,
+    flags: &TilingOverrides,
     masks: &MaskFlag,
-) -> Result<(TilePlan, TileSettings)> {
+) -> Result<(TilePlan, Tiling)> {
     let (t, dir) = settings(config, flags, masks);
     Ok((plan_slide(config, path, &t, dir.as_deref())?, t))
 }
@@ -146,7 +141,7 @@ pub(super) fn cmd_tiles(config: &Config, args: TilesArgs) -> Result<i32> {
 }
 
 /// `plip tiles --json`: the plan as one JSON document on stdout.
-fn print_plan_json(slide: &Path, plan: &TilePlan, t: &TileSettings) -> Result<()> {
+fn print_plan_json(slide: &Path, plan: &TilePlan, t: &Tiling) -> Result<()> {
     let l0 = plan.slide().levels()[0];
     let tiles: Vec<serde_json::Value> = plan
         .tiles

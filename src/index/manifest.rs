@@ -53,7 +53,7 @@ pub(crate) struct Manifest {
     pub(crate) roots: Vec<String>,
     /// How slides are tiled (absent until a slide is indexed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) tiling: Option<TileSettings>,
+    pub(crate) tiling: Option<Tiling>,
     /// `--tissue-mask DIR`: the folder (absolute) of the users' own tissue masks that
     /// later runs keep using; absent when tissue is detected.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -252,8 +252,8 @@ fn open_shards(shards: &[PathBuf], out: &Path) -> std::result::Result<Vec<OpenSh
 
 /// The shards' common tiling: shards without slides record none; those that have
 /// slides must agree.
-fn agreed_tiling(open: &[OpenShard]) -> std::result::Result<Option<TileSettings>, MergeError> {
-    let tiled: Vec<(&OpenShard, TileSettings)> = open
+fn agreed_tiling(open: &[OpenShard]) -> std::result::Result<Option<Tiling>, MergeError> {
+    let tiled: Vec<(&OpenShard, Tiling)> = open
         .iter()
         .filter_map(|s| s.manifest.tiling.map(|t| (s, t)))
         .collect();

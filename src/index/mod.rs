@@ -33,6 +33,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use ann::{AnnGraph, AnnParams, Hit};
+// The tiling a manifest records is the slide floor's one type.
+use crate::source::slide::Tiling;
 
 pub(crate) mod ann;
 mod file;
@@ -59,7 +61,7 @@ pub use reader::Index;
 pub(crate) use reader::{recorded_model, root_of, IndexHit, PathFilter};
 pub use region::Region;
 pub(crate) use region::{
-    read_regions, write_regions, MaskRecord, RegionKey, SlideRecord, TileSettings, REG_MAGIC,
+    read_regions, write_regions, MaskRecord, RegionKey, SlideRecord, REG_MAGIC,
 };
 pub(crate) use segment::Segment;
 pub use writer::IndexWriter;

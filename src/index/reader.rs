@@ -121,7 +121,7 @@ impl Index {
     }
 
     /// The tiling the index's slides were cut with, if it has slides.
-    pub(crate) fn tiling(&self) -> Option<TileSettings> {
+    pub(crate) fn tiling(&self) -> Option<Tiling> {
         self.manifest.tiling
     }
 

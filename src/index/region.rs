@@ -12,7 +12,7 @@
 //! byte for byte what older plips wrote and read (`fixtures/compat/` checks that it
 //! still opens). The manifest also records, per slide, what the run found
 //! ([`SlideRecord`]) and the tiling settings the index was built with
-//! ([`TileSettings`]); both fields are absent when empty, so a manifest without slides
+//! ([`Tiling`]); both fields are absent when empty, so a manifest without slides
 //! is unchanged too. A slide record also says how its tissue was found (detector
 //! version, or the user's mask file and its CRC32), so an upgrade or an edited mask
 //! re-tiles just that slide.
@@ -51,52 +51,6 @@ impl Region {
     }
 }
 
-/// How slides are cut into tiles: the `--mpp`, `--tile`, `--min-tissue` and
-/// `--keep-artifacts` of `plip index`, recorded in the manifest.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
-pub(crate) struct TileSettings {
-    pub(crate) mpp: f64,
-    pub(crate) tile: u32,
-    pub(crate) min_tissue: f64,
-    /// `--slide-mpp`: the level-0 resolution assumed for slides that record none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) slide_mpp: Option<f64>,
-    /// `--keep-artifacts`: pen ink and other artifacts that look like tissue are kept.
-    /// Absent (false) in manifests written before it existed or without it.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub(crate) keep_artifacts: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-impl TileSettings {
-    /// The options that decide which tiles a slide has (everything but `slide_mpp`,
-    /// which only matters for slides without a resolution).
-    pub(crate) fn same_grid(&self, other: &TileSettings) -> bool {
-        self.mpp == other.mpp
-            && self.tile == other.tile
-            && self.min_tissue == other.min_tissue
-            && self.keep_artifacts == other.keep_artifacts
-    }
-
-    /// `--mpp 0.5 --tile 224 --min-tissue 0.5` (and `--keep-artifacts`), for messages.
-    pub(crate) fn describe(&self) -> String {
-        format!(
-            "--mpp {} --tile {} --min-tissue {}{}",
-            self.mpp,
-            self.tile,
-            self.min_tissue,
-            if self.keep_artifacts {
-                " --keep-artifacts"
-            } else {
-                ""
-            }
-        )
-    }
-}
-
 /// What a run found in one slide, for change detection and `plip info`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub(crate) struct SlideRecord {
@@ -119,7 +73,7 @@ pub(crate) struct SlideRecord {
     #[serde(default)]
     pub(crate) tiles_failed: usize,
     /// The tiling the tiles were cut with.
-    pub(crate) tiling: TileSettings,
+    pub(crate) tiling: Tiling,
     /// Every kept tile was embedded (or failed); false while a run is in the middle of
     /// the slide, so that the next run finishes it.
     pub(crate) complete: bool,
@@ -185,28 +139,6 @@ pub(crate) fn read_regions(dir: &Path, r: &FileRef, entries: &mut [FileEntry]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keep_artifacts_is_recorded_only_when_set_and_changes_the_grid() {
-        // a manifest written before --keep-artifacts existed reads, and writes unchanged
-        let old = r#"{"mpp":0.5,"tile":224,"min_tissue":0.5}"#;
-        let t: TileSettings = serde_json::from_str(old).unwrap();
-        assert!(!t.keep_artifacts);
-        assert_eq!(serde_json::to_string(&t).unwrap(), old);
-        let k = TileSettings {
-            keep_artifacts: true,
-            ..t
-        };
-        assert!(!t.same_grid(&k) && !k.same_grid(&t) && k.same_grid(&k));
-        assert!(serde_json::to_string(&k)
-            .unwrap()
-            .contains(r#""keep_artifacts":true"#));
-        assert!(
-            k.describe().ends_with(" --keep-artifacts"),
-            "{}",
-            k.describe()
-        );
-    }
 
     #[test]
     fn a_slide_record_from_before_detector_versions_reads_as_v1() {

@@ -216,7 +216,7 @@ impl IndexWriter {
     }
 
     /// The tiling recorded in the index, if a slide was ever indexed.
-    pub(crate) fn tiling(&self) -> Option<TileSettings> {
+    pub(crate) fn tiling(&self) -> Option<Tiling> {
         self.manifest.tiling
     }
 
@@ -231,7 +231,7 @@ impl IndexWriter {
     }
 
     /// Records the tiling this index's slides are cut with.
-    pub(crate) fn set_tiling(&mut self, tiling: TileSettings) {
+    pub(crate) fn set_tiling(&mut self, tiling: Tiling) {
         self.manifest.tiling = Some(tiling);
     }
 

@@ -42,10 +42,8 @@ use anyhow::Result;
 
 use super::{unchanged, Committer, Progress};
 use crate::embed::{self, Embedder};
-use crate::index::{
-    FileEntry, IndexWriter, MaskRecord, RegionKey, Skipped, SlideRecord, TileSettings,
-};
-use crate::source::slide::{tissue, user_mask, MppSource, SlideError, TileOptions, TilePlan};
+use crate::index::{FileEntry, IndexWriter, MaskRecord, RegionKey, Skipped, SlideRecord};
+use crate::source::slide::{tissue, user_mask, MppSource, SlideError, TilePlan, Tiling};
 use crate::source::LoadedImage;
 
 /// The tissue detector version recorded with each slide: [`tissue::DETECTOR_VERSION`].
@@ -113,61 +111,6 @@ pub(crate) struct RetileStats {
     pub(crate) reasons: Vec<String>,
 }
 
-/// The tiling flags of `plip index`, `None` when not given.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct SlideFlags {
-    pub(crate) mpp: Option<f64>,
-    pub(crate) tile: Option<u32>,
-    pub(crate) min_tissue: Option<f64>,
-    pub(crate) slide_mpp: Option<f64>,
-    /// `--keep-artifacts` (`Some(false)`: `--keep-artifacts=false`).
-    pub(crate) keep_artifacts: Option<bool>,
-}
-
-impl SlideFlags {
-    /// Checks each number given (see [`crate::source::slide::tiling`]); the error
-    /// starts with the flag's name without dashes (`mpp: ...`), which each face
-    /// translates. Called before anything is opened for writing.
-    pub(crate) fn validate(&self) -> Result<(), String> {
-        use crate::source::slide::tiling::{check_min_tissue, check_mpp, check_tile};
-        let named = |name: &str, r: Result<(), String>| r.map_err(|e| format!("{name}: {e}"));
-        named("mpp", self.mpp.map_or(Ok(()), |v| check_mpp(v).map(drop)))?;
-        named(
-            "tile",
-            self.tile.map_or(Ok(()), |v| check_tile(v).map(drop)),
-        )?;
-        named(
-            "min_tissue",
-            self.min_tissue
-                .map_or(Ok(()), |v| check_min_tissue(v).map(drop)),
-        )?;
-        named(
-            "slide_mpp",
-            self.slide_mpp.map_or(Ok(()), |v| check_mpp(v).map(drop)),
-        )
-    }
-}
-
-/// The tiling of this run: each flag given, else what the index recorded, else the
-/// defaults (0.5 µm/px, 224 px, 0.5 tissue).
-pub(crate) fn resolve_tiling(flags: &SlideFlags, recorded: Option<TileSettings>) -> TileSettings {
-    let d = TileOptions::default();
-    let base = recorded.unwrap_or(TileSettings {
-        mpp: d.mpp,
-        tile: d.tile,
-        min_tissue: d.min_tissue,
-        slide_mpp: None,
-        keep_artifacts: d.keep_artifacts,
-    });
-    TileSettings {
-        mpp: flags.mpp.unwrap_or(base.mpp),
-        tile: flags.tile.unwrap_or(base.tile),
-        min_tissue: flags.min_tissue.unwrap_or(base.min_tissue),
-        slide_mpp: flags.slide_mpp.or(base.slide_mpp),
-        keep_artifacts: flags.keep_artifacts.unwrap_or(base.keep_artifacts),
-    }
-}
-
 /// The name of a resolution source, as recorded and shown by `plip info`.
 pub(crate) fn mpp_source_name(s: MppSource) -> &'static str {
     match s {
@@ -198,7 +141,7 @@ pub(super) struct SlideTodo {
 /// Why a recorded slide's tissue must be found again, if it must.
 fn tissue_changed(
     rec: &SlideRecord,
-    tiling: &TileSettings,
+    tiling: &Tiling,
     masks: &Masks,
     mask: Option<&Path>,
 ) -> Option<String> {
@@ -228,7 +171,7 @@ fn tissue_changed(
 pub(super) fn plan(
     writer: &mut IndexWriter,
     found: Vec<(PathBuf, String)>,
-    tiling: &TileSettings,
+    tiling: &Tiling,
     racy_after: i128,
     masks: &Masks,
     progress: &dyn Progress,
@@ -319,7 +262,7 @@ pub(super) struct SlideRun<'a> {
     pub(super) progress: &'a dyn Progress,
     pub(super) cancel: &'a AtomicBool,
     pub(super) batch_size: usize,
-    pub(super) tiling: TileSettings,
+    pub(super) tiling: Tiling,
     /// Tiles embedded in this run, all slides together.
     pub(super) embedded: usize,
     /// Slides re-tiled in place (their tissue source changed).
@@ -438,13 +381,7 @@ impl SlideRun<'_> {
     /// The slide file's facts and its tile plan; `None` when the slide was skipped
     /// (with a warning: [`Self::skip`]).
     fn open_plan(&mut self, todo: &SlideTodo) -> Option<((u64, i128, u32), TilePlan)> {
-        let options = TileOptions {
-            mpp: self.tiling.mpp,
-            tile: self.tiling.tile,
-            min_tissue: self.tiling.min_tissue,
-            user_mpp: self.tiling.slide_mpp,
-            keep_artifacts: self.tiling.keep_artifacts,
-        };
+        let options = self.tiling;
         let facts = crate::source::stat(&todo.abs)
             .and_then(|(size, mtime)| Ok((size, mtime, crate::source::file_crc(&todo.abs)?)));
         let facts = match facts {

@@ -86,7 +86,6 @@ pub(crate) use topk::{sort_hits, TopK};
 use graph::{TO_L1, TO_L2};
 #[cfg(test)]
 use {
-    build::missed_by_search,
     codes::{dot_i8, dot_i8_portable, encode},
     file::all_finite,
     topk::rank_cmp,

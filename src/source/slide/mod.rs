@@ -61,7 +61,8 @@ use std::path::{Path, PathBuf};
 pub(crate) use cache::CacheStats;
 pub(crate) use error::SlideError;
 use image::RgbImage;
-pub(crate) use tiles::{TileOptions, TilePlan};
+pub(crate) use tiles::TilePlan;
+pub(crate) use tiling::{Tiling, TilingOverrides};
 
 use tiffslide::TiffSlide;
 

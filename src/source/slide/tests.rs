@@ -209,11 +209,11 @@ fn tiles_match_openslide_plus_pillow() {
         let dir = fixtures().join("golden").join(name);
         let cases = read_json(&dir.join("tiles.json"));
         for c in cases.as_array().unwrap() {
-            let opts = TileOptions {
+            let opts = Tiling {
                 mpp: c["mpp"].as_f64().unwrap(),
                 tile: c["tile"].as_u64().unwrap() as u32,
                 min_tissue: 0.0,
-                user_mpp: None,
+                slide_mpp: None,
                 keep_artifacts: false,
             };
             let plan = TilePlan::new(&fixture(name), &opts).unwrap();
@@ -272,7 +272,7 @@ fn tile_plan_records_mpp_source_and_refuses_missing_mpp() {
         payload_of: Box::new(|_, _| 0),
     }];
     write_bigtiff(&p, &payloads, &levels, None);
-    match TilePlan::new(&p, &TileOptions::default()) {
+    match TilePlan::new(&p, &Tiling::default()) {
         Err(e @ SlideError::NoMpp { .. }) => {
             let m = e.to_string();
             assert!(
@@ -283,9 +283,9 @@ fn tile_plan_records_mpp_source_and_refuses_missing_mpp() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("planned a slide without a resolution"),
     }
-    let opts = TileOptions {
-        user_mpp: Some(0.25),
-        ..TileOptions::default()
+    let opts = Tiling {
+        slide_mpp: Some(0.25),
+        ..Tiling::default()
     };
     let plan = TilePlan::new(&p, &opts).unwrap();
     assert_eq!(plan.mpp_source, MppSource::User);
@@ -301,9 +301,9 @@ fn tile_plan_records_mpp_source_and_refuses_missing_mpp() {
     assert_eq!(aperio.mpp_source, MppSource::Aperio);
     // options that describe no grid are errors naming the file, not panics
     for bad in [
-        TileOptions { mpp: 0.0, ..opts },
-        TileOptions { tile: 0, ..opts },
-        TileOptions {
+        Tiling { mpp: 0.0, ..opts },
+        Tiling { tile: 0, ..opts },
+        Tiling {
             min_tissue: 1.5,
             ..opts
         },
@@ -312,7 +312,7 @@ fn tile_plan_records_mpp_source_and_refuses_missing_mpp() {
         assert!(e.contains("no-mpp.tiff"), "{e}");
     }
     // a slide smaller than one tile has an empty plan
-    let tiny = TilePlan::new(&p, &TileOptions { tile: 4096, ..opts }).unwrap();
+    let tiny = TilePlan::new(&p, &Tiling { tile: 4096, ..opts }).unwrap();
     assert!(tiny.tiles.is_empty());
 }
 
@@ -456,11 +456,11 @@ fn corrupt_and_empty_tiles_fail_only_their_regions() {
     // and so does a tile plan, whose tiles over the bad ones fail alone
     let plan = TilePlan::new(
         &p,
-        &TileOptions {
+        &Tiling {
             mpp: 0.252,
             tile: 256,
             min_tissue: 0.0,
-            user_mpp: None,
+            slide_mpp: None,
             keep_artifacts: false,
         },
     )
@@ -755,7 +755,7 @@ fn big_single_level_child() {
     }
     let regions = t0.elapsed();
     let t1 = Instant::now();
-    let plan = TilePlan::from_slide(s, &TileOptions::default()).unwrap();
+    let plan = TilePlan::from_slide(s, &Tiling::default()).unwrap();
     let planned = t1.elapsed();
     let s = plan.slide();
     assert!(s.cache_stats().bytes <= 32 << 20);

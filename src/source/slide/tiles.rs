@@ -1,7 +1,7 @@
 //! The tile plan of one slide: which level-0 squares become model inputs, and their pixels.
 //!
 //! This is what the indexing job calls (issue 17, "Tiling"): [`TilePlan::new`] opens the
-//! slide, takes its resolution (from the file, else [`TileOptions::user_mpp`], else an error
+//! slide, takes its resolution (from the file, else [`Tiling::slide_mpp`], else an error
 //! that says to pass `--slide-mpp`), detects tissue when `min_tissue > 0`, and keeps the grid
 //! tiles with enough of it ([`super::grid`] documents the grid). [`TilePlan::read_tile`]
 //! reads one kept tile at the chosen level and resizes it to `tile x tile` with the crate's
@@ -25,37 +25,8 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 
 use super::grid::{self, GridParams};
+use super::tiling::Tiling;
 use super::{tissue, MppSource, OpenOptions, Slide, SlideError};
-
-/// How a slide is cut into model inputs (the `--mpp`, `--tile`, `--min-tissue` and
-/// `--slide-mpp` flags of issue 17, `--keep-artifacts` of issue 28).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct TileOptions {
-    /// Target resolution of a model input, µm per pixel (PLIP: about 0.5, i.e. 20x).
-    pub(crate) mpp: f64,
-    /// Side of a model input in pixels at that resolution.
-    pub(crate) tile: u32,
-    /// Least tissue fraction of a kept tile, in 0..=1; 0 keeps every tile without running
-    /// tissue detection.
-    pub(crate) min_tissue: f64,
-    /// Level-0 resolution to use when the file records none.
-    pub(crate) user_mpp: Option<f64>,
-    /// Keep artifacts (pen ink, debris) that the tissue rule calls tissue
-    /// ([`tissue::DetectOptions`]).
-    pub(crate) keep_artifacts: bool,
-}
-
-impl Default for TileOptions {
-    fn default() -> Self {
-        Self {
-            mpp: 0.5,
-            tile: 224,
-            min_tissue: 0.5,
-            user_mpp: None,
-            keep_artifacts: false,
-        }
-    }
-}
 
 /// One kept tile, in level-0 pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,7 +43,7 @@ pub(crate) struct TileRect {
 pub(crate) struct TilePlan {
     slide: Slide,
     /// The options the plan was made with.
-    pub(crate) options: TileOptions,
+    pub(crate) options: Tiling,
     /// Level-0 resolution, µm per pixel, and where it came from.
     pub(crate) slide_mpp: f64,
     pub(crate) mpp_source: MppSource,
@@ -97,7 +68,7 @@ pub(crate) struct TilePlan {
 impl TilePlan {
     /// Open `path` and plan its tiles.
     #[cfg(test)]
-    pub(crate) fn new(path: &Path, opts: &TileOptions) -> Result<TilePlan, SlideError> {
+    pub(crate) fn new(path: &Path, opts: &Tiling) -> Result<TilePlan, SlideError> {
         Self::with_mask_file(path, opts, None)
     }
 
@@ -106,7 +77,7 @@ impl TilePlan {
     /// cannot be used is [`SlideError::Mask`].
     pub(crate) fn with_mask_file(
         path: &Path,
-        opts: &TileOptions,
+        opts: &Tiling,
         mask_file: Option<&Path>,
     ) -> Result<TilePlan, SlideError> {
         let bad = |msg: String| SlideError::BadTileOptions {
@@ -117,7 +88,7 @@ impl TilePlan {
         let slide = Slide::open(
             path,
             &OpenOptions {
-                user_mpp: opts.user_mpp,
+                user_mpp: opts.slide_mpp,
                 ..OpenOptions::default()
             },
         )?;
@@ -138,8 +109,8 @@ impl TilePlan {
 
     /// Plan the tiles of an already open slide. A resolution so coarse that a model input
     /// would be upsampled more than 2x is refused ([`SlideError::CoarseResolution`]) before
-    /// tissue detection, unless [`TileOptions::user_mpp`] replaces it.
-    pub(crate) fn from_slide(slide: Slide, opts: &TileOptions) -> Result<TilePlan, SlideError> {
+    /// tissue detection, unless [`Tiling::slide_mpp`] replaces it.
+    pub(crate) fn from_slide(slide: Slide, opts: &Tiling) -> Result<TilePlan, SlideError> {
         let slide = Self::plausible_resolution(slide, opts)?;
         let mask = if opts.min_tissue > 0.0 {
             Some(tissue::detect(
@@ -157,14 +128,14 @@ impl TilePlan {
     /// The slide with the resolution to plan with: its own, or the user's `--slide-mpp`
     /// where its own is so coarse that a tile would be upsampled more than 2x
     /// ([`SlideError::CoarseResolution`] when neither is plausible).
-    fn plausible_resolution(slide: Slide, opts: &TileOptions) -> Result<Slide, SlideError> {
+    fn plausible_resolution(slide: Slide, opts: &Tiling) -> Result<Slide, SlideError> {
         let path: PathBuf = slide.path().to_path_buf();
         let recorded = slide
             .mpp()
             .ok_or(SlideError::NoMpp { path: path.clone() })?;
         let (slide_mpp, mpp_source) = match check_resolution(&path, recorded, opts) {
             Ok(()) => recorded,
-            Err(e) => match opts.user_mpp.filter(|m| m.is_finite() && *m > 0.0) {
+            Err(e) => match opts.slide_mpp.filter(|m| m.is_finite() && *m > 0.0) {
                 // the user's --slide-mpp replaces a recorded value this implausible
                 Some(user) if recorded.1 != MppSource::User => {
                     check_resolution(&path, (user, MppSource::User), opts)?;
@@ -180,7 +151,7 @@ impl TilePlan {
     /// `min_tissue` of (every tile without a mask).
     fn from_slide_with_mask(
         slide: Slide,
-        opts: &TileOptions,
+        opts: &Tiling,
         mask: Option<tissue::TissueMask>,
     ) -> Result<TilePlan, SlideError> {
         let path: PathBuf = slide.path().to_path_buf();
@@ -285,7 +256,7 @@ impl TilePlan {
 fn check_resolution(
     path: &Path,
     (slide_mpp, source): (f64, MppSource),
-    opts: &TileOptions,
+    opts: &Tiling,
 ) -> Result<(), SlideError> {
     let tile = f64::from(opts.tile.max(1));
     let s0 = (tile * opts.mpp / slide_mpp).round();

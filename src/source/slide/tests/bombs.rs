@@ -35,7 +35,7 @@ fn aperio(dir: &Path, name: &str, (w, h): (u32, u32), extra: &[u8]) -> PathBuf {
     p
 }
 
-fn plan_err(p: &Path, opts: &TileOptions) -> SlideError {
+fn plan_err(p: &Path, opts: &Tiling) -> SlideError {
     match TilePlan::new(p, opts) {
         Ok(plan) => panic!("planned {} tiles", plan.tiles.len()),
         Err(e) => e,
@@ -47,7 +47,7 @@ fn aperio_mpp_99_is_refused_with_advice() {
     let dir = tempfile::tempdir().unwrap();
     let p = aperio(dir.path(), "mpp99.svs", (1024, 768), b"|MPP = 99");
     assert_eq!(open(&p).unwrap().mpp().map(|m| m.0), Some(99.0));
-    let e = plan_err(&p, &TileOptions::default());
+    let e = plan_err(&p, &Tiling::default());
     assert!(
         matches!(e, SlideError::CoarseResolution { s0: 1, .. }),
         "{e:?}"
@@ -69,7 +69,7 @@ fn aperio_mpp_16_is_refused_before_tissue_detection() {
     let dir = tempfile::tempdir().unwrap();
     let p = aperio(dir.path(), "mpp16.svs", (12_288, 12_288), b"|MPP = 16");
     let t = Instant::now();
-    let e = plan_err(&p, &TileOptions::default());
+    let e = plan_err(&p, &Tiling::default());
     // s0 = round(224 * 0.5 / 16) = 7 level-0 pixels: a 32x upsampling
     assert!(
         matches!(e, SlideError::CoarseResolution { s0: 7, .. }),
@@ -80,9 +80,9 @@ fn aperio_mpp_16_is_refused_before_tissue_detection() {
     let ok = aperio(dir.path(), "mpp1.svs", (2048, 2048), b"|MPP = 1.0");
     let plan = TilePlan::new(
         &ok,
-        &TileOptions {
+        &Tiling {
             min_tissue: 0.0,
-            ..TileOptions::default()
+            ..Tiling::default()
         },
     )
     .unwrap();
@@ -93,10 +93,10 @@ fn aperio_mpp_16_is_refused_before_tissue_detection() {
 fn slide_mpp_replaces_an_implausible_recorded_resolution() {
     let dir = tempfile::tempdir().unwrap();
     let p = aperio(dir.path(), "mpp99.svs", (1024, 768), b"|MPP = 99");
-    let opts = TileOptions {
+    let opts = Tiling {
         min_tissue: 0.0,
-        user_mpp: Some(0.25),
-        ..TileOptions::default()
+        slide_mpp: Some(0.25),
+        ..Tiling::default()
     };
     let plan = TilePlan::new(&p, &opts).unwrap();
     assert_eq!((plan.slide_mpp, plan.mpp_source), (0.25, MppSource::User));
@@ -104,8 +104,8 @@ fn slide_mpp_replaces_an_implausible_recorded_resolution() {
     // s0 = round(224 * 0.5 / 0.25) = 448: two whole tiles in 1024 x 768
     assert_eq!(plan.tiles.len(), 2);
     // a wrong --slide-mpp is refused the same way
-    let bad = TileOptions {
-        user_mpp: Some(50.0),
+    let bad = Tiling {
+        slide_mpp: Some(50.0),
         ..opts
     };
     assert!(matches!(
@@ -124,7 +124,7 @@ fn tissue_view_of_an_implausibly_large_slide_is_refused() {
     tags.extend(resolution(1.0));
     write_tiff(&p, &payloads, &[Ifd { tags, next: None }]);
     let t = Instant::now();
-    let e = plan_err(&p, &TileOptions::default());
+    let e = plan_err(&p, &Tiling::default());
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(matches!(e, SlideError::ViewTooLarge { .. }), "{e:?}");
     let m = e.to_string();
