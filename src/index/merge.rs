@@ -232,7 +232,7 @@ fn open_shards(shards: &[PathBuf], out: &Path) -> std::result::Result<Vec<OpenSh
     let first = &open[0];
     for s in &open[1..] {
         let (a, b) = (&first.manifest.model, &s.manifest.model);
-        if a.fingerprint != b.fingerprint || a.dim != b.dim {
+        if !a.same_model(b) {
             let describe = |m: &ModelInfo| {
                 format!(
                     "`{}` (fingerprint {}, {}-d)",

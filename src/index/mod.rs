@@ -191,7 +191,7 @@ type Result<T> = std::result::Result<T, StoreError>;
 /// of both towers' files). The error says which case it is: another model, or
 /// the same source whose files changed since the index was built.
 pub(crate) fn check_model(path: &Path, index_model: &ModelInfo, model: &ModelInfo) -> Result<()> {
-    if index_model.dim == model.dim && index_model.fingerprint == model.fingerprint {
+    if index_model.same_model(model) {
         return Ok(());
     }
     Err(if index_model.source == model.source {
@@ -230,6 +230,15 @@ pub struct ModelInfo {
     pub fingerprint: String,
     /// Embedding size.
     pub dim: usize,
+}
+
+impl ModelInfo {
+    /// Whether vectors of `other` may sit beside this model's: the same files
+    /// (fingerprint) and the same dimension. The one rule behind [`check_model`]
+    /// and `plip merge`'s check of its shards.
+    pub(crate) fn same_model(&self, other: &ModelInfo) -> bool {
+        self.dim == other.dim && self.fingerprint == other.fingerprint
+    }
 }
 
 /// One indexed file.
