@@ -82,7 +82,7 @@ struct GlobalArgs {
     #[arg(long, global = true, value_name = "MiB", default_value_t = 1024)]
     decode_memory: u64,
     /// Arithmetic of the model's dense layers: `auto` (the default) runs bf16 where
-    /// this CPU runs it faster than f32 (measured once, in about 0.07 s, and cached
+    /// this CPU runs it faster than f32 (measured once, in about 0.1 s, and cached
     /// under ~/.cache/plip), else f32; `f32` is the reference's arithmetic; `bf16`
     /// rounds weights and layer inputs to bfloat16 with sums in f32, for CPUs with
     /// AVX512_BF16 (refused elsewhere). bf16 embeddings stay within cosine 0.9999
