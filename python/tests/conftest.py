@@ -15,6 +15,12 @@ MODEL = ROOT / "fixtures" / "model"
 IMAGES = ROOT / "fixtures" / "images"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
+# Before any fixture: session-scoped ones (the shared `model`) are made before the
+# autouse fixture below runs, and on a CPU where bf16 wins, `precision="auto"` would
+# give them bf16 embeddings, off the f32 goldens.
+os.environ["PLIP_PRECISION_AUTO"] = "f32"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):

@@ -11,8 +11,9 @@
 //! faster. The speed ratio is a property of a core, so one thread measures it:
 //! on a busy machine a preempted worker would stall a parallel run, while the
 //! best of five single-thread runs usually finds an undisturbed one. A ratio
-//! no CPU has (outside [`PLAUSIBLE`]) is measured once more, and if it stays
-//! implausible it is not cached: that run takes f32 and says why.
+//! no CPU has in an optimized build (outside [`PLAUSIBLE`]) is measured once
+//! more, and if it stays there it is not cached: that run takes f32 and says why.
+//! Debug builds cache under a key of their own.
 //!
 //! The answer is cached in `plip/precision-auto.json` under the user's cache
 //! folder (`$PLIP_CACHE_DIR`, else `$XDG_CACHE_HOME/plip`, else
@@ -37,9 +38,11 @@ use super::{bf16_supported, Dense, Precision};
 /// measurement's noise could pick either, and f32 is the reference's arithmetic.
 pub(crate) const MIN_GAIN: f64 = 1.05;
 
-/// bf16's speed over f32's that a CPU can have: Intel Xeons run the bf16 kernel at
-/// 0.4-0.6x f32, AMD Zen 4 at 2.0-2.3x. A measurement outside this range was
-/// disturbed (a calibration under heavy load once gave 0.02x on Zen 4).
+/// bf16's speed over f32's that a CPU can have in an optimized build: Intel Xeons
+/// run the bf16 kernel at 0.4-0.6x f32, AMD Zen 4 at 2.0-2.3x. Outside this range
+/// the measurement says more about the build or the moment than about the CPU: an
+/// unoptimized (`dev` profile) build runs plip's own bf16 kernel at opt-level 0,
+/// 0.02x f32 on Zen 4, while f32 runs in the optimized gemm crate.
 pub(crate) const PLAUSIBLE: std::ops::RangeInclusive<f64> = 0.2..=5.0;
 
 /// The environment variable that forces auto's answer (for tests).
@@ -157,8 +160,8 @@ fn choose_now() -> Chosen {
                 return Chosen {
                     precision: Precision::F32,
                     why: format!(
-                        "auto: the calibration was disturbed (bf16 measured {r:.2}x f32 on \
-                         {cpu}; is the machine busy?), f32 this run"
+                        "auto: bf16 measured {r:.2}x f32 on {cpu}, which no CPU runs (an \
+                         unoptimized build, or a busy machine): f32, not cached"
                     ),
                 };
             }
@@ -217,8 +220,14 @@ fn features() -> String {
 }
 
 fn cache_key(cpu: &str) -> String {
+    // A debug build's kernels run at other speeds: it keeps answers of its own.
+    let build = if cfg!(debug_assertions) {
+        " (debug build)"
+    } else {
+        ""
+    };
     format!(
-        "{cpu} | {} | plip {}",
+        "{cpu} | {} | plip {}{build}",
         features(),
         env!("CARGO_PKG_VERSION")
     )
