@@ -1,5 +1,5 @@
 //! Cosine distance and score for unit vectors, as hnsw_rs builds with it and as
-//! plip reports it. Scores come from the one dot product in `backend::cpu::simd`.
+//! plip reports it. Scores come from the one dot product in `crate::vectors`.
 
 use super::*;
 

@@ -133,7 +133,7 @@ pub(crate) enum SlideError {
     NoMpp { path: PathBuf },
     /// Tiling options that cannot describe a grid (a caller's bug or an unchecked flag).
     #[error("{path}: invalid tiling options: {msg}")]
-    BadTileOptions { path: PathBuf, msg: String },
+    BadTiling { path: PathBuf, msg: String },
     /// OpenSlide reported an error.
     #[error("{path}: OpenSlide: {msg}")]
     OpenSlide { path: PathBuf, msg: String },

@@ -80,7 +80,7 @@ impl TilePlan {
         opts: &Tiling,
         mask_file: Option<&Path>,
     ) -> Result<TilePlan, SlideError> {
-        let bad = |msg: String| SlideError::BadTileOptions {
+        let bad = |msg: String| SlideError::BadTiling {
             path: path.to_path_buf(),
             msg,
         };
@@ -165,7 +165,7 @@ impl TilePlan {
             min_tissue: opts.min_tissue,
         };
         let g = grid::plan(&slide, slide_mpp, &params, mask.as_ref()).ok_or_else(|| {
-            SlideError::BadTileOptions {
+            SlideError::BadTiling {
                 path: path.clone(),
                 msg: format!(
                     "a {} px tile at {} µm/px is not a whole number of level-0 pixels at {} µm/px",
@@ -227,13 +227,10 @@ impl TilePlan {
     /// Kept tile `i` as a `tile x tile` RGB image: `read_px` square at [`Self::level`], then
     /// Pillow's bicubic resize. A corrupt stored tile under it is an error for this tile only.
     pub(crate) fn read_tile(&self, i: usize) -> Result<RgbImage, SlideError> {
-        let t = self
-            .tiles
-            .get(i)
-            .ok_or_else(|| SlideError::BadTileOptions {
-                path: self.slide.path().to_path_buf(),
-                msg: format!("tile {i} of a plan with {} tiles", self.tiles.len()),
-            })?;
+        let t = self.tiles.get(i).ok_or_else(|| SlideError::BadTiling {
+            path: self.slide.path().to_path_buf(),
+            msg: format!("tile {i} of a plan with {} tiles", self.tiles.len()),
+        })?;
         let region = self.slide.read_region(
             t.x as i64,
             t.y as i64,
