@@ -278,45 +278,11 @@ impl IndexJob {
         crate::source::slide::Tiling,
     )> {
         let root = index::root_of(self.writer.dir());
-        let roots = if self.roots.is_empty() {
-            // A plain `plip index`: every folder indexed before.
-            let recorded = self.writer.roots();
-            if recorded.is_empty() {
-                vec![PathBuf::from(".")]
-            } else {
-                recorded.iter().map(|r| paths::resolve(&root, r)).collect()
-            }
-        } else {
-            self.roots.clone()
-        };
-        let mut found: Vec<(PathBuf, String)> = Vec::new();
-        let mut scopes: Vec<String> = Vec::new();
-        let mut keep_under: Vec<String> = Vec::new();
-        for d in &roots {
-            if !d.exists() && self.roots.is_empty() {
-                progress.warn(&format!(
-                    "{} was indexed before but is missing now; its images stay in the \
-                     index (index it again when it is back, or use --rebuild)",
-                    d.display()
-                ));
-                continue;
-            }
-            let walked = walk::find_images(d)?;
-            for w in &walked.warnings {
-                progress.warn(w);
-            }
-            keep_under.extend(walked.unreadable.iter().map(|u| paths::relative(u, &root)));
-            let abs = d.canonicalize()?;
-            let scope = paths::relative(&abs, &root);
-            self.writer.add_root(&scope);
-            scopes.push(scope);
-            let shard = self.options.shard;
-            let in_shard = |f: &PathBuf| shard.is_none_or(|s| s.owns_file(f, &abs));
-            found.extend(walked.files.into_iter().filter(in_shard).map(|f| {
-                let rel = paths::relative(&f, &root);
-                (f, rel)
-            }));
-        }
+        let Walked {
+            mut found,
+            scopes,
+            keep_under,
+        } = self.walk_roots(&root, progress)?;
         found.sort_by(|a, b| a.1.cmp(&b.1));
         found.dedup_by(|a, b| a.1 == b.1);
         let present: HashSet<&str> = found.iter().map(|f| f.1.as_str()).collect();
@@ -393,7 +359,64 @@ impl IndexJob {
     }
 }
 
+/// What a run's walk found: files (absolute, stored path), the stored folders it
+/// covered, and folders under them that could not be read (their entries are kept).
+struct Walked {
+    found: Vec<(PathBuf, String)>,
+    scopes: Vec<String>,
+    keep_under: Vec<String>,
+}
+
 impl IndexJob {
+    /// Walks this run's roots (or every folder indexed before), recording each as
+    /// an indexed root, keeping only this shard's files.
+    fn walk_roots(&mut self, root: &Path, progress: &dyn Progress) -> Result<Walked> {
+        let roots = if self.roots.is_empty() {
+            // A plain `plip index`: every folder indexed before.
+            let recorded = self.writer.roots();
+            if recorded.is_empty() {
+                vec![PathBuf::from(".")]
+            } else {
+                recorded.iter().map(|r| paths::resolve(root, r)).collect()
+            }
+        } else {
+            self.roots.clone()
+        };
+        let mut found: Vec<(PathBuf, String)> = Vec::new();
+        let mut scopes: Vec<String> = Vec::new();
+        let mut keep_under: Vec<String> = Vec::new();
+        for d in &roots {
+            if !d.exists() && self.roots.is_empty() {
+                progress.warn(&format!(
+                    "{} was indexed before but is missing now; its images stay in the \
+                     index (index it again when it is back, or use --rebuild)",
+                    d.display()
+                ));
+                continue;
+            }
+            let walked = walk::find_images(d)?;
+            for w in &walked.warnings {
+                progress.warn(w);
+            }
+            keep_under.extend(walked.unreadable.iter().map(|u| paths::relative(u, root)));
+            let abs = d.canonicalize()?;
+            let scope = paths::relative(&abs, root);
+            self.writer.add_root(&scope);
+            scopes.push(scope);
+            let shard = self.options.shard;
+            let in_shard = |f: &PathBuf| shard.is_none_or(|s| s.owns_file(f, &abs));
+            found.extend(walked.files.into_iter().filter(in_shard).map(|f| {
+                let rel = paths::relative(&f, root);
+                (f, rel)
+            }));
+        }
+        Ok(Walked {
+            found,
+            scopes,
+            keep_under,
+        })
+    }
+
     /// Where this run takes tissue from (`--tissue-mask`, else the index's record),
     /// recording the flag in the index.
     fn tissue_masks(&mut self, progress: &dyn Progress, has_slides: bool) -> slides::Masks {
