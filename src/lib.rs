@@ -53,10 +53,10 @@ pub use index::ann::study as ann_study;
 pub use index::ann::{exact_search, AnnGraph, AnnParams, DEFAULT_EF_SEARCH};
 pub use index::{FileEntry, Index, IndexWriter, ModelInfo, Region, Skipped, StoreError};
 pub use model::hub::{resolve as resolve_model, ModelFiles, DEFAULT_MODEL};
-pub use model::{Towers, WeightsFile};
+pub use model::{ModelFamily, Towers, WeightsFile};
 pub use output::npy::write_f32 as write_npy;
 pub use preprocess::{
-    decode_rgb, load_and_preprocess, preprocess, DecodeLimits, ImageProcessorConfig,
+    decode_rgb, load_and_preprocess, preprocess, DecodeLimits, ImageProcessorConfig, PixelPipeline,
 };
 pub use query::{build_query, QueryTerm, TermKind};
 

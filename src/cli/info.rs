@@ -9,6 +9,8 @@ pub(super) fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
         let mut v = serde_json::to_value(&s)?;
         v["index"] = serde_json::json!(index.dir().display().to_string());
         v["updated"] = serde_json::json!(rfc3339(s.updated_unix));
+        // The manifest omits the family of hf-clip indexes; the answer names it.
+        v["model"]["family"] = serde_json::json!(s.model.family.name());
         if !index.slides().is_empty() {
             v["tiling"] = serde_json::to_value(index.tiling())?;
             v["slides"] = serde_json::to_value(index.slides())?;
@@ -30,6 +32,7 @@ pub(super) fn cmd_info(config: &Config, args: InfoArgs) -> Result<i32> {
         "model:       {} ({})",
         s.model.source, s.model.fingerprint
     )?;
+    writeln!(out, "family:      {}", s.model.family.name())?;
     writeln!(out, "dimensions:  {}", s.model.dim)?;
     let precision = match s.precision.as_str() {
         crate::index::MIXED => "mixed (f32 and bf16 rows; they agree to cosine 0.999)",

@@ -63,8 +63,10 @@ pub struct Cli {
 #[derive(Debug, Args)]
 struct GlobalArgs {
     /// Model: a Hugging Face repo id (resolved through the HF cache, honouring
-    /// HF_HOME and HF_HUB_OFFLINE) or a local model folder. Default: the model
-    /// that built the index, else vinid/plip.
+    /// HF_HOME and HF_HUB_OFFLINE) or a local model folder, holding either a
+    /// Hugging Face CLIPModel (config.json, tokenizer.json, preprocessor_config.json)
+    /// or an open_clip checkpoint (open_clip_config.json, as QuiltNet). Default: the
+    /// model that built the index, else vinid/plip.
     #[arg(long, global = true, env = "PLIP_MODEL")]
     model: Option<String>,
     /// Index folder. Default: the nearest `.plip` in this folder or above it

@@ -18,7 +18,7 @@ use crate::backend::cpu::{Chosen, Precision, PrecisionChoice, UnsupportedPrecisi
 use crate::index::ModelInfo;
 use crate::model::hub::ModelFiles;
 use crate::model::tokenizer::PromptTokenizer;
-use crate::model::{l2_normalize, ClipConfig, ClipModel, Towers};
+use crate::model::{l2_normalize, openclip, ClipConfig, ClipModel, ModelFamily, Towers};
 use crate::preprocess::{DecodeLimits, ImageProcessorConfig};
 use crate::source::{load_image, LoadedImage};
 
@@ -85,9 +85,14 @@ impl Embedder {
         precision.check_supported()?;
         // Only the CPU has fast paths; a GPU backend would be chosen here.
         let device = &Device::Cpu;
-        let config = ClipConfig::from_file(&files.config)?;
-        let preprocess = ImageProcessorConfig::from_file(&files.preprocessor)
-            .with_context(|| format!("reading {}", files.preprocessor.display()))?;
+        let (config, preprocess) = match files.family {
+            ModelFamily::HfClip => (
+                ClipConfig::from_file(&files.config)?,
+                ImageProcessorConfig::from_file(&files.preprocessor)
+                    .with_context(|| format!("reading {}", files.preprocessor.display()))?,
+            ),
+            ModelFamily::OpenClip => openclip::read_config(&files.config)?,
+        };
         let (h, w) = preprocess.output_size();
         let s = config.vision.image_size as u32;
         if towers.vision && (h, w) != (s, s) {
@@ -100,10 +105,13 @@ impl Embedder {
                 towers
                     .text
                     .then(|| {
-                        PromptTokenizer::from_file(
-                            &files.tokenizer,
-                            config.text.max_position_embeddings,
-                        )
+                        let len = config.text.max_position_embeddings;
+                        match files.family {
+                            ModelFamily::HfClip => {
+                                PromptTokenizer::from_file(&files.tokenizer, len)
+                            }
+                            ModelFamily::OpenClip => PromptTokenizer::open_clip(len),
+                        }
                     })
                     .transpose()
             });
@@ -114,6 +122,7 @@ impl Embedder {
             };
             let model = ClipModel::load(
                 &files.weights,
+                files.family,
                 &config,
                 towers,
                 device,
@@ -127,6 +136,7 @@ impl Embedder {
             source: files.source.clone(),
             fingerprint: fingerprint(files, &preprocess)?,
             dim: config.projection_dim,
+            family: files.family,
         };
         Ok(Self {
             model,

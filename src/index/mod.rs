@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use ann::{AnnGraph, AnnParams, Hit};
 // The tiling a manifest records is the slide floor's one type.
+use crate::model::ModelFamily;
 use crate::source::slide::Tiling;
 
 pub(crate) mod ann;
@@ -230,6 +231,35 @@ pub struct ModelInfo {
     pub fingerprint: String,
     /// Embedding size.
     pub dim: usize,
+    /// The checkpoint's layout (`hf-clip` or `open_clip`). Not written for
+    /// `hf-clip`, so indexes written before it existed read as what they are.
+    #[serde(default, skip_serializing_if = "is_hf_clip", with = "family_name")]
+    pub family: ModelFamily,
+}
+
+fn is_hf_clip(f: &ModelFamily) -> bool {
+    *f == ModelFamily::HfClip
+}
+
+/// [`ModelFamily`] as its name in the manifest.
+mod family_name {
+    use crate::model::ModelFamily;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(f: &ModelFamily, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(f.name())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ModelFamily, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.as_str() {
+            "hf-clip" => Ok(ModelFamily::HfClip),
+            "open_clip" => Ok(ModelFamily::OpenClip),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown model family {other:?}; a newer plip wrote this index"
+            ))),
+        }
+    }
 }
 
 impl ModelInfo {

@@ -7,6 +7,7 @@ pub(crate) fn model(dim: usize) -> ModelInfo {
         source: "test".into(),
         fingerprint: "fp".into(),
         dim,
+        family: ModelFamily::HfClip,
     }
 }
 

@@ -144,7 +144,7 @@ impl ClipConfig {
         Self::from_json_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         for (name, t) in [("text", &self.text.tower), ("vision", &self.vision.tower)] {
             if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
                 bail!(

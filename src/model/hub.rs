@@ -1,4 +1,6 @@
-//! Finding a model's files: a local folder, or a Hugging Face repo id.
+//! Finding a model's files: a local folder, or a Hugging Face repo id, in either
+//! layout: a Hugging Face `CLIPModel` (preferred when its files are all there) or
+//! an open_clip checkpoint (`open_clip_config.json` and its weights).
 //!
 //! A repo id is resolved through the standard Hugging Face cache (`HF_HOME`, default
 //! `~/.cache/huggingface`), so a model fetched by Python tools is reused as is. When
@@ -12,7 +14,8 @@ use anyhow::{bail, Context, Result};
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::Cache;
 
-use crate::model::WeightsFile;
+use crate::model::openclip;
+use crate::model::{ModelFamily, WeightsFile};
 
 /// The Hub id used when no model is given.
 pub const DEFAULT_MODEL: &str = "vinid/plip";
@@ -23,11 +26,13 @@ pub struct ModelFiles {
     /// What the user named: a repo id or a folder, as shown in messages and stored
     /// in the index.
     pub source: String,
-    /// `config.json`.
+    /// The layout, which says how the files below are read.
+    pub family: ModelFamily,
+    /// `config.json` (open_clip: `open_clip_config.json`).
     pub config: PathBuf,
-    /// `tokenizer.json`.
+    /// `tokenizer.json` (open_clip: its config again; the vocabulary is built in).
     pub tokenizer: PathBuf,
-    /// `preprocessor_config.json`.
+    /// `preprocessor_config.json` (open_clip: its config's `preprocess_cfg`).
     pub preprocessor: PathBuf,
     /// The weights, safetensors preferred.
     pub weights: WeightsFile,
@@ -63,19 +68,52 @@ fn looks_like_path(spec: &str) -> bool {
         || spec.matches('/').count() > 1
 }
 
+/// The files of an open_clip checkpoint: its config and its weights.
+fn open_clip_files(source: &str, config: PathBuf, weights: WeightsFile) -> ModelFiles {
+    ModelFiles {
+        source: source.to_string(),
+        family: ModelFamily::OpenClip,
+        tokenizer: config.clone(),
+        preprocessor: config.clone(),
+        config,
+        weights,
+    }
+}
+
 fn from_dir(dir: &Path, source: &str) -> Result<ModelFiles> {
+    let hf_complete = SMALL_FILES.iter().all(|n| dir.join(n).is_file());
+    let oc_config = dir.join(openclip::CONFIG);
+    if !hf_complete && oc_config.is_file() {
+        let [st, bin] = openclip::WEIGHTS.map(|n| dir.join(n));
+        let weights = if st.is_file() {
+            WeightsFile::Safetensors(st)
+        } else if bin.is_file() {
+            WeightsFile::Pth(bin)
+        } else {
+            bail!(
+                "open_clip model folder {} has neither {} nor {}",
+                dir.display(),
+                openclip::WEIGHTS[0],
+                openclip::WEIGHTS[1]
+            );
+        };
+        return Ok(open_clip_files(source, oc_config, weights));
+    }
     for name in SMALL_FILES {
         if !dir.join(name).is_file() {
             bail!(
                 "model folder {} has no {name}; a Hugging Face CLIP model folder \
                  needs config.json, tokenizer.json, preprocessor_config.json and \
-                 model.safetensors or pytorch_model.bin",
+                 model.safetensors or pytorch_model.bin (an open_clip folder needs \
+                 open_clip_config.json and open_clip_model.safetensors or \
+                 open_clip_pytorch_model.bin)",
                 dir.display()
             );
         }
     }
     Ok(ModelFiles {
         source: source.to_string(),
+        family: ModelFamily::HfClip,
         config: dir.join("config.json"),
         tokenizer: dir.join("tokenizer.json"),
         preprocessor: dir.join("preprocessor_config.json"),
@@ -100,11 +138,19 @@ fn from_hub(id: &str) -> Result<ModelFiles> {
     if let (Some(weights), [Some(c), Some(t), Some(p)]) = (&cached_weights, &cached_small[..]) {
         return Ok(ModelFiles {
             source: id.to_string(),
+            family: ModelFamily::HfClip,
             config: c.clone(),
             tokenizer: t.clone(),
             preprocessor: p.clone(),
             weights: weights.clone(),
         });
+    }
+    let cached_oc_weights = cached
+        .get(openclip::WEIGHTS[0])
+        .map(WeightsFile::Safetensors)
+        .or_else(|| cached.get(openclip::WEIGHTS[1]).map(WeightsFile::Pth));
+    if let (Some(c), Some(w)) = (cached.get(openclip::CONFIG), cached_oc_weights) {
+        return Ok(open_clip_files(id, c, w));
     }
     let advice = format!(
         "get it on a machine with network access (`plip index` downloads `{id}` into the \
@@ -132,6 +178,20 @@ fn from_hub(id: &str) -> Result<ModelFiles> {
         format!("could not reach the Hugging Face Hub for model `{id}`; {advice}")
     })?;
     let has = |name: &str| info.siblings.iter().any(|s| s.rfilename == name);
+    if !SMALL_FILES.iter().all(|n| has(n)) && has(openclip::CONFIG) {
+        let weights = if has(openclip::WEIGHTS[0]) {
+            WeightsFile::Safetensors(fetch(openclip::WEIGHTS[0])?)
+        } else if has(openclip::WEIGHTS[1]) {
+            WeightsFile::Pth(fetch(openclip::WEIGHTS[1])?)
+        } else {
+            bail!(
+                "open_clip model `{id}` has neither {} nor {}",
+                openclip::WEIGHTS[0],
+                openclip::WEIGHTS[1]
+            );
+        };
+        return Ok(open_clip_files(id, fetch(openclip::CONFIG)?, weights));
+    }
     let weights = if has("model.safetensors") {
         WeightsFile::Safetensors(fetch("model.safetensors")?)
     } else if has("pytorch_model.bin") {
@@ -141,6 +201,7 @@ fn from_hub(id: &str) -> Result<ModelFiles> {
     };
     Ok(ModelFiles {
         source: id.to_string(),
+        family: ModelFamily::HfClip,
         config: fetch("config.json")?,
         tokenizer: fetch("tokenizer.json")?,
         preprocessor: fetch("preprocessor_config.json")?,

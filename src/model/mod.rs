@@ -30,6 +30,7 @@ use serde_json::Value;
 mod config;
 pub(crate) mod hub;
 mod layers;
+pub(crate) mod openclip;
 #[cfg(test)]
 mod tests;
 mod text;
@@ -69,6 +70,27 @@ impl Towers {
         vision: false,
     };
 }
+/// How a checkpoint lays out its files and tensors; the architecture is the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ModelFamily {
+    /// A Hugging Face `CLIPModel` (`config.json`, `tokenizer.json`,
+    /// `preprocessor_config.json`), as `vinid/plip`.
+    #[default]
+    HfClip,
+    /// An open_clip checkpoint (`open_clip_config.json`), as QuiltNet ([`openclip`]).
+    OpenClip,
+}
+
+impl ModelFamily {
+    /// The name stored in an index and shown by `plip info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFamily::HfClip => "hf-clip",
+            ModelFamily::OpenClip => "open_clip",
+        }
+    }
+}
+
 /// A loaded PLIP/CLIP model: either tower may be absent when not needed.
 pub(crate) struct ClipModel {
     /// The text tower, when loaded.
@@ -91,16 +113,28 @@ impl ClipModel {
     /// `precision.0` and `precision.1`; the final projections always in f32.
     pub(crate) fn load(
         weights: &WeightsFile,
+        family: ModelFamily,
         config: &ClipConfig,
         towers: Towers,
         device: &Device,
         precision: (Precision, Precision),
     ) -> Result<Self> {
-        let vb = weights.var_builder(device)?;
+        let (vb, table) = match family {
+            ModelFamily::HfClip => (weights.var_builder(device)?, weights::TOKEN_EMBEDDING),
+            ModelFamily::OpenClip => {
+                let inner = weights.var_builder(device)?;
+                let table = openclip::names::OpenClipNames::token_embedding_name(&inner);
+                (
+                    openclip::names::OpenClipNames::var_builder(inner, device),
+                    table,
+                )
+            }
+        };
         let rows = (towers.text && device.is_cpu())
             .then(|| {
                 TokenRows::open(
                     weights,
+                    table,
                     config.text.vocab_size,
                     config.text.tower.hidden_size,
                 )

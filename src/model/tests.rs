@@ -64,7 +64,7 @@ fn token_rows_read_what_the_loaded_table_holds() {
     let config = ClipConfig::from_file(&dir.join("config.json")).unwrap();
     let (vocab, dim) = (config.text.vocab_size, config.text.tower.hidden_size);
     let weights = WeightsFile::Safetensors(dir.join("model.safetensors"));
-    let rows = TokenRows::open(&weights, vocab, dim).unwrap();
+    let rows = TokenRows::open(&weights, TOKEN_EMBEDDING, vocab, dim).unwrap();
     let table = weights
         .var_builder(&Device::Cpu)
         .unwrap()
@@ -86,9 +86,9 @@ fn token_rows_read_what_the_loaded_table_holds() {
     );
     // Not offered where the table is not the expected f32 matrix, or not
     // in a safetensors file.
-    assert!(TokenRows::open(&weights, vocab + 1, dim).is_none());
+    assert!(TokenRows::open(&weights, TOKEN_EMBEDDING, vocab + 1, dim).is_none());
     let pth = WeightsFile::Pth(dir.join("pytorch_model.bin"));
-    assert!(TokenRows::open(&pth, vocab, dim).is_none());
+    assert!(TokenRows::open(&pth, TOKEN_EMBEDDING, vocab, dim).is_none());
 }
 
 #[test]

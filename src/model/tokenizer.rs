@@ -23,12 +23,28 @@ use tokenizers::{
 
 /// A CLIP tokenizer with truncation to the model's context length.
 pub(crate) struct PromptTokenizer {
-    inner: Tokenizer,
+    inner: Inner,
     eos_id: u32,
     max_len: usize,
 }
 
+/// The model's own `tokenizer.json`, or open_clip's `SimpleTokenizer`.
+enum Inner {
+    Json(Box<Tokenizer>),
+    OpenClip(Box<crate::model::openclip::tokenizer::SimpleTokenizer>),
+}
+
 impl PromptTokenizer {
+    /// open_clip's tokenizer for a `max_len`-token text tower.
+    pub(crate) fn open_clip(max_len: usize) -> Result<Self> {
+        let inner = crate::model::openclip::tokenizer::SimpleTokenizer::new(max_len)?;
+        Ok(Self {
+            eos_id: inner.eot(),
+            inner: Inner::OpenClip(Box::new(inner)),
+            max_len,
+        })
+    }
+
     /// Loads `tokenizer.json` and configures truncation to `max_len` tokens.
     pub(crate) fn from_file(path: &Path, max_len: usize) -> Result<Self> {
         let json = std::fs::read_to_string(path)
@@ -52,7 +68,7 @@ impl PromptTokenizer {
             }))
             .map_err(|e| anyhow!("configuring truncation: {e}"))?;
         Ok(Self {
-            inner,
+            inner: Inner::Json(Box::new(inner)),
             eos_id,
             max_len,
         })
@@ -60,11 +76,14 @@ impl PromptTokenizer {
 
     /// Token ids of one prompt, with special tokens, at most `max_len` long.
     pub(crate) fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(prompt, true)
-            .map_err(|e| anyhow!("tokenizing {prompt:?}: {e}"))?;
-        let ids = enc.get_ids().to_vec();
+        let ids = match &self.inner {
+            Inner::Json(inner) => inner
+                .encode(prompt, true)
+                .map_err(|e| anyhow!("tokenizing {prompt:?}: {e}"))?
+                .get_ids()
+                .to_vec(),
+            Inner::OpenClip(inner) => inner.encode(prompt)?,
+        };
         if ids.len() > self.max_len {
             bail!(
                 "tokenizer produced {} ids for a {}-token model",

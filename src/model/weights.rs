@@ -145,9 +145,14 @@ pub(crate) struct TokenRows {
 pub(crate) const TOKEN_EMBEDDING: &str = "text_model.embeddings.token_embedding.weight";
 
 impl TokenRows {
-    /// The table in `weights`, when it is a safetensors file that stores it as
+    /// The table `name` in `weights`, when it is a safetensors file that stores it as
     /// `vocab x dim` f32 values; `None` otherwise (then the table is loaded whole).
-    pub(crate) fn open(weights: &WeightsFile, vocab: usize, dim: usize) -> Option<Self> {
+    pub(crate) fn open(
+        weights: &WeightsFile,
+        name: &str,
+        vocab: usize,
+        dim: usize,
+    ) -> Option<Self> {
         let WeightsFile::Safetensors(path) = weights else {
             return None;
         };
@@ -155,7 +160,7 @@ impl TokenRows {
             return None;
         }
         let reader = TensorReader::open(path)?;
-        let (begin, end, dtype) = reader.ranges.get(TOKEN_EMBEDDING)?;
+        let (begin, end, dtype) = reader.ranges.get(name)?;
         if dtype != "F32" || end - begin != (vocab * dim * 4) as u64 {
             return None;
         }

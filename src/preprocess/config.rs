@@ -39,6 +39,22 @@ pub struct ImageProcessorConfig {
     pub image_std: [f32; 3],
     /// PIL resampling filter id; only 3 (bicubic) is supported.
     pub resample: u32,
+    /// Whose arithmetic the crop offset and rescale follow.
+    pub pipeline: PixelPipeline,
+}
+
+/// The two reference pipelines, which resize alike (Pillow's bicubic of the
+/// shortest edge) but differ in two details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PixelPipeline {
+    /// transformers' `CLIPImageProcessor`: crop offset `(size - crop) // 2`, rescale
+    /// as `float64(v) * rescale_factor` cast to float32.
+    #[default]
+    ClipImageProcessor,
+    /// open_clip's eval transform (torchvision `CenterCrop` + `ToTensor`): crop offset
+    /// `int(round((size - crop) / 2))`, Python's round half to even (one pixel
+    /// further when `size - crop` is 3 mod 4), and `float32(v) / 255`.
+    OpenClip,
 }
 
 impl Default for ImageProcessorConfig {
@@ -56,6 +72,7 @@ impl Default for ImageProcessorConfig {
             image_mean: CLIP_MEAN,
             image_std: CLIP_STD,
             resample: RESAMPLE_BICUBIC,
+            pipeline: PixelPipeline::ClipImageProcessor,
         }
     }
 }
@@ -190,9 +207,14 @@ impl ImageProcessorConfig {
         } else {
             "none".to_owned()
         };
+        // The CLIPImageProcessor text is unchanged, so existing indexes still match.
+        let pipeline = match self.pipeline {
+            PixelPipeline::ClipImageProcessor => "",
+            PixelPipeline::OpenClip => ";pipeline=open_clip",
+        };
         format!(
             "plip-preprocess/v1;rgb=pillow-convert;resize={resize};resample={};\
-             crop={crop};rescale={rescale};normalize={normalize};layout=chw-f32",
+             crop={crop};rescale={rescale};normalize={normalize};layout=chw-f32{pipeline}",
             pil_filter_name(u64::from(self.resample))
         )
     }

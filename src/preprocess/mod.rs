@@ -27,7 +27,7 @@ mod decode;
 mod resize;
 #[cfg(test)]
 mod tests;
-pub use config::ImageProcessorConfig;
+pub use config::{ImageProcessorConfig, PixelPipeline};
 pub use decode::{decode_rgb, DecodeLimits};
 pub(crate) use decode::{load_rgb, probe, ImageError};
 pub(crate) use resize::{resize_bicubic, resize_output_size, resize_window};
@@ -40,33 +40,48 @@ struct CropAxis {
     len: u32,
 }
 
-fn crop_axis(size: u32, crop: u32) -> CropAxis {
+fn crop_axis(size: u32, crop: u32, pipeline: PixelPipeline) -> CropAxis {
     if size >= crop {
-        // top = (orig - crop) // 2
+        let diff = size - crop;
+        let src = match pipeline {
+            // top = (orig - crop) // 2
+            PixelPipeline::ClipImageProcessor => diff / 2,
+            // torchvision: int(round(diff / 2.0)), half to even.
+            PixelPipeline::OpenClip => diff / 2 + u32::from(diff % 4 == 3),
+        };
         CropAxis {
-            src: (size - crop) / 2,
+            src,
             dst: 0,
             len: crop,
         }
     } else {
-        // Too small: centred in a zero canvas, offset ceil((crop - orig) / 2).
+        // Too small: centred in a zero canvas, offset ceil((crop - orig) / 2)
+        // (torchvision pads (crop - orig) // 2 before).
+        let dst = match pipeline {
+            PixelPipeline::ClipImageProcessor => (crop - size).div_ceil(2),
+            PixelPipeline::OpenClip => (crop - size) / 2,
+        };
         CropAxis {
             src: 0,
-            dst: (crop - size).div_ceil(2),
+            dst,
             len: size,
         }
     }
 }
 
 /// Output value of each possible u8 per channel: rescale as `image.astype(float64) * scale`
-/// cast to float32, then `(x - mean) / std` in float32 (transformers' `rescale`/`normalize`).
+/// cast to float32, then `(x - mean) / std` in float32 (transformers' `rescale`/`normalize`);
+/// for open_clip, torchvision's `ToTensor` (`float32(v) / 255`) then the same normalize.
 fn channel_luts(cfg: &ImageProcessorConfig) -> [[f32; 256]; 3] {
     let mut lut = [[0f32; 256]; 3];
     for (c, table) in lut.iter_mut().enumerate() {
         for (v, out) in table.iter_mut().enumerate() {
             let mut x = v as f32;
             if cfg.do_rescale {
-                x = (v as f64 * cfg.rescale_factor) as f32;
+                x = match cfg.pipeline {
+                    PixelPipeline::ClipImageProcessor => (v as f64 * cfg.rescale_factor) as f32,
+                    PixelPipeline::OpenClip => v as f32 / 255.0,
+                };
             }
             if cfg.do_normalize {
                 x = (x - cfg.image_mean[c]) / cfg.image_std[c];
@@ -93,8 +108,8 @@ pub fn preprocess(img: &RgbImage, cfg: &ImageProcessorConfig) -> Vec<f32> {
     } else {
         (rh, rw)
     };
-    let ay = crop_axis(rh, out_h);
-    let ax = crop_axis(rw, out_w);
+    let ay = crop_axis(rh, out_h, cfg.pipeline);
+    let ax = crop_axis(rw, out_w, cfg.pipeline);
 
     // Source of the kept pixels: a freshly resized window, or the input itself.
     let window;

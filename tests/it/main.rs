@@ -8,6 +8,7 @@
 
 mod common;
 mod mid_model;
+mod open_clip;
 mod outputs;
 
 mod auto_precision;
