@@ -66,9 +66,10 @@ struct GlobalArgs {
     /// HF_HOME and HF_HUB_OFFLINE) or a local model folder, holding either a
     /// Hugging Face CLIPModel (config.json, tokenizer.json, preprocessor_config.json)
     /// or an open_clip checkpoint (open_clip_config.json, as QuiltNet). Default: the
-    /// model that built the index, else vinid/plip.
-    #[arg(long, global = true, env = "PLIP_MODEL")]
-    model: Option<String>,
+    /// model that built the index, else vinid/plip. `plip eval retrieval|zero-shot|
+    /// linear-probe` takes it several times and compares the models in one table.
+    #[arg(long, global = true, env = "PLIP_MODEL", action = clap::ArgAction::Append)]
+    model: Vec<String>,
     /// Index folder. Default: the nearest `.plip` in this folder or above it
     /// (as git finds `.git`), else `./.plip` when indexing.
     #[arg(long, global = true, env = "PLIP_INDEX")]
@@ -653,8 +654,10 @@ fn parse_score(s: &str) -> std::result::Result<f32, String> {
 /// Settings resolved from flags and environment.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    /// Model requested explicitly, if any.
+    /// Model requested explicitly, if any (the first `--model`).
     pub model: Option<String>,
+    /// Every `--model` given, in order (several only for `plip eval`).
+    pub models: Vec<String>,
     /// Index folder given explicitly, if any.
     pub index: Option<PathBuf>,
     /// Current directory.
@@ -686,8 +689,15 @@ impl Config {
             }
         }
         crate::source::set_decode_budget(g.decode_memory.saturating_mul(1 << 20));
+        let models: Vec<String> = g
+            .model
+            .iter()
+            .filter(|m| !m.trim().is_empty())
+            .cloned()
+            .collect();
         Ok(Config {
-            model: g.model.clone().filter(|m| !m.trim().is_empty()),
+            model: models.first().cloned(),
+            models,
             index: g.index.clone(),
             cwd: std::env::current_dir().context("reading the current directory")?,
             progress: !g.quiet && std::io::stderr().is_terminal(),
@@ -719,6 +729,9 @@ impl Config {
 /// Runs the command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     let config = Config::from_args(&cli.global)?;
+    if config.models.len() > 1 && !matches!(cli.command, Command::Eval(_)) {
+        bail!("several --model are for `plip eval` (a comparison); other commands take one");
+    }
     match cli.command {
         Command::Index(a) => index::cmd_index(&config, a),
         Command::Search(a) => search::cmd_search(&config, a),

@@ -70,6 +70,7 @@ use rayon::prelude::*;
 use crate::vectors::dot;
 use serde::Serialize;
 
+pub(crate) mod compare;
 pub(crate) mod html;
 mod metrics;
 pub(crate) mod probe;

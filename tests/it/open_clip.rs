@@ -204,3 +204,63 @@ fn index_records_open_clip_family_and_info_names_it() {
     ]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn eval_compares_models_in_one_table_and_caches_per_model() {
+    let env = TestEnv::new();
+    env.copy_images("ds/TUM", &["png_rgb_224x224.png", "bmp_rgb_250x250.bmp"]);
+    env.copy_images("ds/LYM", &["gif_P_200x150.gif", "png_L_256x200.png"]);
+    let plip_model = fixtures().join("model");
+    let (a, b, c) = (
+        plip_model.to_str().unwrap(),
+        root().join("b32"),
+        root().join("b16"),
+    );
+    let (b, c) = (b.to_str().unwrap(), c.to_str().unwrap());
+    let args = |models: &[&str], extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["eval", "zero-shot", "ds", "--cache", "cache"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for m in models {
+            v.extend(["--model".to_string(), m.to_string()]);
+        }
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |v: Vec<String>| {
+        let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+        env.ok(&refs)
+    };
+    let table = run(args(&[a, b], &["--html", "cmp.html"]));
+    assert!(
+        table.contains("[1] ") && table.contains("(hf-clip)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("[2] ") && table.contains("(open_clip)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("accuracy") && table.contains("weighted_f1"),
+        "{table}"
+    );
+    let page = std::fs::read_to_string(env.path().join("cmp.html")).unwrap();
+    assert!(
+        page.contains("open_clip") && page.contains("<table>"),
+        "{page}"
+    );
+    assert_eq!(env.path().join("cache").read_dir().unwrap().count(), 2);
+
+    // A third model adds its own cache; the others' reports are unchanged.
+    let both: serde_json::Value =
+        serde_json::from_str(&run(args(&[a, b, c], &["--json"]))).unwrap();
+    assert_eq!(env.path().join("cache").read_dir().unwrap().count(), 3);
+    let alone: serde_json::Value = serde_json::from_str(&run(args(&[b], &["--json"]))).unwrap();
+    assert_eq!(both["models"][1]["report"]["accuracy"], alone["accuracy"]);
+    assert_eq!(both["models"][2]["family"], "open_clip");
+
+    // Other commands take one model.
+    let out = env.run(&["search", "tumor", "--model", a, "--model", b]);
+    assert!(!out.status.success());
+}
