@@ -258,3 +258,26 @@ fn nan_in_manifest_is_refused_and_the_previous_commit_stays() {
         "the previous commit still opens and holds a.png"
     );
 }
+
+#[test]
+fn model_family_is_optional_in_the_manifest_and_round_trips() {
+    // Written before families existed (and still, for hf-clip): no "family" key.
+    let old = r#"{"source":"vinid/plip","fingerprint":"fp","dim":512}"#;
+    let info: ModelInfo = serde_json::from_str(old).unwrap();
+    assert_eq!(info.family, ModelFamily::HfClip);
+    assert_eq!(serde_json::to_string(&info).unwrap(), old);
+    let oc = ModelInfo {
+        family: ModelFamily::OpenClip,
+        ..info.clone()
+    };
+    let text = serde_json::to_string(&oc).unwrap();
+    assert!(text.contains(r#""family":"open_clip""#), "{text}");
+    assert_eq!(serde_json::from_str::<ModelInfo>(&text).unwrap(), oc);
+    // Two families never pass for the same model: their files differ.
+    assert!(!info.same_model(&ModelInfo {
+        fingerprint: "other".into(),
+        ..oc
+    }));
+    let future = r#"{"source":"x","fingerprint":"fp","dim":512,"family":"conch"}"#;
+    assert!(serde_json::from_str::<ModelInfo>(future).is_err());
+}
