@@ -264,3 +264,33 @@ fn eval_compares_models_in_one_table_and_caches_per_model() {
     let out = env.run(&["search", "tumor", "--model", a, "--model", b]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn an_open_clip_repo_in_the_hugging_face_cache_is_found_offline() {
+    let env = TestEnv::new();
+    env.copy_images("s", &["png_rgb_224x224.png", "bmp_rgb_250x250.bmp"]);
+    // HF_HOME/hub/models--org--quilt-tiny/snapshots/<rev>/, as huggingface_hub lays it out.
+    let hub = env.path().join("hf/hub/models--org--quilt-tiny");
+    let snap = hub.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(hub.join("refs")).unwrap();
+    std::fs::write(hub.join("refs/main"), "0123abcd").unwrap();
+    copy_model(&root().join("b16"), &snap);
+    let out = env
+        .plip()
+        .env("HF_HOME", env.path().join("hf"))
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["--model", "org/quilt-tiny", "index", "s"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = env.ok(&["info"]);
+    assert!(
+        info.contains("org/quilt-tiny") && info.contains("open_clip"),
+        "{info}"
+    );
+}
