@@ -140,7 +140,13 @@ enum Command {
     /// most 1M rows: the layout clip-retrieval writes, which embedding_reader
     /// (format parquet_npy), autofaiss, pandas and LanceDB read. Query vectors
     /// for such an index come from `plip embed --text ... --jsonl`.
-    Export(ExportArgs),
+    ///
+    /// --format trident|clam writes one HDF5 file per slide instead, for slide-level
+    /// models (TRIDENT's slide encoders, CLAM's attention MIL): `features` float32
+    /// (N, 512) and `coords` int64 (N, 2), level-0 top-left corners, with TRIDENT's
+    /// attributes; OUT/slides.csv maps slide ids to files and paths. Needs the HDF5
+    /// library (Debian: libhdf5-103-1).
+    Export(export::ExportArgs),
     /// Draw a whole slide's tiles coloured by their cosine to a query (PNG).
     ///
     /// QUERY is text, an image file, or a slide region SLIDE@X,Y,W,H. Uses the
@@ -604,27 +610,6 @@ struct MergeArgs {
     #[arg(required = true, value_name = "SHARD")]
     shards: Vec<PathBuf>,
     /// Replace the index already at --index with the merge.
-    #[arg(long)]
-    replace: bool,
-}
-
-#[derive(Debug, Args)]
-struct ExportArgs {
-    /// Folder to write img_emb/ and metadata/ into.
-    out: PathBuf,
-    /// Rows per part (at most 1,000,000).
-    #[arg(long, default_value_t = crate::output::export::DEFAULT_ROWS_PER_PART)]
-    rows_per_part: usize,
-    /// Write image_path as stored in the index (relative to the index folder's
-    /// parent) instead of absolute.
-    #[arg(long)]
-    relative: bool,
-    /// Finish an interrupted export into OUT (same index commit and options): parts
-    /// already written are kept.
-    #[arg(long, conflicts_with = "replace")]
-    resume: bool,
-    /// Write OUT anew: delete the part files of an earlier plip export there first
-    /// (only files plip writes; a folder holding anything else is refused).
     #[arg(long)]
     replace: bool,
 }

@@ -7,6 +7,7 @@ pub(crate) mod by_slide;
 pub(crate) mod export;
 pub(crate) mod export_marker;
 pub(crate) mod geojson;
+pub(crate) mod h5_export;
 pub(crate) mod html;
 pub(crate) mod npy;
 pub(crate) mod printers;
