@@ -155,7 +155,7 @@ enum Command {
     /// the slide's thumbnail (aspect ratio kept) with each tile filled in viridis
     /// from the lowest score (dark purple) to the highest (yellow), and a colour bar
     /// at the right whose ticks are labelled with cosine values.
-    Heatmap(HeatmapArgs),
+    Heatmap(slides::HeatmapArgs),
     /// Check a slide's tiling before a long run: thumbnail, tissue mask, kept tiles (PNG).
     ///
     /// Draws the slide's thumbnail with the tissue tinted green, artifacts (pen ink,
@@ -164,7 +164,7 @@ enum Command {
     /// number of tiles kept. Takes the same tiling flags as `plip index` (default: the
     /// index's tiling, else 0.5 µm/px, 224 px, 0.5 tissue). --geojson writes the mask's
     /// outlines for QuPath, to correct and use with --tissue-mask.
-    Tiles(TilesArgs),
+    Tiles(slides::TilesArgs),
     /// Measure retrieval recall, zero-shot or linear-probe accuracy, or HNSW quality.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -440,6 +440,16 @@ struct SearchArgs {
     /// Also write a self-contained HTML page of the results (thumbnails embedded).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Also write the slide tiles found as QuPath GeoJSON, one file per slide
+    /// (DIR/<slide>.geojson, and DIR/slides.csv mapping files to slides): each hit is
+    /// a tile with its box in level-0 pixels and the measurements "plip: QUERY"
+    /// (cosine) and "plip rank". Drag the file onto the open slide in QuPath.
+    #[arg(long, value_name = "DIR")]
+    geojson: Option<PathBuf>,
+    /// Also write the slide tiles found as CSV, one file per slide (DIR/<slide>.csv:
+    /// x,y,width,height,level,mpp, the score, rank), for spreadsheets and R.
+    #[arg(long, value_name = "DIR")]
+    csv: Option<PathBuf>,
     /// Number of results (at least 1).
     #[arg(long, short = 'k', default_value_t = 10,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -546,61 +556,6 @@ impl TilingArgs {
 
     fn masks(&self) -> crate::job::MaskFlag {
         crate::job::MaskFlag::parse(self.tissue_mask.as_deref())
-    }
-}
-
-#[derive(Debug, Args)]
-struct HeatmapArgs {
-    /// The slide.
-    slide: PathBuf,
-    /// Text (in English), an image file, or a region SLIDE@X,Y,W,H (level-0 pixels).
-    query: String,
-    /// The PNG to write.
-    #[arg(long, short = 'o')]
-    output: PathBuf,
-    /// Longer side of the slide's thumbnail in the picture, in pixels.
-    #[arg(long, default_value_t = 1024)]
-    size: u32,
-    /// Tiles per model batch (when embedding now).
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    #[command(flatten)]
-    tiling: TilingArgs,
-}
-
-impl HeatmapArgs {
-    fn flags(&self) -> crate::source::slide::TilingOverrides {
-        self.tiling.flags()
-    }
-}
-
-#[derive(Debug, Args)]
-struct TilesArgs {
-    /// The slide.
-    slide: PathBuf,
-    /// The PNG to write.
-    #[arg(long, short = 'o')]
-    output: PathBuf,
-    /// Longer side of the picture, in pixels.
-    #[arg(long, default_value_t = 1024)]
-    size: u32,
-    /// Also print the plan as one JSON document on stdout: the slide, its size, the
-    /// tiling, and every kept tile with x, y, w, h (level-0 pixels) and its tissue share.
-    #[arg(long)]
-    json: bool,
-    /// Also write the tissue and artifact outlines as GeoJSON (level-0 pixels, one
-    /// annotation per region, classes Tissue and Artifact): drag it onto the slide in
-    /// QuPath, correct it, export it with File > Export objects as GeoJSON into a
-    /// folder, and index with --tissue-mask that folder.
-    #[arg(long, value_name = "FILE")]
-    geojson: Option<PathBuf>,
-    #[command(flatten)]
-    tiling: TilingArgs,
-}
-
-impl TilesArgs {
-    fn flags(&self) -> crate::source::slide::TilingOverrides {
-        self.tiling.flags()
     }
 }
 

@@ -155,7 +155,7 @@ fn slide_files(out: &Path, sub: &str) -> Result<Vec<PathBuf>> {
             let in_out = dir == out;
             let ok = if in_out && !sub.is_empty() && name == sub {
                 continue;
-            } else if in_out && (name == MARKER || name == super::h5_export::SLIDES_CSV) {
+            } else if in_out && (name == MARKER || name == super::slide_files::SLIDES_CSV) {
                 true
             } else {
                 (sub.is_empty() == in_out) && (name.ends_with(".h5") || is_temporary(&name))

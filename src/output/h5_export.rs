@@ -19,10 +19,8 @@
 //! `name` and `model` (the model the index was built with). CLAM's files carry the
 //! same (CLAM reads only the datasets).
 //!
-//! A slide id is the file name without its last extension, as TRIDENT and CLAM name
-//! their outputs; characters other than letters, digits, `.`, `_`, `-`, `+`, space and
-//! parentheses become `_`, a leading `.` too, and ids that would collide (two folders
-//! holding `a.svs`) get `-2`, `-3`, ... in the order of their stored paths. `slides.csv`
+//! Slide ids are [`crate::output::slide_files`]'s (the file name without its last
+//! extension, made safe and distinct, in the order of the stored paths); `slides.csv`
 //! writes the mapping down. Whole images (not slides) have no coordinates and are left
 //! out (counted in the summary).
 //!
@@ -31,7 +29,7 @@
 //! complete. OUT may hold only what such an export writes; anything else is refused
 //! before the first write.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
@@ -41,6 +39,8 @@ use crate::hdf5::{Attr, H5File};
 use crate::index::paths;
 use crate::index::{write_atomic, write_atomic_with, Index, Region, SlideRecord};
 use crate::output::export_marker::{self, Marker, Mode};
+use crate::output::qupath::csv_field;
+use crate::output::slide_files::{distinct_ids, SLIDES_CSV};
 
 /// Which pipeline's layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,9 +65,6 @@ impl H5Layout {
         }
     }
 }
-
-/// The mapping file's name, in OUT.
-pub(crate) const SLIDES_CSV: &str = "slides.csv";
 
 /// What an export wrote.
 #[derive(Clone, Debug, Default)]
@@ -101,51 +98,6 @@ pub(crate) fn magnification(mpp: f64) -> Option<i64> {
     .iter()
     .find(|(below, _)| mpp < *below)
     .map(|&(_, mag)| mag)
-}
-
-/// The safe id of a slide's stored path (before de-duplication).
-pub(crate) fn slide_id(stored: &str) -> String {
-    let name = stored.rsplit('/').next().unwrap_or(stored);
-    let stem = match name.rfind('.') {
-        Some(i) if i > 0 => &name[..i],
-        _ => name,
-    };
-    let mut id: String = stem
-        .chars()
-        .map(|c| {
-            let ok = c.is_alphanumeric() || "._-+ ()".contains(c);
-            if ok {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if id.starts_with('.') {
-        id.replace_range(0..1, "_");
-    }
-    if id.trim().is_empty() {
-        id = "slide".into();
-    }
-    id
-}
-
-/// Distinct ids for `stored` paths, in order: the first of a name keeps it, the
-/// others get `-2`, `-3`, ... (compared without case, for case-insensitive disks).
-pub(crate) fn distinct_ids<'a>(stored: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut out = Vec::new();
-    for s in stored {
-        let base = slide_id(s);
-        let mut id = base.clone();
-        let mut n = 1;
-        while !taken.insert(id.to_lowercase()) {
-            n += 1;
-            id = format!("{base}-{n}");
-        }
-        out.push(id);
-    }
-    out
 }
 
 /// Writes every slide of `index` to `out` (see the module docs).
@@ -216,15 +168,6 @@ pub(crate) fn export(index: &Index, out: &Path, layout: H5Layout, mode: Mode) ->
     Ok(summary)
 }
 
-/// A CSV field, quoted when it holds a comma, a quote or a line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 /// One slide's `.h5` file at `path`.
 fn write_slide(path: &Path, rows: &SlideRows, id: &str, model: &str) -> Result<()> {
     let n = rows.regions.len();
@@ -283,18 +226,6 @@ fn write_slide(path: &Path, rows: &SlideRows, id: &str, model: &str) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slide_ids_are_safe_and_distinct() {
-        assert_eq!(slide_id("a/b/TCGA-01.svs"), "TCGA-01");
-        assert_eq!(slide_id("x.ome.tiff"), "x.ome");
-        assert_eq!(slide_id("..svs"), "_");
-        assert_eq!(slide_id("d/.hidden"), "_hidden");
-        assert_eq!(slide_id("we:ird\u{0}na*me.ndpi"), "we_ird_na_me");
-        assert_eq!(slide_id("caf\u{e9} (2).svs"), "caf\u{e9} (2)");
-        let ids = distinct_ids(["a/s.svs", "b/s.svs", "c/S.tif", "s-2.svs"]);
-        assert_eq!(ids, ["s", "s-2", "S-3", "s-2-2"]);
-    }
 
     #[test]
     fn magnification_follows_tridents_rounding() {

@@ -11,5 +11,7 @@ pub(crate) mod h5_export;
 pub(crate) mod html;
 pub(crate) mod npy;
 pub(crate) mod printers;
+pub(crate) mod qupath;
+pub(crate) mod slide_files;
 pub(crate) mod slide_png;
 pub(crate) mod thumb;
