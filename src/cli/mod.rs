@@ -385,6 +385,13 @@ struct IndexArgs {
     /// editing a mask re-tiles its slide; `none` goes back to detection.
     #[arg(long, value_name = "DIR", help_heading = "Whole slides")]
     tissue_mask: Option<PathBuf>,
+    /// Whole slides: embed exactly the patches TRIDENT or CLAM chose, from their
+    /// coordinate files in DIR (for slide a.svs: patches/a_patches.h5 or a_patches.h5
+    /// from TRIDENT, patches/a.h5 or a.h5 from CLAM), with their patch size and level,
+    /// so plip's tile rows line up with theirs. Slides without a file use plip's grid.
+    /// Needs the HDF5 library (Debian: libhdf5-103-1).
+    #[arg(long, value_name = "DIR", help_heading = "Whole slides")]
+    coords: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
