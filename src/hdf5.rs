@@ -80,15 +80,6 @@ impl Attr {
             Attr::Float(_) => None,
         }
     }
-
-    /// The value as a float.
-    pub(crate) fn as_f64(&self) -> Option<f64> {
-        match self {
-            Attr::Int(v) => Some(*v as f64),
-            Attr::Float(f) => Some(*f),
-            Attr::Str(s) => s.trim().parse().ok(),
-        }
-    }
 }
 
 macro_rules! api {
@@ -105,6 +96,7 @@ macro_rules! api {
             c_s1: Hid,
         }
 
+        #[allow(non_snake_case)]
         fn bind(lib: libloading::Library) -> Result<Api, libloading::Error> {
             // SAFETY: the signatures match H5*public.h for 1.10 to 1.14 (hid_t is 64-bit
             // since 1.10); the type ids are the library's globals, read after H5open.
@@ -135,7 +127,6 @@ macro_rules! api {
 }
 
 api! {
-    H5open: fn() -> Herr;
     H5Eset_auto2: fn(Hid, *const c_void, *mut c_void) -> Herr;
     H5Fcreate: fn(*const c_char, c_uint, Hid, Hid) -> Hid;
     H5Fopen: fn(*const c_char, c_uint, Hid) -> Hid;
@@ -159,7 +150,6 @@ api! {
     H5Aread: fn(Hid, Hid, *mut c_void) -> Herr;
     H5Aget_type: fn(Hid) -> Hid;
     H5Aclose: fn(Hid) -> Herr;
-    H5Lexists: fn(Hid, *const c_char, Hid) -> c_int;
     H5Tcopy: fn(Hid) -> Hid;
     H5Tset_size: fn(Hid, usize) -> Herr;
     H5Tset_cset: fn(Hid, c_int) -> Herr;
@@ -400,16 +390,6 @@ impl H5File {
         }
     }
 
-    /// Whether dataset (or group) `name` exists.
-    pub(crate) fn has(&self, name: &str) -> bool {
-        let _lock = self.lock();
-        let Ok(c) = CString::new(name) else {
-            return false;
-        };
-        // SAFETY: a valid file id and C string.
-        unsafe { (self.api.H5Lexists)(self.id, c.as_ptr(), 0) > 0 }
-    }
-
     /// A 2-D integer dataset as int64 (the library converts narrower integer types;
     /// a float dataset is read when every value is a whole number), with its shape.
     pub(crate) fn read_i64(&self, name: &str) -> Result<(Vec<i64>, (usize, usize)), H5Error> {
@@ -464,7 +444,8 @@ impl H5File {
         }
     }
 
-    /// A 2-D float dataset as f32, with its shape.
+    /// A 2-D float dataset as f32, with its shape (the tests read exports back).
+    #[cfg(test)]
     pub(crate) fn read_f32(&self, name: &str) -> Result<(Vec<f32>, (usize, usize)), H5Error> {
         let a = self.api;
         let _lock = self.lock();
@@ -622,7 +603,6 @@ mod tests {
             Some(Attr::Str("plip".into()))
         );
         assert_eq!(f.attr("coords", "absent").unwrap(), None);
-        assert!(f.has("coords") && !f.has("nope"));
         assert!(f.read_i64("nope").unwrap_err().to_string().contains("nope"));
     }
 

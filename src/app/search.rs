@@ -103,13 +103,16 @@ pub enum Found {
     },
 }
 
+/// A slide and its tiles found: `(region, score, rank)` each.
+pub(crate) type SlideTiles = (PathBuf, Vec<(Region, f64, usize)>);
+
 impl Found {
     /// The slide tiles found, grouped by slide in the order of each slide's best
     /// hit: `(slide, [(region, score, rank)])`. For items, the tile hits (whole
     /// images have no region and are left out); for slides, each slide's best tiles,
     /// ranked by the slide's rank then the tile's order.
-    pub fn tiles_by_slide(&self) -> Vec<(PathBuf, Vec<(Region, f64, usize)>)> {
-        let mut out: Vec<(PathBuf, Vec<(Region, f64, usize)>)> = Vec::new();
+    pub(crate) fn tiles_by_slide(&self) -> Vec<SlideTiles> {
+        let mut out: Vec<SlideTiles> = Vec::new();
         let mut push = |path: &Path, region: Region, score: f64, rank: usize| match out
             .iter_mut()
             .find(|(p, _)| p == path)
