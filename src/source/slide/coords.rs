@@ -9,8 +9,11 @@
 //!
 //! * **TRIDENT** (`IO.coords_to_h5`): `patch_size` (pixels at the target
 //!   magnification) and `patch_size_level0`. A patch is the level-0 square of side
-//!   `patch_size_level0`, read at the level OpenSlide's `get_best_level_for_downsample`
-//!   picks for `patch_size_level0 / patch_size`, resized to `patch_size`;
+//!   `patch_size_level0`, read as TRIDENT's `WSIPatcher` reads it: at the level
+//!   `WSI.get_best_level_and_custom_downsample` picks for `d = patch_size_level0 /
+//!   patch_size` (the first level whose downsample is within 0.1 of `d`, else the
+//!   last one below it), `round(patch_size_level0 / int(downsample))` pixels a side
+//!   there, resized to `patch_size` (Pillow's bicubic, `Image.resize`'s default);
 //! * **CLAM** (`create_patches_fp.py`): `patch_size` and `patch_level`. A patch is
 //!   `read_region(coord, patch_level, (patch_size, patch_size))`, as CLAM reads it;
 //!   its level-0 side is `patch_size` times that level's downsample.
@@ -79,14 +82,23 @@ fn positive(a: Option<Attr>, name: &str) -> Result<Option<u64>, String> {
     }
 }
 
+/// TRIDENT's `WSI.get_best_level_and_custom_downsample(d, tolerance=0.1)`: the
+/// first level whose downsample is within 0.1 of `d`, else the last level whose
+/// downsample is at most `d` (level 0 when `d` is below every level).
+pub(crate) fn trident_level(d: f64, downsamples: &[f64]) -> usize {
+    if let Some(i) = downsamples.iter().position(|&ds| (ds - d).abs() <= 0.1) {
+        return i;
+    }
+    downsamples.iter().rposition(|&ds| ds <= d).unwrap_or(0)
+}
+
 /// Reads `file` for a slide of `width x height` level-0 pixels whose levels have
-/// the `downsamples` given (level 0 first); `best_level` is OpenSlide's
-/// `get_best_level_for_downsample`. Errors are messages to put after the file name.
+/// the `downsamples` given (level 0 first). Errors are messages to put after the
+/// file name.
 pub(crate) fn load(
     file: &Path,
     (width, height): (u64, u64),
     downsamples: &[f64],
-    best_level: impl Fn(f64) -> usize,
 ) -> Result<Coords, String> {
     let f = H5File::open(file).map_err(|e| e.to_string())?;
     let at = |k: &str| f.attr("coords", k).map_err(|e| e.to_string());
@@ -100,8 +112,10 @@ pub(crate) fn load(
         .ok_or("its coords dataset has no patch_size attribute (TRIDENT and CLAM write one)")?;
     let px = u32::try_from(px).map_err(|_| format!("patch_size {px} is too large"))?;
     let spec = if let Some(side0) = positive(at("patch_size_level0")?, "patch_size_level0")? {
-        let level = best_level(side0 as f64 / f64::from(px));
-        let read_px = ((side0 as f64 / downsamples[level]).round() as u32).max(1);
+        let level = trident_level(side0 as f64 / f64::from(px), downsamples);
+        // WSIPatcher: `int(level_downsample)`, then `round(patch_size_src / it)`.
+        let ds = downsamples[level].trunc().max(1.0);
+        let read_px = ((side0 as f64 / ds).round() as u32).max(1);
         PatchSpec {
             side0,
             px,
@@ -170,15 +184,6 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let ds = [1.0, 4.0, 16.0];
-        let best = |d: f64| {
-            if d >= 16.0 {
-                2
-            } else if d >= 4.0 {
-                1
-            } else {
-                0
-            }
-        };
         let t = write(
             dir.path(),
             "a_patches.h5",
@@ -188,7 +193,7 @@ mod tests {
                 ("patch_size_level0", Attr::Int(512)),
             ],
         );
-        let c = load(&t, (4096, 2048), &ds, best).unwrap();
+        let c = load(&t, (4096, 2048), &ds).unwrap();
         assert_eq!(
             c.spec,
             PatchSpec {
@@ -210,7 +215,7 @@ mod tests {
                 ("patch_level", Attr::Int(1)),
             ],
         );
-        let c = load(&m, (4096, 2048), &ds, best).unwrap();
+        let c = load(&m, (4096, 2048), &ds).unwrap();
         assert_eq!(
             c.spec,
             PatchSpec {
@@ -227,7 +232,7 @@ mod tests {
             &[0, 0],
             &[("patch_size", Attr::Int(256))],
         );
-        let e = load(&bad, (4096, 2048), &ds, best).unwrap_err();
+        let e = load(&bad, (4096, 2048), &ds).unwrap_err();
         assert!(
             e.contains("patch_size_level0") && e.contains("patch_level"),
             "{e}"
@@ -241,10 +246,16 @@ mod tests {
                 ("patch_level", Attr::Int(7)),
             ],
         );
-        assert!(load(&lvl, (4096, 2048), &ds, best)
+        assert!(load(&lvl, (4096, 2048), &ds)
             .unwrap_err()
             .contains("patch_level 7"));
         assert_eq!(find(dir.path(), Path::new("/x/a.svs")), Some(t));
+        // TRIDENT's level choice: within 0.1 of the wanted downsample, else below it.
+        let real = [1.0, 4.000_146, 16.002_3];
+        assert_eq!(trident_level(4.0, &real), 1, "OpenSlide's rule would say 0");
+        assert_eq!(trident_level(2.0, &real), 0);
+        assert_eq!(trident_level(8.0, &real), 1);
+        assert_eq!(trident_level(0.5, &real), 0);
         assert_eq!(find(dir.path(), Path::new("/x/b.ndpi")), Some(m));
         assert_eq!(find(dir.path(), Path::new("/x/zzz.svs")), None);
     }

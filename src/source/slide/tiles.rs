@@ -229,12 +229,11 @@ impl TilePlan {
         })?;
         let l0 = slide.levels()[0];
         let ds: Vec<f64> = slide.levels().iter().map(|l| l.downsample).collect();
-        let c = super::coords::load(file, (l0.width, l0.height), &ds, |d| {
-            slide.best_level_for_downsample(d)
-        })
-        .map_err(|msg| SlideError::Coords {
-            path: file.to_path_buf(),
-            msg,
+        let c = super::coords::load(file, (l0.width, l0.height), &ds).map_err(|msg| {
+            SlideError::Coords {
+                path: file.to_path_buf(),
+                msg,
+            }
         })?;
         let spec = &c.spec;
         let options = Tiling {
