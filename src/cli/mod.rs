@@ -147,14 +147,16 @@ enum Command {
     /// attributes; OUT/slides.csv maps slide ids to files and paths. Needs the HDF5
     /// library (Debian: libhdf5-103-1).
     Export(export::ExportArgs),
-    /// Draw a whole slide's tiles coloured by their cosine to a query (PNG).
+    /// Score a whole slide's tiles by queries: a PNG heatmap, QuPath GeoJSON, CSV.
     ///
     /// QUERY is text, an image file, or a slide region SLIDE@X,Y,W,H. Uses the
     /// tile embeddings stored in the index when the slide is indexed, else embeds
     /// its tiles now (with the tiling flags below, or the index's). The picture is
     /// the slide's thumbnail (aspect ratio kept) with each tile filled in viridis
     /// from the lowest score (dark purple) to the highest (yellow), and a colour bar
-    /// at the right whose ticks are labelled with cosine values.
+    /// at the right whose ticks are labelled with cosine values. --geojson and --csv
+    /// write every tile with one score per query, for QuPath's measurement maps and
+    /// for spreadsheets.
     Heatmap(slides::HeatmapArgs),
     /// Check a slide's tiling before a long run: thumbnail, tissue mask, kept tiles (PNG).
     ///
