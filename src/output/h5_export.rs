@@ -138,7 +138,9 @@ pub(crate) fn export(index: &Index, out: &Path, layout: H5Layout, mode: Mode) ->
         } else {
             write_atomic_with(&h5_dir, name, |tmp| {
                 write_slide(tmp, rows, id, &model.source).map_err(std::io::Error::other)?;
-                fs::File::open(tmp)?.sync_all()
+                fs::File::open(tmp)?.sync_all()?;
+                crate::index::failpoint("h5-export-before-rename");
+                Ok(())
             })
             .with_context(|| format!("writing {}", target.display()))?;
         }

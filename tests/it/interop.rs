@@ -297,6 +297,57 @@ fn trident_and_clam_exports_open_in_h5dump_and_refuse_foreign_folders() {
     assert!(!out.status.success() && !env.path().join("x").exists());
 }
 
+#[test]
+fn a_killed_h5_export_never_looks_complete_and_resumes() {
+    if !hdf5_installed() {
+        return;
+    }
+    let env = TestEnv::new();
+    slides(&env);
+    env.ok(&["index", "s", "-q"]);
+    let mut cmd = env.plip();
+    cmd.args(["export", "--format", "trident", "tr"])
+        .env("PLIP_FAILPOINT", "h5-export-before-rename:0");
+    // Stopped with the first slide's file written under its temporary name: kill -9.
+    crate::common::PausedRun::start_command(cmd).kill();
+    let marker: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.path().join("tr/plip-export.json")).unwrap()).unwrap();
+    assert_eq!(marker["complete"], false);
+    let names: Vec<String> = fs::read_dir(env.path().join("tr"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "aperio_rgb.h5" || n == "slides.csv"),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with(".aperio_rgb.h5.tmp-")),
+        "{names:?}"
+    );
+    // Without --resume or --replace it is refused; --resume finishes it cleanly.
+    let out = env.run(&["export", "--format", "trident", "tr"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+    stderr_ok(&env, &["export", "--format", "trident", "tr", "--resume"]);
+    let mut names: Vec<String> = fs::read_dir(env.path().join("tr"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "aperio_rgb.h5",
+            "generic.h5",
+            "plip-export.json",
+            "slides.csv"
+        ]
+    );
+    h5_header(&env.path().join("tr/aperio_rgb.h5"));
+}
+
 /// Every stored vector of slide `name`, by (x, y, w, h), from the clip-retrieval export.
 fn stored_vectors(env: &TestEnv, name: &str) -> BTreeMap<(i64, i64, i64, i64), Vec<f32>> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
