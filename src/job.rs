@@ -64,6 +64,9 @@ pub(crate) struct IndexOptions {
     pub(crate) slides: TilingOverrides,
     /// `--tissue-mask`: the users' own tissue masks (not given: the index's choice).
     pub(crate) tissue_masks: MaskFlag,
+    /// `--coords`: TRIDENT's or CLAM's coordinate files, whose patches replace the
+    /// grid of the slides they name (`source/slide/coords.rs`).
+    pub(crate) coords: Option<PathBuf>,
 }
 
 impl Default for IndexOptions {
@@ -75,6 +78,7 @@ impl Default for IndexOptions {
             shard: None,
             slides: TilingOverrides::default(),
             tissue_masks: MaskFlag::default(),
+            coords: None,
         }
     }
 }
@@ -327,6 +331,7 @@ impl IndexJob {
             &tiling,
             racy_after,
             &masks,
+            self.options.coords.as_deref(),
             progress,
         );
         let mut stats = std::mem::take(self.writer.stats_mut());

@@ -26,6 +26,7 @@ mod backend;
 mod cli;
 mod embed;
 mod eval;
+mod hdf5;
 mod host;
 mod index;
 mod job;

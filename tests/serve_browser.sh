@@ -85,6 +85,9 @@ check "more like this: shown as a query chip" grep -q 'like slides/colon/jpeg_rg
 dom3=$(browse "$base/?q=a&top=0" "$out/error.png")
 check "a bad query shows the server's message" grep -q 'class="message error"[^>]*>`top` must be' <<<"$dom3"
 echo "clicking through the page (tests/serve_click.py):"
+# A QuPath GeoJSON of every tile of the slide the viewer opens, for the overlay check.
+"$plip" --quiet heatmap wsi/aperio_ycbcr.svs "tumor tissue" "fat" --geojson "$work/heatmap.geojson"
+export PLIP_GEOJSON="$work/heatmap.geojson"
 if python3 "$repo/tests/serve_click.py" "$base" "$out"; then echo "ok: every click check"; else echo "FAIL: a click check"; fails=$((fails + 1)); fi
 check "the server logged no panic" bash -c '! grep -qi panick "$1"' _ "$work/serve.log"
 echo "screenshots: $out/*.png"

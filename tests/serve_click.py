@@ -224,6 +224,23 @@ with tempfile.TemporaryDirectory() as profile:
         time.sleep(0.5)
         b.shot("viewer-heatmap.png")
         check("no error message", not b.js("document.querySelector('.message.error')?.textContent"))
+        # The GeoJSON overlay: `plip heatmap --geojson` of this slide, picked with the
+        # file input (as a person picks it), drawn over the slide.
+        geojson = os.environ.get("PLIP_GEOJSON")
+        if geojson:
+            b.click("#heat")
+            root = b.send("DOM.getDocument")["root"]["nodeId"]
+            node = b.send("DOM.querySelector", {"nodeId": root, "selector": "#gjfile"})["nodeId"]
+            b.send("DOM.setFileInputFiles", {"nodeId": node, "files": [geojson]})
+            with open(geojson) as f:
+                want = len(json.load(f)["features"])
+            check(f"the GeoJSON overlay draws its {want} tiles",
+                  b.wait(f"document.getElementById('geojson')?.dataset.features === '{want}'"))
+            check("the overlay toggle is on", b.js("document.getElementById('gjon').checked"))
+            b.js("viewer.osd.viewport.goHome(true) && 1")
+            time.sleep(0.8)
+            b.shot("viewer-geojson.png")
+            check("the toggle hides it", b.click("#gjon") and b.wait("!document.getElementById('geojson')"))
 
         # 3. By slide: thumbnails with the best tile boxed; a click opens the viewer.
         b.go(q(q="tissue", by_slide="1"))

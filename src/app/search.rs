@@ -103,6 +103,43 @@ pub enum Found {
     },
 }
 
+/// A slide and its tiles found: `(region, score, rank)` each.
+pub(crate) type SlideTiles = (PathBuf, Vec<(Region, f64, usize)>);
+
+impl Found {
+    /// The slide tiles found, grouped by slide in the order of each slide's best
+    /// hit: `(slide, [(region, score, rank)])`. For items, the tile hits (whole
+    /// images have no region and are left out); for slides, each slide's best tiles,
+    /// ranked by the slide's rank then the tile's order.
+    pub(crate) fn tiles_by_slide(&self) -> Vec<SlideTiles> {
+        let mut out: Vec<SlideTiles> = Vec::new();
+        let mut push = |path: &Path, region: Region, score: f64, rank: usize| match out
+            .iter_mut()
+            .find(|(p, _)| p == path)
+        {
+            Some((_, tiles)) => tiles.push((region, score, rank)),
+            None => out.push((path.to_path_buf(), vec![(region, score, rank)])),
+        };
+        match self {
+            Found::Items(hits) => {
+                for h in hits {
+                    if let Some(r) = h.region {
+                        push(&h.path, r, h.score, h.rank);
+                    }
+                }
+            }
+            Found::Slides { slides, .. } => {
+                for s in slides {
+                    for (i, (r, score)) in s.best.iter().enumerate() {
+                        push(&s.path, *r, *score, i + 1);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 fn invalid(message: String) -> anyhow::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message).into()
 }

@@ -48,6 +48,28 @@ fn thousands(n: usize) -> String {
     out
 }
 
+/// `--coords`: an existing folder, made absolute, and the HDF5 library to read it
+/// (both checked before anything is written).
+fn coords_dir(config: &Config, arg: Option<&Path>) -> Result<Option<PathBuf>> {
+    let Some(d) = arg else { return Ok(None) };
+    let d = absolute(&config.cwd, d);
+    if !d.is_dir() {
+        bail!(
+            "--coords {}: not a folder (give the folder of TRIDENT's or CLAM's coordinate \
+             files, the one holding patches/)",
+            d.display()
+        );
+    }
+    if !crate::hdf5::available() {
+        return Err(crate::hdf5::H5Error::Missing {
+            path: d,
+            why: "libhdf5 could not be loaded".into(),
+        }
+        .into());
+    }
+    Ok(Some(d.canonicalize()?))
+}
+
 /// `--tissue-mask`, with a folder made absolute (it is recorded in the index).
 fn mask_flag(arg: Option<&Path>) -> Result<crate::job::MaskFlag> {
     use crate::job::MaskFlag;
@@ -81,6 +103,7 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
         .map(|spec| Shard::parse(spec, args.shards, |k| std::env::var(k).ok()))
         .transpose()?;
     let tissue_masks = mask_flag(args.tissue_mask.as_deref())?;
+    let coords = coords_dir(config, args.coords.as_deref())?;
     let index_dir = config.index_for_writing();
     let source = config.model_source(if args.rebuild { None } else { Some(&index_dir) });
     let embedder = load_embedder(config, &source, Towers::VISION)?;
@@ -118,6 +141,7 @@ pub(super) fn cmd_index(config: &Config, args: IndexArgs) -> Result<i32> {
             keep_artifacts: args.keep_artifacts,
         },
         tissue_masks,
+        coords,
         ..IndexOptions::default()
     };
     let summary = IndexJob::new(writer, dirs, options).run(embedder, &progress, &cancel)?;

@@ -143,16 +143,24 @@ enum Command {
     /// most 1M rows: the layout clip-retrieval writes, which embedding_reader
     /// (format parquet_npy), autofaiss, pandas and LanceDB read. Query vectors
     /// for such an index come from `plip embed --text ... --jsonl`.
-    Export(ExportArgs),
-    /// Draw a whole slide's tiles coloured by their cosine to a query (PNG).
+    ///
+    /// --format trident|clam writes one HDF5 file per slide instead, for slide-level
+    /// models (TRIDENT's slide encoders, CLAM's attention MIL): `features` float32
+    /// (N, 512) and `coords` int64 (N, 2), level-0 top-left corners, with TRIDENT's
+    /// attributes; OUT/slides.csv maps slide ids to files and paths. Needs the HDF5
+    /// library (Debian: libhdf5-103-1).
+    Export(export::ExportArgs),
+    /// Score a whole slide's tiles by queries: a PNG heatmap, QuPath GeoJSON, CSV.
     ///
     /// QUERY is text, an image file, or a slide region SLIDE@X,Y,W,H. Uses the
     /// tile embeddings stored in the index when the slide is indexed, else embeds
     /// its tiles now (with the tiling flags below, or the index's). The picture is
     /// the slide's thumbnail (aspect ratio kept) with each tile filled in viridis
     /// from the lowest score (dark purple) to the highest (yellow), and a colour bar
-    /// at the right whose ticks are labelled with cosine values.
-    Heatmap(HeatmapArgs),
+    /// at the right whose ticks are labelled with cosine values. --geojson and --csv
+    /// write every tile with one score per query, for QuPath's measurement maps and
+    /// for spreadsheets.
+    Heatmap(slides::HeatmapArgs),
     /// Check a slide's tiling before a long run: thumbnail, tissue mask, kept tiles (PNG).
     ///
     /// Draws the slide's thumbnail with the tissue tinted green, artifacts (pen ink,
@@ -161,7 +169,7 @@ enum Command {
     /// number of tiles kept. Takes the same tiling flags as `plip index` (default: the
     /// index's tiling, else 0.5 µm/px, 224 px, 0.5 tissue). --geojson writes the mask's
     /// outlines for QuPath, to correct and use with --tissue-mask.
-    Tiles(TilesArgs),
+    Tiles(slides::TilesArgs),
     /// Measure retrieval recall, zero-shot or linear-probe accuracy, or HNSW quality.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -382,6 +390,13 @@ struct IndexArgs {
     /// editing a mask re-tiles its slide; `none` goes back to detection.
     #[arg(long, value_name = "DIR", help_heading = "Whole slides")]
     tissue_mask: Option<PathBuf>,
+    /// Whole slides: embed exactly the patches TRIDENT or CLAM chose, from their
+    /// coordinate files in DIR (for slide a.svs: patches/a_patches.h5 or a_patches.h5
+    /// from TRIDENT, patches/a.h5 or a.h5 from CLAM), with their patch size and level,
+    /// so plip's tile rows line up with theirs. Slides without a file use plip's grid.
+    /// Needs the HDF5 library (Debian: libhdf5-103-1).
+    #[arg(long, value_name = "DIR", help_heading = "Whole slides")]
+    coords: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -437,6 +452,16 @@ struct SearchArgs {
     /// Also write a self-contained HTML page of the results (thumbnails embedded).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Also write the slide tiles found as QuPath GeoJSON, one file per slide
+    /// (DIR/<slide>.geojson, and DIR/slides.csv mapping files to slides): each hit is
+    /// a tile with its box in level-0 pixels and the measurements "plip: QUERY"
+    /// (cosine) and "plip rank". Drag the file onto the open slide in QuPath.
+    #[arg(long, value_name = "DIR")]
+    geojson: Option<PathBuf>,
+    /// Also write the slide tiles found as CSV, one file per slide (DIR/<slide>.csv:
+    /// x,y,width,height,level,mpp, the score, rank), for spreadsheets and R.
+    #[arg(long, value_name = "DIR")]
+    csv: Option<PathBuf>,
     /// Number of results (at least 1).
     #[arg(long, short = 'k', default_value_t = 10,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -547,87 +572,11 @@ impl TilingArgs {
 }
 
 #[derive(Debug, Args)]
-struct HeatmapArgs {
-    /// The slide.
-    slide: PathBuf,
-    /// Text (in English), an image file, or a region SLIDE@X,Y,W,H (level-0 pixels).
-    query: String,
-    /// The PNG to write.
-    #[arg(long, short = 'o')]
-    output: PathBuf,
-    /// Longer side of the slide's thumbnail in the picture, in pixels.
-    #[arg(long, default_value_t = 1024)]
-    size: u32,
-    /// Tiles per model batch (when embedding now).
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    #[command(flatten)]
-    tiling: TilingArgs,
-}
-
-impl HeatmapArgs {
-    fn flags(&self) -> crate::source::slide::TilingOverrides {
-        self.tiling.flags()
-    }
-}
-
-#[derive(Debug, Args)]
-struct TilesArgs {
-    /// The slide.
-    slide: PathBuf,
-    /// The PNG to write.
-    #[arg(long, short = 'o')]
-    output: PathBuf,
-    /// Longer side of the picture, in pixels.
-    #[arg(long, default_value_t = 1024)]
-    size: u32,
-    /// Also print the plan as one JSON document on stdout: the slide, its size, the
-    /// tiling, and every kept tile with x, y, w, h (level-0 pixels) and its tissue share.
-    #[arg(long)]
-    json: bool,
-    /// Also write the tissue and artifact outlines as GeoJSON (level-0 pixels, one
-    /// annotation per region, classes Tissue and Artifact): drag it onto the slide in
-    /// QuPath, correct it, export it with File > Export objects as GeoJSON into a
-    /// folder, and index with --tissue-mask that folder.
-    #[arg(long, value_name = "FILE")]
-    geojson: Option<PathBuf>,
-    #[command(flatten)]
-    tiling: TilingArgs,
-}
-
-impl TilesArgs {
-    fn flags(&self) -> crate::source::slide::TilingOverrides {
-        self.tiling.flags()
-    }
-}
-
-#[derive(Debug, Args)]
 struct MergeArgs {
     /// Shard index folders (the --index of each `plip index --shard` task).
     #[arg(required = true, value_name = "SHARD")]
     shards: Vec<PathBuf>,
     /// Replace the index already at --index with the merge.
-    #[arg(long)]
-    replace: bool,
-}
-
-#[derive(Debug, Args)]
-struct ExportArgs {
-    /// Folder to write img_emb/ and metadata/ into.
-    out: PathBuf,
-    /// Rows per part (at most 1,000,000).
-    #[arg(long, default_value_t = crate::output::export::DEFAULT_ROWS_PER_PART)]
-    rows_per_part: usize,
-    /// Write image_path as stored in the index (relative to the index folder's
-    /// parent) instead of absolute.
-    #[arg(long)]
-    relative: bool,
-    /// Finish an interrupted export into OUT (same index commit and options): parts
-    /// already written are kept.
-    #[arg(long, conflicts_with = "replace")]
-    resume: bool,
-    /// Write OUT anew: delete the part files of an earlier plip export there first
-    /// (only files plip writes; a folder holding anything else is refused).
     #[arg(long)]
     replace: bool,
 }

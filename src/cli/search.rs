@@ -4,6 +4,8 @@
 use super::*;
 use crate::app::{self, Found, SearchRequest};
 use crate::output::printers::{self, OutputFormat};
+use crate::output::qupath::{self, ScoredTile};
+use crate::output::slide_files::{self, SlideFile};
 
 pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
     let format = if args.json {
@@ -16,6 +18,13 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
         OutputFormat::Table
     };
     let html = args.html.clone();
+    let (geojson, csv) = (args.geojson.clone(), args.csv.clone());
+    // The folders are checked before the model is loaded or anything is written.
+    for (flag, dir, ext) in [("--geojson", &geojson, "geojson"), ("--csv", &csv, "csv")] {
+        if let Some(d) = dir {
+            slide_files::check_folder(&absolute(&config.cwd, d), ext, flag)?;
+        }
+    }
     let req = SearchRequest {
         query: args.query,
         image: args.image,
@@ -41,6 +50,15 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
     )?;
     let found = app::search::run(&index, Some(&embedder), &terms, &req, &config.cwd)?;
     let page = html.map(|p| absolute(&config.cwd, &p));
+    if geojson.is_some() || csv.is_some() {
+        write_slide_files(
+            config,
+            &found,
+            &terms.label,
+            geojson.as_deref(),
+            csv.as_deref(),
+        )?;
+    }
     match found {
         Found::Items(hits) => {
             let rows = printers::printable(&hits, &config.cwd);
@@ -78,6 +96,63 @@ fn write_page(config: &Config, page: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(page, bytes).with_context(|| format!("writing {}", page.display()))?;
     if !config.quiet {
         eprintln!("plip: wrote {}", paths::relative(page, &config.cwd));
+    }
+    Ok(())
+}
+
+/// `--geojson DIR` and `--csv DIR`: the slide tiles found, one file per slide.
+fn write_slide_files(
+    config: &Config,
+    found: &Found,
+    label: &str,
+    geojson: Option<&Path>,
+    csv: Option<&Path>,
+) -> Result<()> {
+    let slides = found.tiles_by_slide();
+    if slides.is_empty() && !config.quiet {
+        warn("no slide tile was found, so no GeoJSON or CSV file was written (whole images have no coordinates)");
+    }
+    let labels = [label.to_string()];
+    let files = |render: &dyn Fn(&[ScoredTile]) -> Vec<u8>| -> Vec<SlideFile> {
+        slides
+            .iter()
+            .map(|(path, tiles)| {
+                let scored: Vec<ScoredTile> = tiles
+                    .iter()
+                    .map(|(region, score, rank)| ScoredTile {
+                        region: *region,
+                        scores: vec![*score],
+                        rank: Some(*rank),
+                    })
+                    .collect();
+                SlideFile {
+                    stored: path.to_string_lossy().into_owned(),
+                    path: path.to_string_lossy().into_owned(),
+                    items: tiles.len(),
+                    bytes: render(&scored),
+                }
+            })
+            .collect()
+    };
+    for (flag, dir, ext) in [("--geojson", geojson, "geojson"), ("--csv", csv, "csv")] {
+        let Some(dir) = dir else { continue };
+        let render = |t: &[ScoredTile]| -> Vec<u8> {
+            if ext == "csv" {
+                qupath::tiles_csv(&labels, t).into_bytes()
+            } else {
+                serde_json::to_vec(&qupath::tiles_geojson(&labels, t)).expect("GeoJSON serializes")
+            }
+        };
+        let dir = absolute(&config.cwd, dir);
+        let names = slide_files::write_folder(&dir, ext, flag, &files(&render))?;
+        if !config.quiet && !names.is_empty() {
+            eprintln!(
+                "plip: wrote {} {ext} file(s) and {} → {}",
+                names.len(),
+                slide_files::SLIDES_CSV,
+                paths::relative(&dir, &config.cwd)
+            );
+        }
     }
     Ok(())
 }

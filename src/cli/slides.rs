@@ -10,9 +10,77 @@
 use super::*;
 use crate::index::Region;
 use crate::job::MaskFlag;
+use crate::output::qupath::{self, ScoredTile};
 use crate::output::slide_png;
 use crate::source::slide::TilingOverrides;
 use crate::source::slide::{user_mask, TilePlan, Tiling};
+
+#[derive(Debug, Args)]
+pub(super) struct HeatmapArgs {
+    /// The slide.
+    slide: PathBuf,
+    /// Text (in English), an image file, or a region SLIDE@X,Y,W,H (level-0 pixels).
+    /// Several queries score every tile once each: the picture shows the first, the
+    /// GeoJSON and CSV hold them all.
+    #[arg(required = true, value_name = "QUERY")]
+    queries: Vec<String>,
+    /// The PNG to write (of the first query).
+    #[arg(long, short = 'o', required_unless_present_any = ["geojson", "csv"])]
+    output: Option<PathBuf>,
+    /// Also write every tile as QuPath GeoJSON: a tile object per tile (its box in
+    /// level-0 pixels) with one measurement per query, "plip: QUERY" (cosine). Drag
+    /// it onto the open slide in QuPath, then Measure > Show measurement maps.
+    #[arg(long, value_name = "FILE")]
+    geojson: Option<PathBuf>,
+    /// Also write every tile as CSV: x,y,width,height,level,mpp and one score column
+    /// per query.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Longer side of the slide's thumbnail in the picture, in pixels.
+    #[arg(long, default_value_t = 1024)]
+    size: u32,
+    /// Tiles per model batch (when embedding now).
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[command(flatten)]
+    tiling: TilingArgs,
+}
+
+impl HeatmapArgs {
+    fn flags(&self) -> crate::source::slide::TilingOverrides {
+        self.tiling.flags()
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TilesArgs {
+    /// The slide.
+    slide: PathBuf,
+    /// The PNG to write.
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// Longer side of the picture, in pixels.
+    #[arg(long, default_value_t = 1024)]
+    size: u32,
+    /// Also print the plan as one JSON document on stdout: the slide, its size, the
+    /// tiling, and every kept tile with x, y, w, h (level-0 pixels) and its tissue share.
+    #[arg(long)]
+    json: bool,
+    /// Also write the tissue and artifact outlines as GeoJSON (level-0 pixels, one
+    /// annotation per region, classes Tissue and Artifact): drag it onto the slide in
+    /// QuPath, correct it, export it with File > Export objects as GeoJSON into a
+    /// folder, and index with --tissue-mask that folder.
+    #[arg(long, value_name = "FILE")]
+    geojson: Option<PathBuf>,
+    #[command(flatten)]
+    tiling: TilingArgs,
+}
+
+impl TilesArgs {
+    fn flags(&self) -> crate::source::slide::TilingOverrides {
+        self.tiling.flags()
+    }
+}
 
 /// The tiling for a command on one slide: flags, else the index's, else the defaults;
 /// and the tissue mask folder: the flag's, else the index's.
@@ -181,33 +249,40 @@ pub(super) fn cmd_heatmap(config: &Config, args: HeatmapArgs) -> Result<i32> {
     if !args.slide.is_file() {
         bail!("{} is not a file", args.slide.display());
     }
-    let term = parse_term(&args.query, 1.0).with_context(|| format!("query {:?}", args.query))?;
+    let terms = args
+        .queries
+        .iter()
+        .map(|q| parse_term(q, 1.0).with_context(|| format!("query {q:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    for (flag, path) in [
+        ("--geojson", &args.geojson),
+        ("--csv", &args.csv),
+        ("--output", &args.output),
+    ] {
+        if let Some(p) = path.as_ref().filter(|p| p.is_dir()) {
+            bail!(
+                "{flag} {}: is a folder; give the file to write",
+                p.display()
+            );
+        }
+    }
     let index_dir = config.find_index().ok();
     let index = index_dir.as_deref().and_then(|d| Index::open(d).ok());
-    // Stored tiles of this slide, when it is indexed.
-    let stored: Vec<(Region, Vec<f32>)> = match &index {
-        Some(index) => {
-            let abs = absolute(&config.cwd, &args.slide);
-            let abs = abs.canonicalize().unwrap_or(abs);
-            let rel = paths::relative(&abs, &index.root());
-            index
-                .iter()
-                .filter(|(e, _)| e.path == rel)
-                .filter_map(|(e, v)| e.region.map(|r| (r, v.to_vec())))
-                .collect()
-        }
-        None => Vec::new(),
-    };
+    let stored = stored_tiles(config, index.as_ref(), &args.slide);
+    let all_text = terms.iter().all(|t| matches!(t.kind, TermKind::Text(_)));
     let towers = Towers {
-        text: matches!(term.kind, TermKind::Text(_)),
-        vision: stored.is_empty() || !matches!(term.kind, TermKind::Text(_)),
+        text: terms.iter().any(|t| matches!(t.kind, TermKind::Text(_))),
+        vision: stored.is_empty() || !all_text,
     };
     let source = config.model_source(index_dir.as_deref());
     let embedder = load_embedder(config, &source, towers)?;
     if let Some(index) = index.as_ref().filter(|_| !stored.is_empty()) {
         crate::app::model::check(index, &embedder)?;
     }
-    let query = build_query(&embedder, &[term], &[])?;
+    let queries = terms
+        .iter()
+        .map(|t| build_query(&embedder, std::slice::from_ref(t), &[]))
+        .collect::<Result<Vec<_>>>()?;
     let (tiles, from) = if stored.is_empty() {
         let (plan, _) = plan_with_flags(config, &args.slide, &args.flags(), &args.tiling.masks())?;
         let (rows, failed) = crate::embed::tiles::embed_tiles(&embedder, &plan, args.batch_size)?;
@@ -223,9 +298,37 @@ pub(super) fn cmd_heatmap(config: &Config, args: HeatmapArgs) -> Result<i32> {
     } else {
         (stored, "stored in the index")
     };
-    let scored: Vec<(Region, f32)> = tiles
+    let scored: Vec<ScoredTile> = tiles
         .iter()
-        .map(|(r, v)| (*r, crate::vectors::dot(v, &query)))
+        .map(|(r, v)| ScoredTile {
+            region: *r,
+            scores: queries
+                .iter()
+                .map(|q| crate::vectors::round_score(crate::vectors::dot(v, q)))
+                .collect(),
+            rank: None,
+        })
+        .collect();
+    let labels: Vec<String> = args.queries.clone();
+    if let Some(path) = &args.geojson {
+        let v = qupath::tiles_geojson(&labels, &scored);
+        let bytes = serde_json::to_vec(&v).expect("GeoJSON serializes");
+        write_file(config, path, &bytes, "drag it onto the slide in QuPath")?;
+    }
+    if let Some(path) = &args.csv {
+        write_file(
+            config,
+            path,
+            qupath::tiles_csv(&labels, &scored).as_bytes(),
+            "",
+        )?;
+    }
+    let Some(output) = &args.output else {
+        return Ok(0);
+    };
+    let first: Vec<(Region, f32)> = tiles
+        .iter()
+        .map(|(r, v)| (*r, crate::vectors::dot(v, &queries[0])))
         .collect();
     let slide = crate::source::slide::Slide::open(&args.slide, &Default::default())
         .with_context(|| format!("opening {}", args.slide.display()))?;
@@ -233,14 +336,50 @@ pub(super) fn cmd_heatmap(config: &Config, args: HeatmapArgs) -> Result<i32> {
     let thumb = slide
         .thumbnail(args.size)
         .with_context(|| format!("thumbnail of {}", args.slide.display()))?;
-    let (img, (lo, hi)) = slide_png::heatmap(&thumb, l0.width, l0.height, &scored);
-    save_png(&img, &args.output)?;
+    let (img, (lo, hi)) = slide_png::heatmap(&thumb, l0.width, l0.height, &first);
+    save_png(&img, output)?;
     if !config.quiet {
         eprintln!(
             "plip: {} tiles ({from}), cosine {lo:.4} (dark) to {hi:.4} (yellow) → {}",
             scored.len(),
-            args.output.display()
+            output.display()
         );
     }
     Ok(0)
+}
+
+/// The tiles of `slide` stored in `index`, when it is indexed.
+fn stored_tiles(config: &Config, index: Option<&Index>, slide: &Path) -> Vec<(Region, Vec<f32>)> {
+    let Some(index) = index else {
+        return Vec::new();
+    };
+    let abs = absolute(&config.cwd, slide);
+    let abs = abs.canonicalize().unwrap_or(abs);
+    let rel = paths::relative(&abs, &index.root());
+    index
+        .iter()
+        .filter(|(e, _)| e.path == rel)
+        .filter_map(|(e, v)| e.region.map(|r| (r, v.to_vec())))
+        .collect()
+}
+
+/// Writes one output file atomically and says so.
+fn write_file(config: &Config, path: &Path, bytes: &[u8], hint: &str) -> Result<()> {
+    let abs = absolute(&config.cwd, path);
+    let dir = abs.parent().unwrap_or(Path::new("."));
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    crate::index::write_atomic(dir, &name, bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    if !config.quiet {
+        let hint = if hint.is_empty() {
+            String::new()
+        } else {
+            format!(" ({hint})")
+        };
+        eprintln!("plip: wrote {}{hint}", path.display());
+    }
+    Ok(())
 }

@@ -558,8 +558,9 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<bool> {
 
 /// `PLIP_FAILPOINT=merge-before-manifest:0` stops a merge after every segment
 /// file is placed and before the manifest is written, until the process is
-/// killed: what a crash there leaves is what the tests check.
-fn failpoint(name: &str) {
+/// killed: what a crash there leaves is what the tests check. (Also
+/// `h5-export-before-rename`, in `output/h5_export.rs`.)
+pub(crate) fn failpoint(name: &str) {
     let Ok(spec) = std::env::var("PLIP_FAILPOINT") else {
         return;
     };

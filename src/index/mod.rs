@@ -56,7 +56,7 @@ pub(crate) use file::{
 };
 pub(crate) use folder::{check_index_folder, next_free_segment, remove_unreferenced, take_lock};
 pub(crate) use manifest::{FileRef, Manifest, SegmentRecord};
-pub(crate) use merge::merge;
+pub(crate) use merge::{failpoint, merge};
 pub(crate) use precision::{index_precision, merged_label, record_label, segment_label, MIXED};
 pub use reader::Index;
 pub(crate) use reader::{recorded_model, root_of, IndexHit, PathFilter};

@@ -90,6 +90,10 @@ pub(crate) struct SlideRecord {
     /// detection; editing it re-tiles the slide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tissue_mask: Option<MaskRecord>,
+    /// The coordinate file (TRIDENT's or CLAM's) the tiles were read from
+    /// (`--coords`), instead of plip's grid; editing it re-tiles the slide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) coords: Option<MaskRecord>,
 }
 
 fn detector_v1() -> u32 {

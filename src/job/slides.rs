@@ -136,6 +136,9 @@ pub(super) struct SlideTodo {
     pub(super) retile: Option<String>,
     /// The user's mask file for it (`--tissue-mask`), else detection.
     pub(super) mask: Option<PathBuf>,
+    /// The coordinate file its tiles come from (`--coords`, or the one recorded),
+    /// with its CRC32, else plip's grid.
+    pub(super) coords: Option<MaskRecord>,
 }
 
 /// Why a recorded slide's tissue must be found again, if it must.
@@ -165,6 +168,95 @@ fn tissue_changed(
     }
 }
 
+/// Says which slides of this run have no coordinate file in `dir` nor one recorded
+/// (plip's grid tiles them), and which coordinate files name no slide of this run (not used).
+fn report_coords(
+    dir: &Path,
+    found: &[(PathBuf, String)],
+    recorded: &dyn Fn(&str) -> bool,
+    progress: &dyn Progress,
+) {
+    use crate::source::slide::coords;
+    let without: Vec<&str> = found
+        .iter()
+        .filter(|(abs, rel)| coords::find(dir, abs).is_none() && !recorded(rel))
+        .map(|(_, rel)| rel.as_str())
+        .collect();
+    if let Some(first) = without.first() {
+        progress.warn(&format!(
+            "--coords {}: no coordinate file for {} of {} slide(s), so plip's grid tiles \
+             them (first: {first})",
+            dir.display(),
+            without.len(),
+            found.len()
+        ));
+    }
+    let used: std::collections::HashSet<PathBuf> = found
+        .iter()
+        .filter_map(|(abs, _)| coords::find(dir, abs))
+        .collect();
+    let mut unused = Vec::new();
+    for d in [dir.to_path_buf(), dir.join("patches")] {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "h5") && !used.contains(&p) {
+                unused.push(
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    unused.sort();
+    if !unused.is_empty() {
+        progress.warn(&format!(
+            "--coords {}: {} coordinate file(s) name no slide of this run and were not \
+             used: {}{}",
+            dir.display(),
+            unused.len(),
+            unused
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if unused.len() > 5 { ", ..." } else { "" }
+        ));
+    }
+}
+
+/// The coordinate file for the slide at `abs`: in this run's `--coords` folder, else
+/// the one its record names when that file is still there; with its CRC32. A file
+/// that cannot be read is said and left out (the slide keeps what it had).
+fn coords_file(
+    dir: Option<&Path>,
+    abs: &Path,
+    record: Option<&SlideRecord>,
+    progress: &dyn Progress,
+) -> Option<MaskRecord> {
+    let file = dir
+        .and_then(|d| crate::source::slide::coords::find(d, abs))
+        .or_else(|| {
+            let old = PathBuf::from(&record?.coords.as_ref()?.file);
+            old.is_file().then_some(old)
+        })?;
+    match crate::source::file_crc(&file) {
+        Ok(crc32) => Some(MaskRecord {
+            file: file.display().to_string(),
+            crc32,
+        }),
+        Err(e) => {
+            progress.warn(&format!("{}: cannot read it: {e}", file.display()));
+            None
+        }
+    }
+}
+
 /// Decides for each slide found whether it is unchanged, to finish, or to (re-)tile.
 /// Counts the unchanged ones in the writer's stats, says once which slides have no
 /// mask in the `--tissue-mask` folder, and announces in-place re-tiling.
@@ -174,8 +266,13 @@ pub(super) fn plan(
     tiling: &Tiling,
     racy_after: i128,
     masks: &Masks,
+    coords_dir: Option<&Path>,
     progress: &dyn Progress,
 ) -> Vec<SlideTodo> {
+    if let Some(dir) = coords_dir {
+        let recorded = |rel: &str| writer.slide_record(rel).is_some_and(|r| r.coords.is_some());
+        report_coords(dir, &found, &recorded, progress);
+    }
     let mut todo = Vec::new();
     let mut no_mask: Vec<(PathBuf, String)> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
@@ -192,7 +289,34 @@ pub(super) fn plan(
         };
         let record = writer.slide_record(&rel).cloned();
         let had_tiles = writer.get(&rel).is_some();
+        let coords = coords_file(coords_dir, &abs, record.as_ref(), progress);
         match record {
+            Some(rec) if coords.is_some() || rec.coords.is_some() => {
+                let facts = FileEntry {
+                    path: rel.clone(),
+                    size: rec.size,
+                    mtime_ns: rec.mtime_ns,
+                    crc32: rec.crc32,
+                    region: None,
+                };
+                // Tiled by a coordinate file: the same file and the same slide file
+                // are unchanged, whatever the grid flags (the grid is not used).
+                let same = unchanged(&abs, &facts, racy_after)
+                    && (coords.is_none() || rec.coords == coords);
+                if same && rec.complete {
+                    writer.stats_mut().unchanged += 1;
+                } else {
+                    todo.push(SlideTodo {
+                        abs,
+                        rel,
+                        existed: true,
+                        resume: same,
+                        retile: None,
+                        mask: None,
+                        coords: coords.or(rec.coords),
+                    });
+                }
+            }
             Some(rec) => {
                 let facts = FileEntry {
                     path: rel.clone(),
@@ -215,6 +339,7 @@ pub(super) fn plan(
                         resume: same,
                         retile,
                         mask,
+                        coords: None,
                     });
                 }
             }
@@ -225,6 +350,7 @@ pub(super) fn plan(
                 resume: false,
                 retile: None,
                 mask,
+                coords,
             }),
         }
     }
@@ -293,7 +419,7 @@ impl SlideRun<'_> {
             tiles_kept: plan.tiles.len(),
             tiles_total: plan.cols as usize * plan.rows as usize,
             tiles_failed: 0,
-            tiling: self.tiling,
+            tiling: plan.options,
             complete: false,
             size,
             mtime_ns,
@@ -303,6 +429,7 @@ impl SlideRun<'_> {
                 file: file.display().to_string(),
                 crc32: *crc32,
             }),
+            coords: todo.coords.clone(),
         };
         self.writer.set_slide_record(&todo.rel, record.clone());
         let wanted: Vec<usize> = (0..plan.tiles.len())
@@ -392,10 +519,15 @@ impl SlideRun<'_> {
                 return None;
             }
         };
-        match TilePlan::with_mask_file(&todo.abs, &options, todo.mask.as_deref()) {
+        let plan = match &todo.coords {
+            Some(c) => TilePlan::with_coords_file(&todo.abs, &options, Path::new(&c.file)),
+            None => TilePlan::with_mask_file(&todo.abs, &options, todo.mask.as_deref()),
+        };
+        match plan {
             Ok(p) => Some((facts, p)),
-            // The user's mask is broken, not the slide: keep what was indexed of it.
-            Err(e @ SlideError::Mask { .. }) => {
+            // The user's mask or coordinate file is broken, not the slide: keep what
+            // was indexed of it.
+            Err(e @ (SlideError::Mask { .. } | SlideError::Coords { .. })) => {
                 self.skip(todo, format!("{}: {e}", todo.abs.display()));
                 None
             }

@@ -62,17 +62,18 @@ impl Marker {
     }
 
     fn same_job(&self, other: &Marker) -> bool {
-        (
-            self.generation,
-            self.checksum,
-            self.rows_per_part,
-            self.relative,
-        ) == (
-            other.generation,
-            other.checksum,
-            other.rows_per_part,
-            other.relative,
-        )
+        self.format == other.format
+            && (
+                self.generation,
+                self.checksum,
+                self.rows_per_part,
+                self.relative,
+            ) == (
+                other.generation,
+                other.checksum,
+                other.rows_per_part,
+                other.relative,
+            )
     }
 
     /// Writes the marker into `out`, atomically.
@@ -121,10 +122,110 @@ fn part_files(out: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn read_marker(out: &Path) -> Option<Marker> {
+    read_marker_of(out, "plip-export")
+}
+
+fn read_marker_of(out: &Path, format: &str) -> Option<Marker> {
     let bytes = fs::read(out.join(MARKER)).ok()?;
     serde_json::from_slice(&bytes)
         .ok()
-        .filter(|m: &Marker| m.format == "plip-export")
+        .filter(|m: &Marker| m.format == format)
+}
+
+/// Whether `name` is a temporary name plip's atomic writes use (`.NAME.tmp-...`).
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
+/// The files of a per-slide export (`--format trident|clam`) in `out` and its `sub`
+/// folder: `.h5` files, `slides.csv`, the marker and temporary names. Anything else
+/// is refused, naming it.
+fn slide_files(out: &Path, sub: &str) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut dirs = vec![out.to_path_buf()];
+    if !sub.is_empty() {
+        dirs.push(out.join(sub));
+    }
+    for dir in &dirs {
+        let Ok(rd) = fs::read_dir(dir) else { continue };
+        for e in rd {
+            let e = e.with_context(|| format!("listing {}", dir.display()))?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let in_out = dir == out;
+            let ok = if in_out && !sub.is_empty() && name == sub {
+                continue;
+            } else if in_out && (name == MARKER || name == super::slide_files::SLIDES_CSV) {
+                true
+            } else {
+                (sub.is_empty() == in_out) && (name.ends_with(".h5") || is_temporary(&name))
+            };
+            if !ok || !e.file_type().is_ok_and(|t| t.is_file()) {
+                bail!(
+                    "{} holds {:?}, which plip export does not write; choose another OUT \
+                     (plip never deletes files it did not write)",
+                    dir.display(),
+                    name
+                );
+            }
+            files.push(e.path());
+        }
+    }
+    Ok(files)
+}
+
+/// [`prepare`] for a per-slide export: `.h5` files in OUT without this format's
+/// marker were not written by plip and are refused, whatever the mode.
+pub(crate) fn prepare_files(out: &Path, sub: &str, mode: Mode, wanted: &Marker) -> Result<bool> {
+    let files = slide_files(out, sub)?;
+    let marker = read_marker_of(out, &wanted.format);
+    let shown = out.display();
+    let ours = files
+        .iter()
+        .all(|f| f.file_name().is_some_and(|n| n == MARKER));
+    if marker.is_none() && !ours {
+        bail!(
+            "{shown} holds files but no {MARKER} of a `plip export --format {}` (another \
+             tool's output, or another format's); choose another OUT \
+             (plip never deletes files it did not write)",
+            wanted.format.trim_start_matches("plip-export-")
+        );
+    }
+    match (mode, marker) {
+        (_, None) => Ok(false),
+        (Mode::New, Some(m)) if m.complete => bail!(
+            "{shown} holds a finished export ({} slides); pass --replace to write it \
+             anew, or choose another OUT",
+            m.parts
+        ),
+        (Mode::New, Some(_)) => bail!(
+            "{shown} holds an interrupted export; pass --resume to finish it, or \
+             --replace to write it anew"
+        ),
+        (Mode::Replace, Some(_)) => {
+            for f in &files {
+                fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
+            }
+            Ok(false)
+        }
+        (Mode::Resume, Some(m)) => {
+            if !m.same_job(wanted) {
+                bail!(
+                    "the export in {shown} was of another index commit (commit {}); it \
+                     cannot be resumed: pass --replace to write it anew",
+                    m.generation
+                );
+            }
+            for f in &files {
+                if f.file_name()
+                    .is_some_and(|n| is_temporary(&n.to_string_lossy()))
+                {
+                    fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
+                }
+            }
+            Ok(true)
+        }
+    }
 }
 
 /// Checks OUT against `mode` before anything is written, and applies it: with

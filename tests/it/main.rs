@@ -19,6 +19,7 @@ mod data_loss;
 mod eval_cli;
 mod eval_golden;
 mod eval_probe;
+mod interop;
 mod lifecycle;
 mod parity;
 mod preprocess_parity;

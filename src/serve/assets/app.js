@@ -369,6 +369,7 @@ async function showViewer(id) {
       tiled.addHandler("fully-loaded-change", done);
       done();
       if ($("heat").checked) toggleHeat();
+      drawOverlay();
     });
     osd.addHandler("open-failed", (ev) => showMessage("The slide could not be opened: " + (ev.message || "error"), "error"));
   } catch (e) {
@@ -443,6 +444,88 @@ async function toggleHeat() {
   $("lmax").textContent = hm.max.toFixed(3);
   $("legend").hidden = false;
   $("legend").title = `${hm.tiles.length} tiles; cosine ${hm.min.toFixed(4)} (dark) to ${hm.max.toFixed(4)} (yellow)`;
+}
+
+// A GeoJSON overlay (issue 31): a file the user picks or drops on the viewer, read in
+// the browser. Polygons and MultiPolygons are drawn in level-0 pixels: filled by
+// their classification's colour, else by their first measurement on viridis, else
+// outlined; holes are cut out (even-odd fill).
+let overlay = null; // {name, features, measurement, min, max}
+
+function loadOverlay(file) {
+  if (!file) return;
+  const r = new FileReader();
+  r.onload = () => {
+    let v;
+    try {
+      v = JSON.parse(r.result);
+    } catch (e) {
+      showMessage(`${file.name} is not JSON: ${e.message}`, "error");
+      return;
+    }
+    const features = v.type === "FeatureCollection" ? v.features : v.type === "Feature" ? [v] : Array.isArray(v) ? v : null;
+    if (!features) {
+      showMessage(`${file.name} is not a GeoJSON FeatureCollection`, "error");
+      return;
+    }
+    const first = features.map((f) => Object.keys(f?.properties?.measurements || {})[0]).find(Boolean);
+    const values = first ? features.map((f) => f?.properties?.measurements?.[first]).filter((x) => typeof x === "number") : [];
+    overlay = { name: file.name, features, measurement: first,
+      min: Math.min(...values), max: Math.max(...values) };
+    $("gjon").disabled = false;
+    $("gjon").checked = true;
+    $("gjload").textContent = file.name;
+    drawOverlay();
+  };
+  r.readAsText(file);
+}
+
+function drawOverlay() {
+  if (!viewer) return;
+  if (viewer.gj) {
+    viewer.osd.removeOverlay(viewer.gj);
+    viewer.gj = null;
+  }
+  if (!overlay || !$("gjon").checked) return;
+  const W = viewer.item.slide_width, H = viewer.item.slide_height;
+  const k = Math.min(1, 4096 / Math.max(W, H));
+  const c = el("canvas", "geojson");
+  c.id = "geojson";
+  c.width = Math.max(1, Math.round(W * k));
+  c.height = Math.max(1, Math.round(H * k));
+  const g = c.getContext("2d");
+  const span = overlay.max - overlay.min;
+  let drawn = 0;
+  for (const f of overlay.features) {
+    const geom = f?.geometry;
+    const polys = geom?.type === "Polygon" ? [geom.coordinates] : geom?.type === "MultiPolygon" ? geom.coordinates : [];
+    const props = f?.properties || {};
+    const col = props.classification?.color;
+    const m = overlay.measurement && props.measurements?.[overlay.measurement];
+    let fill = null;
+    if (Array.isArray(col) && col.length === 3) fill = `rgba(${col[0]},${col[1]},${col[2]},0.45)`;
+    else if (typeof m === "number") fill = viridis(span > 0 ? (m - overlay.min) / span : 1);
+    g.beginPath();
+    for (const rings of polys) {
+      for (const ring of rings || []) {
+        ring.forEach(([x, y], i) => (i ? g.lineTo(x * k, y * k) : g.moveTo(x * k, y * k)));
+        g.closePath();
+      }
+    }
+    if (fill) {
+      g.fillStyle = fill;
+      g.fill("evenodd");
+    }
+    g.strokeStyle = Array.isArray(col) ? `rgb(${col[0]},${col[1]},${col[2]})` : "rgba(0,0,0,.6)";
+    g.lineWidth = Math.max(1, 2 * k * 4);
+    g.stroke();
+    if (polys.length) drawn++;
+  }
+  viewer.osd.addOverlay({ element: c, location: viewer.osd.viewport.imageToViewportRectangle(0, 0, W, H) });
+  viewer.gj = c;
+  c.dataset.features = String(drawn);
+  $("gjon").parentElement.title = `${overlay.name}: ${drawn} shape(s)` +
+    (overlay.measurement ? `, coloured by "${overlay.measurement}" ${overlay.min.toFixed(4)} (dark) to ${overlay.max.toFixed(4)} (yellow)` : "");
 }
 
 function moreLike(h) {
@@ -565,7 +648,10 @@ document.addEventListener("drop", (ev) => {
   ev.preventDefault();
   dragDepth = 0;
   $("drop").hidden = true;
-  setImage(ev.dataTransfer?.files?.[0]);
+  const f = ev.dataTransfer?.files?.[0];
+  // A GeoJSON file dropped on an open slide is an overlay, not a query.
+  if (viewer && f && /\.(geo)?json$/i.test(f.name)) loadOverlay(f);
+  else setImage(f);
 });
 document.addEventListener("paste", (ev) => {
   const f = [...(ev.clipboardData?.files || [])].find((x) => x.type.startsWith("image/"));
@@ -585,6 +671,9 @@ function init() {
   $("top").addEventListener("change", () => { state.top = $("top").value; changed(true); });
   $("byslide").addEventListener("change", () => { state.bySlide = $("byslide").checked; changed(true, true); });
   $("heat").addEventListener("change", toggleHeat);
+  $("gjload").addEventListener("click", () => $("gjfile").click());
+  $("gjfile").addEventListener("change", () => { loadOverlay($("gjfile").files[0]); $("gjfile").value = ""; });
+  $("gjon").addEventListener("change", drawOverlay);
   $("vback").addEventListener("click", () => {
     const q = location.search;
     location.assign("/" + q);

@@ -143,4 +143,9 @@ pub(crate) enum SlideError {
          detected instead"
     )]
     Mask { path: PathBuf, msg: String },
+    #[error(
+        "{path}: cannot use this coordinate file: {msg}; fix it, or remove it and the \
+         slide is tiled by plip's own grid"
+    )]
+    Coords { path: PathBuf, msg: String },
 }

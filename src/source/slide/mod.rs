@@ -39,6 +39,7 @@
 mod cache;
 mod codec;
 mod compose;
+pub(crate) mod coords;
 mod error;
 pub(crate) mod grid;
 mod level;

@@ -63,6 +63,8 @@ pub(crate) struct TilePlan {
     pub(crate) mask: Option<tissue::TissueMask>,
     /// The user's mask file (`--tissue-mask`) and its CRC32, when it replaced detection.
     pub(crate) user_mask: Option<(PathBuf, u32)>,
+    /// The coordinate file the tiles came from (`--coords`), and what to say about it.
+    pub(crate) coords: Option<(PathBuf, Vec<String>)>,
 }
 
 impl TilePlan {
@@ -201,6 +203,83 @@ impl TilePlan {
             skipped_stored_tiles: skipped,
             mask,
             user_mask: None,
+            coords: None,
+        })
+    }
+
+    /// Open `path` and take its tiles from a coordinate file of TRIDENT or CLAM
+    /// ([`super::coords`]) instead of the grid: every patch inside the slide, in the
+    /// file's order, no tissue detection. `opts` gives `--slide-mpp`; the plan's
+    /// options are the file's patch size and the resolution it makes. A file that
+    /// cannot be used is [`SlideError::Coords`].
+    pub(crate) fn with_coords_file(
+        path: &Path,
+        opts: &Tiling,
+        file: &Path,
+    ) -> Result<TilePlan, SlideError> {
+        let slide = Slide::open(
+            path,
+            &OpenOptions {
+                user_mpp: opts.slide_mpp,
+                ..OpenOptions::default()
+            },
+        )?;
+        let (slide_mpp, mpp_source) = slide.mpp().ok_or(SlideError::NoMpp {
+            path: path.to_path_buf(),
+        })?;
+        let l0 = slide.levels()[0];
+        let ds: Vec<f64> = slide.levels().iter().map(|l| l.downsample).collect();
+        let c = super::coords::load(file, (l0.width, l0.height), &ds).map_err(|msg| {
+            SlideError::Coords {
+                path: file.to_path_buf(),
+                msg,
+            }
+        })?;
+        let spec = &c.spec;
+        let options = Tiling {
+            mpp: slide_mpp * spec.side0 as f64 / f64::from(spec.px),
+            tile: spec.px,
+            min_tissue: 0.0,
+            ..*opts
+        };
+        let mut warnings = Vec::new();
+        if let (n, Some((x, y))) = c.outside {
+            warnings.push(format!(
+                "{}: {n} of the {} patch(es) in {} start outside the {}x{} slide (first: {x},{y}) \
+                 and were left out",
+                path.display(),
+                n + c.corners.len(),
+                file.display(),
+                l0.width,
+                l0.height
+            ));
+        }
+        Ok(TilePlan {
+            options,
+            slide_mpp,
+            mpp_source,
+            level: spec.level,
+            #[cfg(test)]
+            level_mpp: slide_mpp * slide.levels()[spec.level].downsample,
+            read_px: spec.read_px,
+            cols: c.corners.len() as u32,
+            rows: 1,
+            tiles: c
+                .corners
+                .iter()
+                .map(|&(x, y)| TileRect {
+                    x,
+                    y,
+                    w: spec.side0,
+                    h: spec.side0,
+                    tissue: 1.0,
+                })
+                .collect(),
+            skipped_stored_tiles: 0,
+            mask: None,
+            user_mask: None,
+            coords: Some((file.to_path_buf(), warnings)),
+            slide,
         })
     }
 
@@ -209,6 +288,7 @@ impl TilePlan {
     /// detection could not decode.
     pub(crate) fn warnings(&self) -> Vec<String> {
         let mut v: Vec<String> = self.slide.warnings().to_vec();
+        v.extend(self.coords.iter().flat_map(|(_, w)| w.iter().cloned()));
         if self.skipped_stored_tiles > 0 {
             v.push(format!(
                 "{}: {} stored tile(s) could not be decoded for tissue detection (counted as glass)",
