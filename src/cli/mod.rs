@@ -15,6 +15,7 @@ mod info;
 mod merge;
 mod search;
 mod serve;
+mod slide_args;
 mod slides;
 
 use std::io::{IsTerminal, Write};
@@ -407,7 +408,9 @@ slides/a.svs@4480,8960,448,448, or --add 0.5:slides/a.svs@0,0,448,448); it is re
 tile (a square region is resized to the model's 224 px). --by-slide ranks slides instead,
 by the mean of each slide's 5 best tile scores:
   plip search \"tumor\" --by-slide --json
-  plip search --image slides/a.svs@4480,8960,448,448 --by-slide --html slides.html")]
+  plip search --image slides/a.svs@4480,8960,448,448 --by-slide --html slides.html
+A whole slide as the query finds other slides like it, each with its matched tiles:
+  plip search --image slides/a.svs --group-by patients.csv --json")]
 struct SearchArgs {
     /// What to look for, in English (e.g. "tumor tissue"), or an image file.
     #[arg(required_unless_present = "image")]
@@ -461,6 +464,8 @@ struct SearchArgs {
     /// recall per breadth on your own index.
     #[arg(long)]
     ef: Option<usize>,
+    #[command(flatten)]
+    slides: slide_args::SlideSearchArgs,
 }
 
 #[derive(Debug, Args)]

@@ -10,5 +10,6 @@ pub(crate) mod geojson;
 pub(crate) mod html;
 pub(crate) mod npy;
 pub(crate) mod printers;
+pub(crate) mod slide_matches;
 pub(crate) mod slide_png;
 pub(crate) mod thumb;

@@ -26,5 +26,6 @@ mod serve;
 mod serve_limits;
 mod shards;
 mod slide_bombs;
+mod slide_query;
 mod slides;
 mod tissue_io;

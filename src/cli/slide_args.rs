@@ -1,0 +1,44 @@
+//! The flags of slides as queries (issue 32): `plip search --image SLIDE`'s slide
+//! flags and `plip eval slide-retrieval` / `slide-zero-shot`. Kept apart from
+//! `mod.rs` so that each file stays one idea.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::query::slide_match::SlideScore;
+
+/// `plip search`'s slide-query flags.
+#[derive(Debug, Args, Default)]
+pub(super) struct SlideSearchArgs {
+    /// How slides are compared when the query is a whole slide (--image SLIDE) or a
+    /// region with this flag (--image SLIDE@X,Y,W,H --slide-score ...): `bag` = for
+    /// each query tile its best match in the candidate slide, then the median over the
+    /// query's tiles (Yottixel); `mean` = cosine of the slides' mean tile embeddings.
+    /// [default: bag]
+    #[arg(long, value_name = "mean|bag", value_parser = parse_slide_score)]
+    pub(super) slide_score: Option<SlideScore>,
+    /// Keep the query slide itself in a slide query's ranking (it is left out by
+    /// default); a region query then finds its own slide first.
+    #[arg(long)]
+    pub(super) include_self: bool,
+    /// A CSV with a header `slide,patient` (or case): a slide query leaves out every
+    /// slide of the query's patient. Slides are named as the index stores them, as
+    /// paths relative to the CSV, or by file name.
+    #[arg(long, value_name = "CSV")]
+    pub(super) group_by: Option<PathBuf>,
+}
+
+impl SlideSearchArgs {
+    pub(super) fn options(&self) -> crate::app::slides_like::SlideOptions {
+        crate::app::slides_like::SlideOptions {
+            score: self.slide_score,
+            include_self: self.include_self,
+            group_by: self.group_by.clone(),
+        }
+    }
+}
+
+pub(super) fn parse_slide_score(s: &str) -> Result<SlideScore, String> {
+    s.parse()
+}

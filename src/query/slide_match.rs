@@ -1,0 +1,226 @@
+//! Slide-to-slide similarity (issue 32): how alike two whole slides (or a region and a
+//! slide) are, from their tiles' unit embeddings. Pure arithmetic on borrowed rows.
+//!
+//! - **mean**: the cosine of the two slides' mean tile embeddings (each mean
+//!   L2-normalised). One dot product per candidate once the means are known.
+//! - **bag**: Yottixel's "median of minimum distances": for every query tile, its best
+//!   match (highest cosine, i.e. smallest cosine distance) among the candidate's tiles;
+//!   the slide's score is the median of those best matches over the query's tiles
+//!   (numpy's median: the mean of the two middle values for an even count). As cosine
+//!   distance is `1 - cosine`, the median of the minimum distances is `1 - ` this score,
+//!   so the order is Yottixel's.
+//!
+//! Ties between candidates are broken by their order in the caller's list (sorted by
+//! path), so rankings are deterministic.
+
+use rayon::prelude::*;
+
+use crate::vectors::dot;
+
+/// How two slides are compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum SlideScore {
+    /// Cosine of the mean tile embeddings.
+    Mean,
+    /// Median over query tiles of the best cosine in the candidate (Yottixel).
+    #[default]
+    Bag,
+}
+
+impl SlideScore {
+    /// The flag value: `mean` or `bag`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SlideScore::Mean => "mean",
+            SlideScore::Bag => "bag",
+        }
+    }
+}
+
+impl std::str::FromStr for SlideScore {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "mean" => Ok(SlideScore::Mean),
+            "bag" => Ok(SlideScore::Bag),
+            other => Err(format!(
+                "unknown slide score {other:?}: use `mean` (cosine of mean tile embeddings) \
+                 or `bag` (median of each query tile's best match, as Yottixel)"
+            )),
+        }
+    }
+}
+
+/// The L2-normalised mean of `rows`; `None` for no rows or a zero mean.
+pub(crate) fn mean_unit(rows: &[&[f32]]) -> Option<Vec<f32>> {
+    let first = rows.first()?;
+    let mut sum = vec![0f64; first.len()];
+    for r in rows {
+        for (s, x) in sum.iter_mut().zip(r.iter()) {
+            *s += f64::from(*x);
+        }
+    }
+    let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if !(norm > 0.0) || !norm.is_finite() {
+        return None;
+    }
+    Some(sum.iter().map(|x| (x / norm) as f32).collect())
+}
+
+/// For each query row, `(index of its best candidate row, cosine)`; the lowest index
+/// wins a tie. Empty when `cand` is empty.
+pub(crate) fn best_matches(query: &[&[f32]], cand: &[&[f32]]) -> Vec<(usize, f32)> {
+    if cand.is_empty() {
+        return Vec::new();
+    }
+    query
+        .iter()
+        .map(|q| {
+            let mut best = (0, f32::NEG_INFINITY);
+            for (j, c) in cand.iter().enumerate() {
+                let s = dot(q, c);
+                if s > best.1 {
+                    best = (j, s);
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// numpy's median of `values` (`None` when empty).
+pub(crate) fn median(values: &[f32]) -> Option<f32> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = values.iter().map(|&x| f64::from(x)).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2] as f32
+    } else {
+        ((v[n / 2 - 1] + v[n / 2]) / 2.0) as f32
+    })
+}
+
+/// The bag score of `cand` for `query`: the median of each query row's best cosine in
+/// `cand`. `None` when either is empty.
+pub(crate) fn bag_score(query: &[&[f32]], cand: &[&[f32]]) -> Option<f32> {
+    let best: Vec<f32> = best_matches(query, cand).iter().map(|b| b.1).collect();
+    median(&best)
+}
+
+/// One slide's tiles: the rows to score (borrowed), and its normalised mean.
+pub(crate) struct TileBag<'a> {
+    /// Unit tile embeddings.
+    pub(crate) rows: Vec<&'a [f32]>,
+    /// Their normalised mean (for `mean`); `None` when it has no tiles.
+    pub(crate) mean: Option<Vec<f32>>,
+}
+
+impl<'a> TileBag<'a> {
+    /// A bag of `rows`, with its mean computed once.
+    pub(crate) fn new(rows: Vec<&'a [f32]>) -> Self {
+        let mean = mean_unit(&rows);
+        TileBag { rows, mean }
+    }
+}
+
+/// The score of every candidate for `query` by `how`, in candidate order (rayon
+/// over candidates). A candidate or query without tiles scores `None`.
+pub(crate) fn score_all(query: &TileBag, cands: &[&TileBag], how: SlideScore) -> Vec<Option<f32>> {
+    cands
+        .par_iter()
+        .map(|c| match how {
+            SlideScore::Mean => match (&query.mean, &c.mean) {
+                (Some(a), Some(b)) => Some(dot(a, b)),
+                _ => None,
+            },
+            SlideScore::Bag => bag_score(&query.rows, &c.rows),
+        })
+        .collect()
+}
+
+/// Indices of `scores` ranked best first (ties by index), `None`s left out.
+pub(crate) fn rank(scores: &[Option<f32>]) -> Vec<(usize, f32)> {
+    let mut out: Vec<(usize, f32)> = scores
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|s| (i, s)))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+/// The `n` best tile pairs between `query` and `cand`: `(query row, candidate row,
+/// cosine)`, best first: each query row with its best match, the best `n` of those
+/// (ties by query row).
+pub(crate) fn top_pairs(query: &[&[f32]], cand: &[&[f32]], n: usize) -> Vec<(usize, usize, f32)> {
+    let mut pairs: Vec<(usize, usize, f32)> = best_matches(query, cand)
+        .into_iter()
+        .enumerate()
+        .map(|(q, (c, s))| (q, c, s))
+        .collect();
+    pairs.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    pairs.truncate(n);
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn bag_is_the_median_of_each_query_tiles_best_match() {
+        let q = [vec![1.0, 0.0], vec![0.0, 1.0], unit(&[1.0, 1.0])];
+        let c = [vec![1.0, 0.0], unit(&[1.0, 1.0])];
+        let qr: Vec<&[f32]> = q.iter().map(Vec::as_slice).collect();
+        let cr: Vec<&[f32]> = c.iter().map(Vec::as_slice).collect();
+        // best matches: 1.0 (c0), 0.7071 (c1), 1.0 (c1); median = 1.0
+        let b = best_matches(&qr, &cr);
+        assert_eq!(b[0].0, 0);
+        assert_eq!(b[1].0, 1);
+        assert!((b[1].1 - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
+        assert!((bag_score(&qr, &cr).unwrap() - 1.0).abs() < 1e-6);
+        // an even count takes the mean of the two middle values
+        assert!(
+            (bag_score(&qr[..2], &cr).unwrap() - (1.0 + std::f32::consts::FRAC_1_SQRT_2) / 2.0)
+                .abs()
+                < 1e-6
+        );
+        assert_eq!(bag_score(&qr, &[]), None);
+        let pairs = top_pairs(&qr, &cr, 2);
+        assert_eq!((pairs[0].0, pairs[0].1), (0, 0));
+        assert_eq!((pairs[1].0, pairs[1].1), (2, 1));
+    }
+
+    #[test]
+    fn mean_is_the_cosine_of_the_normalised_means() {
+        let a = [vec![1.0, 0.0], vec![0.0, 1.0]];
+        let b = [vec![1.0, 0.0]];
+        let ar: Vec<&[f32]> = a.iter().map(Vec::as_slice).collect();
+        let br: Vec<&[f32]> = b.iter().map(Vec::as_slice).collect();
+        let (qa, qb) = (TileBag::new(ar), TileBag::new(br));
+        let s = score_all(&qa, &[&qb], SlideScore::Mean);
+        assert!((s[0].unwrap() - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
+        let empty = TileBag::new(Vec::new());
+        assert_eq!(score_all(&qa, &[&empty], SlideScore::Mean), vec![None]);
+        assert_eq!(
+            rank(&[Some(0.5), None, Some(0.9), Some(0.5)]),
+            vec![(2, 0.9), (0, 0.5), (3, 0.5)]
+        );
+    }
+
+    #[test]
+    fn score_names_parse_and_bad_ones_say_what_to_use() {
+        assert_eq!("Mean".parse::<SlideScore>(), Ok(SlideScore::Mean));
+        assert_eq!("bag".parse::<SlideScore>(), Ok(SlideScore::Bag));
+        let e = "max".parse::<SlideScore>().unwrap_err();
+        assert!(e.contains("mean") && e.contains("bag"), "{e}");
+    }
+}

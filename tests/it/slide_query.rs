@@ -1,0 +1,194 @@
+//! Slides as queries (issue 32) end to end: `plip search --image SLIDE` ranks other
+//! slides with their matched tiles (self and same-patient slides left out, or self
+//! kept with `--include-self`), a slide that is not indexed is tiled on the fly, and
+//! bad flags are refused before anything heavy.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::common::{fixtures, TestEnv};
+
+const SLIDES: [&str; 5] = [
+    "aperio_rgb.svs",
+    "aperio_ycbcr.svs",
+    "generic.tiff",
+    "ome.ome.tiff",
+    "lzw.tiff",
+];
+
+/// `s/` with five slides, indexed.
+pub(crate) fn indexed_slides(env: &TestEnv) -> PathBuf {
+    let d = env.path().join("s");
+    fs::create_dir_all(&d).unwrap();
+    for n in SLIDES {
+        fs::copy(fixtures().join("slides").join(n), d.join(n)).unwrap();
+    }
+    env.ok(&["index", "s"]);
+    d
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn paths(rows: &[serde_json::Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_slide_query_ranks_the_other_slides_with_matched_tiles() {
+    let env = TestEnv::new();
+    indexed_slides(&env);
+    for score in ["bag", "mean"] {
+        let out = env.ok(&[
+            "search",
+            "--image",
+            "s/aperio_rgb.svs",
+            "--slide-score",
+            score,
+            "--json",
+        ]);
+        let rows = json_lines(&out);
+        let p = paths(&rows);
+        assert_eq!(p.len(), 4, "{out}");
+        assert!(!p.contains(&"s/aperio_rgb.svs".to_string()), "{out}");
+        // the same tissue, stored in another encoding, is the nearest slide
+        assert_eq!(p[0], "s/aperio_ycbcr.svs", "{score}: {out}");
+        let scores: Vec<f64> = rows.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{out}");
+        let m = &rows[0]["matches"][0];
+        for k in ["x", "y", "w", "h"] {
+            assert!(m["query"][k].is_u64() && m["found"][k].is_u64(), "{out}");
+        }
+        assert!(rows[0]["matches"].as_array().unwrap().len() <= 5);
+    }
+    // The table prints one row per slide with its best pair.
+    let table = env.ok(&["search", "--image", "s/aperio_rgb.svs", "-k", "2"]);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(
+        table.contains("s/aperio_ycbcr.svs") && table.contains("->"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_region_query_finds_its_own_slide_first_when_self_is_allowed() {
+    let env = TestEnv::new();
+    indexed_slides(&env);
+    let out = env.ok(&[
+        "search",
+        "--image",
+        "s/generic.tiff@224,0,224,224",
+        "--include-self",
+        "--json",
+    ]);
+    let rows = json_lines(&out);
+    assert_eq!(rows[0]["path"], "s/generic.tiff", "{out}");
+    assert_eq!(rows[0]["matches"][0]["query"]["x"], 224, "{out}");
+    assert_eq!(rows[0]["matches"][0]["found"]["x"], 224, "{out}");
+    // without --include-self, the same region query leaves its slide out
+    let out = env.ok(&[
+        "search",
+        "--image",
+        "s/generic.tiff@224,0,224,224",
+        "--slide-score",
+        "bag",
+        "--json",
+    ]);
+    assert!(!paths(&json_lines(&out)).contains(&"s/generic.tiff".to_string()));
+    // and without any slide flag a region is still a tile query, as before
+    let out = env.ok(&[
+        "search",
+        "--image",
+        "s/generic.tiff@224,0,224,224",
+        "--json",
+    ]);
+    assert!(json_lines(&out)[0].get("x").is_some(), "{out}");
+}
+
+#[test]
+fn group_by_leaves_out_every_slide_of_the_query_patient() {
+    let env = TestEnv::new();
+    indexed_slides(&env);
+    fs::write(
+        env.path().join("patients.csv"),
+        "slide,patient\naperio_rgb.svs,p1\ns/aperio_ycbcr.svs,p1\ngeneric,p1\nome.ome.tiff,p2\n",
+    )
+    .unwrap();
+    let out = env.ok(&[
+        "search",
+        "--image",
+        "s/aperio_rgb.svs",
+        "--group-by",
+        "patients.csv",
+        "--json",
+    ]);
+    let p = paths(&json_lines(&out));
+    assert_eq!(p.len(), 2, "{out}");
+    for gone in ["s/aperio_rgb.svs", "s/aperio_ycbcr.svs", "s/generic.tiff"] {
+        assert!(!p.contains(&gone.to_string()), "{gone}: {out}");
+    }
+}
+
+#[test]
+fn a_slide_outside_the_index_is_tiled_with_the_index_tiling() {
+    let env = TestEnv::new();
+    indexed_slides(&env);
+    fs::create_dir_all(env.path().join("q")).unwrap();
+    fs::copy(
+        fixtures().join("slides/aperio_rgb.svs"),
+        env.path().join("q/new.svs"),
+    )
+    .unwrap();
+    let out = env.run(&["search", "--image", "q/new.svs", "--json", "-k", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("embedded now"), "{err}");
+    let rows = json_lines(&String::from_utf8(out.stdout).unwrap());
+    // the same pixels as the indexed slide: it is found first, scoring 1
+    assert_eq!(rows[0]["path"], "s/aperio_rgb.svs");
+    assert!(rows[0]["score"].as_f64().unwrap() > 0.9999, "{rows:?}");
+}
+
+#[test]
+fn bad_slide_query_flags_are_refused_with_advice() {
+    let env = TestEnv::new();
+    fs::write(env.path().join("a.png"), b"x").unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["search", "tumor", "--include-self"], "--image SLIDE"),
+        (
+            &["search", "--image", "a.svs", "--slide-score", "max"],
+            "`mean`",
+        ),
+        (
+            &["search", "--image", "a.png", "--group-by", "g.csv"],
+            "not one",
+        ),
+        (
+            &["search", "--image", "s.svs@0,0,9,9", "--group-by", "g.csv"],
+            "not a file",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = env.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // a missing --group-by file is named before the index is opened
+    fs::copy(
+        fixtures().join("slides/lzw.tiff"),
+        env.path().join("one.tiff"),
+    )
+    .unwrap();
+    let out = env.run(&["search", "--image", "one.tiff", "--group-by", "nope.csv"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nope.csv") && err.contains("slide,patient"),
+        "{err}"
+    );
+}
