@@ -76,6 +76,20 @@ pub(super) fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
                 &mut out,
             )?;
         }
+        EvalCommand::SlideRetrieval(a) => {
+            use crate::eval::slides::command;
+            let index = open_index(config)?;
+            command::slide_retrieval(
+                &index,
+                &command::RetrievalOptions {
+                    labels: &absolute(&config.cwd, &a.labels),
+                    score: a.slide_score.unwrap_or_default(),
+                    json: a.json,
+                    html: a.html.as_deref(),
+                },
+                &mut out,
+            )?;
+        }
     }
     Ok(0)
 }

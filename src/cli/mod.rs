@@ -219,6 +219,16 @@ enum EvalCommand {
     /// Builds a graph with the index's parameters over the index's vectors and uses
     /// evenly spaced indexed vectors as queries.
     Ann(EvalAnnArgs),
+    /// Whole slides as queries: top-1, majority vote at 3 and 5, mAP@5 (as SISH).
+    ///
+    /// Each labelled slide of the index is the query against all the others
+    /// (leave-one-slide-out), or against other patients' slides when the CSV has a
+    /// patient column (leave-one-patient-out), ranked as `plip search --image SLIDE`
+    /// ranks them. Majority votes break ties by rank; mAP@5 is SISH's (the precision
+    /// at each correct rank among the top 5, summed, over 5). Also per-class figures
+    /// and the macro F1 of the MV@5 votes. A class with one slide (or one patient) is
+    /// reported apart. See docs/slide-retrieval.md.
+    SlideRetrieval(slide_args::EvalSlideRetrievalArgs),
 }
 
 #[derive(Debug, Args)]

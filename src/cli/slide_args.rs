@@ -42,3 +42,24 @@ impl SlideSearchArgs {
 pub(super) fn parse_slide_score(s: &str) -> Result<SlideScore, String> {
     s.parse()
 }
+
+/// `plip eval slide-retrieval`.
+#[derive(Debug, Args)]
+pub(super) struct EvalSlideRetrievalArgs {
+    /// CSV with a header `slide,label[,patient]`: one row per indexed slide. With a
+    /// patient column the evaluation is leave-one-patient-out. Slides are named as
+    /// the index stores them, as paths relative to the CSV, or by file name; slides
+    /// not in the index are named in a warning and left out.
+    #[arg(long, value_name = "CSV")]
+    pub(super) labels: PathBuf,
+    /// How slides are compared (see `plip search --slide-score`). [default: bag]
+    #[arg(long, value_name = "mean|bag", value_parser = parse_slide_score)]
+    pub(super) slide_score: Option<SlideScore>,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub(super) json: bool,
+    /// Also write a self-contained HTML report: the figures, per-class table, and the
+    /// worst queries as slide thumbnails next to the slides they retrieved.
+    #[arg(long, value_name = "FILE")]
+    pub(super) html: Option<PathBuf>,
+}

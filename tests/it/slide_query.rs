@@ -192,3 +192,110 @@ fn bad_slide_query_flags_are_refused_with_advice() {
         "{err}"
     );
 }
+
+fn eval_json(env: &TestEnv, labels: &str) -> serde_json::Value {
+    fs::write(env.path().join("labels.csv"), labels).unwrap();
+    let out = env.ok(&[
+        "eval",
+        "slide-retrieval",
+        "--labels",
+        "labels.csv",
+        "--json",
+    ]);
+    serde_json::from_str(&out).unwrap()
+}
+
+fn retrieved_of(doc: &serde_json::Value, slide: &str) -> Vec<String> {
+    let q = doc["per_query"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["slide"] == slide)
+        .unwrap_or_else(|| panic!("no query {slide}: {doc}"));
+    q["retrieved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["slide"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn leave_one_patient_out_excludes_the_whole_patient() {
+    let env = TestEnv::new();
+    indexed_slides(&env);
+    let slides = "slide,label\naperio_rgb.svs,A\naperio_ycbcr.svs,A\ngeneric.tiff,A\n\
+                  ome.ome.tiff,B\nlzw.tiff,B\n";
+    let loso = eval_json(&env, slides);
+    assert_eq!(loso["protocol"], "leave-one-slide-out");
+    let r = retrieved_of(&loso, "s/aperio_rgb.svs");
+    assert_eq!(r.len(), 4, "{r:?}");
+    assert_eq!(r[0], "s/aperio_ycbcr.svs");
+    // the same slides, with aperio_rgb, aperio_ycbcr and ome.ome.tiff one patient
+    let lopo = eval_json(
+        &env,
+        "slide,label,patient\naperio_rgb.svs,A,p1\naperio_ycbcr.svs,A,p1\ngeneric.tiff,A,p2\n\
+         ome.ome.tiff,B,p1\nlzw.tiff,B,p3\n",
+    );
+    assert_eq!(lopo["protocol"], "leave-one-patient-out");
+    let r = retrieved_of(&lopo, "s/aperio_rgb.svs");
+    assert_eq!(r, vec!["s/generic.tiff", "s/lzw.tiff"], "{lopo}");
+    // the headline figures are the means of the per-query verdicts
+    let q = lopo["per_query"].as_array().unwrap();
+    let mean = |k: &str| {
+        q.iter()
+            .map(|x| match x[k].as_bool() {
+                Some(b) => f64::from(u8::from(b)),
+                None => x[k].as_f64().unwrap(),
+            })
+            .sum::<f64>()
+            / q.len() as f64
+    };
+    for (k, j) in [("top1", "top1"), ("mv5", "mv5"), ("ap5", "map5")] {
+        assert!(
+            (mean(k) - lopo[j].as_f64().unwrap()).abs() < 1e-12,
+            "{k}: {lopo}"
+        );
+    }
+}
+
+#[test]
+fn slide_retrieval_bad_labels_are_named_and_set_apart() {
+    let env = TestEnv::new();
+    indexed_slides(&env);
+    fs::write(
+        env.path().join("labels.csv"),
+        "slide,label\naperio_rgb.svs,A\naperio_ycbcr.svs,A\nlzw.tiff,C\nnope.svs,A\n",
+    )
+    .unwrap();
+    let out = env.run(&["eval", "slide-retrieval", "--labels", "labels.csv"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("not in the index") && err.contains("nope.svs"),
+        "{err}"
+    );
+    assert!(err.contains("\"C\" has one slide"), "{err}");
+    assert!(
+        text.contains("set apart") && text.contains("2 queries"),
+        "{text}"
+    );
+    // nothing left to evaluate: a clear message, not a division by zero
+    fs::write(
+        env.path().join("labels.csv"),
+        "slide,label\naperio_rgb.svs,A\nlzw.tiff,C\n",
+    )
+    .unwrap();
+    let out = env.run(&["eval", "slide-retrieval", "--labels", "labels.csv"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("nothing to evaluate"), "{err}");
+    fs::write(env.path().join("labels.csv"), "slide,label\nx.svs,A\n").unwrap();
+    let err = String::from_utf8_lossy(
+        &env.run(&["eval", "slide-retrieval", "--labels", "labels.csv"])
+            .stderr,
+    )
+    .to_string();
+    assert!(err.contains("none of the 1 slide(s)"), "{err}");
+}
