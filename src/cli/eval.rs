@@ -90,6 +90,25 @@ pub(super) fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
                 &mut out,
             )?;
         }
+        EvalCommand::SlideZeroShot(a) => {
+            use crate::eval::slides::zero_shot;
+            let templates =
+                crate::eval::prompts::resolve_templates(&a.template_sets, &a.templates)?;
+            let index = open_index(config)?;
+            let e = load_embedder(config, &source, Towers::TEXT)?;
+            zero_shot::slide_zero_shot(
+                &index,
+                &e,
+                &zero_shot::ZeroShotOptions {
+                    labels: &absolute(&config.cwd, &a.labels),
+                    classes: a.classes.as_deref(),
+                    templates: &templates,
+                    top_k: a.top_k,
+                    json: a.json,
+                },
+                &mut out,
+            )?;
+        }
     }
     Ok(0)
 }

@@ -229,6 +229,14 @@ enum EvalCommand {
     /// and the macro F1 of the MV@5 votes. A class with one slide (or one patient) is
     /// reported apart. See docs/slide-retrieval.md.
     SlideRetrieval(slide_args::EvalSlideRetrievalArgs),
+    /// Whole-slide zero-shot classification from tile scores, as MI-Zero pools them.
+    ///
+    /// Each tile's class probabilities are the softmax over classes of 100 × its
+    /// cosine to the class prompts (ensembled as `plip eval zero-shot`); a slide's
+    /// class score is the mean of that class's --top-k highest tile probabilities,
+    /// and the best class is the prediction. Reports balanced accuracy, weighted F1
+    /// and the usual per-class table, over the index's stored tiles.
+    SlideZeroShot(slide_args::EvalSlideZeroShotArgs),
 }
 
 #[derive(Debug, Args)]

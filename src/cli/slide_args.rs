@@ -63,3 +63,33 @@ pub(super) struct EvalSlideRetrievalArgs {
     #[arg(long, value_name = "FILE")]
     pub(super) html: Option<PathBuf>,
 }
+
+/// `plip eval slide-zero-shot`.
+#[derive(Debug, Args)]
+pub(super) struct EvalSlideZeroShotArgs {
+    /// CSV with a header `slide,label`: the true class of each indexed slide (named as
+    /// in `plip eval slide-retrieval --labels`).
+    #[arg(long, value_name = "CSV")]
+    pub(super) labels: PathBuf,
+    /// The prompt names of the labels: a CSV `class,name1|name2` (as `plip eval
+    /// zero-shot --labels`; `kather` for PLIP's Kather names), or inline
+    /// `TUM=tumor|carcinoma,NORM=normal colon mucosa`. A label without a name is its
+    /// own name. [default: every label its own name]
+    #[arg(long, value_name = "CSV|LIST")]
+    pub(super) classes: Option<String>,
+    /// K of MI-Zero's top-K pooling: a class's slide score is the mean of its K
+    /// highest tile probabilities (all tiles when a slide has fewer).
+    #[arg(long, default_value_t = 10,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(super) top_k: usize,
+    /// A named template set (repeatable; see `plip eval zero-shot --templates`).
+    #[arg(long = "templates", value_name = "NAME")]
+    pub(super) template_sets: Vec<String>,
+    /// Prompt template with `{}` for the class name (repeatable; ensembled).
+    /// [default: "An H&E image patch of {}."]
+    #[arg(long = "template")]
+    pub(super) templates: Vec<String>,
+    /// Print one JSON document (with every slide's class scores).
+    #[arg(long)]
+    pub(super) json: bool,
+}

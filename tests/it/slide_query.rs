@@ -299,3 +299,54 @@ fn slide_retrieval_bad_labels_are_named_and_set_apart() {
     .to_string();
     assert!(err.contains("none of the 1 slide(s)"), "{err}");
 }
+
+#[test]
+fn slide_zero_shot_pools_tile_probabilities_per_slide() {
+    let env = TestEnv::new();
+    indexed_slides(&env);
+    fs::write(
+        env.path().join("labels.csv"),
+        "slide,label\naperio_rgb.svs,TUM\naperio_ycbcr.svs,TUM\ngeneric.tiff,NORM\n\
+         ome.ome.tiff,NORM\nlzw.tiff,NORM\n",
+    )
+    .unwrap();
+    let out = env.ok(&[
+        "eval",
+        "slide-zero-shot",
+        "--labels",
+        "labels.csv",
+        "--classes",
+        "TUM=tumor|carcinoma,NORM=normal tissue",
+        "--top-k",
+        "2",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["top_k"], 2);
+    let per = v["per_slide"].as_array().unwrap();
+    assert_eq!(per.len(), 5);
+    // every prediction is the best of its class scores, and the figures follow from them
+    let classes = v["classes"].as_array().unwrap();
+    let mut right = [0usize; 2];
+    let mut support = [0usize; 2];
+    for p in per {
+        let s: Vec<f64> = p["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let best = if s[1] > s[0] { 1 } else { 0 };
+        assert_eq!(p["predicted"], classes[best], "{p}");
+        let t = classes.iter().position(|c| *c == p["label"]).unwrap();
+        support[t] += 1;
+        right[t] += usize::from(p["predicted"] == p["label"]);
+    }
+    let balanced =
+        (right[0] as f64 / support[0] as f64 + right[1] as f64 / support[1] as f64) / 2.0;
+    assert!(
+        (v["balanced_accuracy"].as_f64().unwrap() - balanced).abs() < 1e-12,
+        "{v}"
+    );
+    assert!(v["weighted_f1"].is_f64());
+}
