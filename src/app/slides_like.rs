@@ -32,7 +32,7 @@ pub(crate) const MATCHES: usize = 5;
 /// The slide flags of a search: `--slide-score`, `--include-self`, `--group-by`.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SlideOptions {
-    /// How slides are compared; `None` is the default ([`SlideScore::default`]).
+    /// How slides are compared; `None` is the default ([`SlideScore::default_for`]).
     pub(crate) score: Option<SlideScore>,
     /// Keep the query slide in the ranking.
     pub(crate) include_self: bool,
@@ -130,7 +130,9 @@ impl SlideQuery {
         Ok(Some(SlideQuery {
             slide,
             region,
-            score: opts.score.unwrap_or_default(),
+            score: opts
+                .score
+                .unwrap_or(SlideScore::default_for(region.is_some())),
             top: req.top,
             include_self: opts.include_self,
             group_by: opts.group_by.clone(),

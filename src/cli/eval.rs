@@ -83,7 +83,9 @@ pub(super) fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
                 &index,
                 &command::RetrievalOptions {
                     labels: &absolute(&config.cwd, &a.labels),
-                    score: a.slide_score.unwrap_or_default(),
+                    score: a
+                        .slide_score
+                        .unwrap_or(crate::query::slide_match::SlideScore::Mean),
                     json: a.json,
                     html: a.html.as_deref(),
                 },

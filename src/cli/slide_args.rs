@@ -15,7 +15,7 @@ pub(super) struct SlideSearchArgs {
     /// region with this flag (--image SLIDE@X,Y,W,H --slide-score ...): `bag` = for
     /// each query tile its best match in the candidate slide, then the median over the
     /// query's tiles (Yottixel); `mean` = cosine of the slides' mean tile embeddings.
-    /// [default: bag]
+    /// [default: mean for a whole slide, bag for a region]
     #[arg(long, value_name = "mean|bag", value_parser = parse_slide_score)]
     pub(super) slide_score: Option<SlideScore>,
     /// Keep the query slide itself in a slide query's ranking (it is left out by
@@ -52,7 +52,7 @@ pub(super) struct EvalSlideRetrievalArgs {
     /// not in the index are named in a warning and left out.
     #[arg(long, value_name = "CSV")]
     pub(super) labels: PathBuf,
-    /// How slides are compared (see `plip search --slide-score`). [default: bag]
+    /// How slides are compared (see `plip search --slide-score`). [default: mean]
     #[arg(long, value_name = "mean|bag", value_parser = parse_slide_score)]
     pub(super) slide_score: Option<SlideScore>,
     /// Print one JSON document.

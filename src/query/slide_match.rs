@@ -18,16 +18,27 @@ use rayon::prelude::*;
 use crate::vectors::dot;
 
 /// How two slides are compared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SlideScore {
     /// Cosine of the mean tile embeddings.
     Mean,
     /// Median over query tiles of the best cosine in the candidate (Yottixel).
-    #[default]
     Bag,
 }
 
 impl SlideScore {
+    /// The default for a query: `mean` for a whole slide (better than `bag` in every
+    /// noisy setting of the study below, and one dot product per slide), `bag` for a
+    /// region (a region is a small part of a slide: the question is whether a slide
+    /// holds tissue like it, which a mean over the whole slide dilutes).
+    pub(crate) fn default_for(region: bool) -> Self {
+        if region {
+            SlideScore::Bag
+        } else {
+            SlideScore::Mean
+        }
+    }
+
     /// The flag value: `mean` or `bag`.
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -61,7 +72,7 @@ pub(crate) fn mean_unit(rows: &[&[f32]]) -> Option<Vec<f32>> {
         }
     }
     let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if !(norm > 0.0) || !norm.is_finite() {
+    if norm <= 0.0 || !norm.is_finite() {
         return None;
     }
     Some(sum.iter().map(|x| (x / norm) as f32).collect())
@@ -222,5 +233,101 @@ mod tests {
         assert_eq!("bag".parse::<SlideScore>(), Ok(SlideScore::Bag));
         let e = "max".parse::<SlideScore>().unwrap_err();
         assert!(e.contains("mean") && e.contains("bag"), "{e}");
+    }
+}
+
+/// A study, not a check: `cargo test --lib --release -- --ignored slide_score_study
+/// --nocapture` compares `mean` and `bag` leave-one-slide-out on synthetic slides whose
+/// tiles mix class-specific tissue (a fraction `f` of the tiles) with tissue every class
+/// shares, and prints top-1, MV@5 and mAP@5 (docs/slide-retrieval.md quotes it).
+#[cfg(test)]
+mod study {
+    use super::*;
+    use crate::eval::slides::metrics::slide_retrieval;
+
+    fn rng(seed: &mut u64) -> f32 {
+        // xorshift64*, uniform in [-1, 1)
+        *seed ^= *seed >> 12;
+        *seed ^= *seed << 25;
+        *seed ^= *seed >> 27;
+        let x = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        x as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    fn unit(v: Vec<f32>) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    #[ignore]
+    fn slide_score_study() {
+        let (dim, classes, per_class, tiles) = (64, 4, 15, 60);
+        for (noise, f) in [
+            (0.9f32, 0.1f32),
+            (0.9, 0.3),
+            (2.0, 0.1),
+            (2.0, 0.3),
+            (2.0, 0.6),
+            (3.0, 0.3),
+            (3.0, 0.6),
+        ] {
+            let mut s = 32u64;
+            let proto = |s: &mut u64| unit((0..dim).map(|_| rng(s)).collect());
+            let shared: Vec<Vec<f32>> = (0..6).map(|_| proto(&mut s)).collect();
+            let own: Vec<Vec<Vec<f32>>> = (0..classes)
+                .map(|_| (0..3).map(|_| proto(&mut s)).collect())
+                .collect();
+            let mut slides: Vec<Vec<Vec<f32>>> = Vec::new();
+            let mut labels = Vec::new();
+            for (c, own) in own.iter().enumerate() {
+                for _ in 0..per_class {
+                    let rows = (0..tiles)
+                        .map(|t| {
+                            let u = (rng(&mut s) + 1.0) / 2.0;
+                            let p = if (t as f32) < f * tiles as f32 {
+                                &own[(u * 3.0) as usize % 3]
+                            } else {
+                                &shared[(u * 6.0) as usize % 6]
+                            };
+                            unit(
+                                p.iter()
+                                    .map(|x| x + noise * rng(&mut s) / (dim as f32).sqrt() * 3.0)
+                                    .collect(),
+                            )
+                        })
+                        .collect();
+                    slides.push(rows);
+                    labels.push(c);
+                }
+            }
+            let bags: Vec<TileBag> = slides
+                .iter()
+                .map(|r| TileBag::new(r.iter().map(Vec::as_slice).collect()))
+                .collect();
+            let names: Vec<String> = (0..classes).map(|c| c.to_string()).collect();
+            for how in [SlideScore::Mean, SlideScore::Bag] {
+                let retrieved: Vec<Vec<usize>> = (0..bags.len())
+                    .map(|q| {
+                        let cands: Vec<usize> = (0..bags.len()).filter(|&j| j != q).collect();
+                        let cb: Vec<&TileBag> = cands.iter().map(|&j| &bags[j]).collect();
+                        rank(&score_all(&bags[q], &cb, how))
+                            .into_iter()
+                            .take(5)
+                            .map(|(c, _)| labels[cands[c]])
+                            .collect()
+                    })
+                    .collect();
+                let r = slide_retrieval(&labels, &retrieved, &names).unwrap();
+                println!(
+                    "noise {noise:.1}  class tissue {:>3.0}%  {:<4}  top-1 {:.3}  MV@5 {:.3}  mAP@5 {:.3}",
+                    f * 100.0,
+                    how.name(),
+                    r.top1,
+                    r.mv5,
+                    r.map5
+                );
+            }
+        }
     }
 }
