@@ -26,6 +26,13 @@ use crate::query::slide_match::{self, SlideScore, TileBag};
 use crate::query::slides::parse_region;
 use crate::vectors::round_score;
 
+/// A `bag` query with more tiles than this is scored by its mosaic
+/// ([`crate::query::mosaic`]).
+pub(crate) const MOSAIC_FROM: usize = 100;
+/// The mosaic's share of the query's tiles (Yottixel: 5-10 %), and its cap.
+pub(crate) const MOSAIC_FRACTION: f64 = 0.05;
+pub(crate) const MOSAIC_CAP: usize = 250;
+
 /// Matched tile pairs reported per slide.
 pub(crate) const MATCHES: usize = 5;
 
@@ -177,6 +184,8 @@ pub(crate) struct SlideMatches {
     pub(crate) embedded_now: bool,
     /// The score used.
     pub(crate) score: SlideScore,
+    /// The tiles of the query's mosaic, when `bag` scored a big query by one.
+    pub(crate) mosaic: Option<usize>,
     /// Slides left out: the query itself, and its patient's slides.
     pub(crate) excluded: Vec<PathBuf>,
     /// Slides found, best first.
@@ -265,6 +274,8 @@ pub(crate) fn run(
             (r, v, true)
         }
     };
+    let query_tiles = regions.len();
+    let (regions, rows, mosaic) = query_mosaic(regions, rows, q.score);
     let query = TileBag::new(rows.iter().map(Vec::as_slice).collect());
     let mut excluded: Vec<String> = Vec::new();
     if !q.include_self {
@@ -324,9 +335,10 @@ pub(crate) fn run(
         })
         .collect();
     Ok(SlideMatches {
-        query_tiles: regions.len(),
+        query_tiles,
         embedded_now,
         score: q.score,
+        mosaic,
         excluded: excluded
             .iter()
             .filter(|p| all.find(p).is_some())
@@ -334,6 +346,24 @@ pub(crate) fn run(
             .collect(),
         slides,
     })
+}
+
+/// The query's tiles as `how` scores them: a `bag` query of more than
+/// [`MOSAIC_FROM`] tiles by its mosaic (and its size), else all of them.
+fn query_mosaic(
+    regions: Vec<Region>,
+    rows: Vec<Vec<f32>>,
+    how: SlideScore,
+) -> (Vec<Region>, Vec<Vec<f32>>, Option<usize>) {
+    if how != SlideScore::Bag || rows.len() <= MOSAIC_FROM {
+        return (regions, rows, None);
+    }
+    let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+    let picked = crate::query::mosaic::mosaic(&regions, &refs, MOSAIC_FRACTION, MOSAIC_CAP);
+    let n = picked.len();
+    let r = picked.iter().map(|&i| regions[i]).collect();
+    let v = picked.iter().map(|&i| rows[i].clone()).collect();
+    (r, v, Some(n))
 }
 
 /// The tiles (of `regions`, `rows`) whose centre lies in `region`; all of them

@@ -92,8 +92,12 @@ fn slide_query(
     let source = config.model_source(Some(&index_dir));
     let found = app::slides_like::run(&index_dir, &source, config.precision, q, &config.cwd)?;
     if !config.quiet {
+        let mosaic = found
+            .mosaic
+            .map(|m| format!(" (a mosaic of {m})"))
+            .unwrap_or_default();
         eprintln!(
-            "plip: {} query tile(s) ({}), scored by {}; {} slide(s) left out",
+            "plip: {} query tile(s) ({}), scored by {}{mosaic}; {} slide(s) left out",
             found.query_tiles,
             if found.embedded_now {
                 "embedded now with the index's tiling"

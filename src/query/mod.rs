@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::source::walk;
 
 pub(crate) mod filter;
+pub(crate) mod mosaic;
 pub(crate) mod slide_match;
 pub(crate) mod slides;
 

@@ -330,4 +330,82 @@ mod study {
             }
         }
     }
+
+    /// Recall@10 of the mosaic's bag ranking against the exact bag ranking, and the
+    /// time of each: `cargo test --lib --release -- --ignored mosaic_recall_study
+    /// --nocapture` (BENCHMARKS.md quotes it).
+    #[test]
+    #[ignore]
+    fn mosaic_recall_study() {
+        use crate::index::Region;
+        use crate::query::mosaic::mosaic;
+        let (dim, slides, tiles, side) = (64, 200, 400, 20u64);
+        let mut s = 7u64;
+        let protos: Vec<Vec<f32>> = (0..40)
+            .map(|_| unit((0..dim).map(|_| rng(&mut s)).collect()))
+            .collect();
+        // each slide: 4 tissue kinds of the 40, in patches over its grid, with noise
+        let data: Vec<Vec<Vec<f32>>> = (0..slides)
+            .map(|_| {
+                let kinds: Vec<usize> = (0..4)
+                    .map(|_| (((rng(&mut s) + 1.0) / 2.0 * 40.0) as usize).min(39))
+                    .collect();
+                (0..tiles)
+                    .map(|t| {
+                        let (x, y) = (t as u64 % side, t as u64 / side);
+                        let k = kinds[(2 * (y * 2 / side) + x * 2 / side) as usize];
+                        unit(protos[k].iter().map(|v| v + 0.25 * rng(&mut s)).collect())
+                    })
+                    .collect()
+            })
+            .collect();
+        let regions: Vec<Region> = (0..tiles as u64)
+            .map(|t| Region {
+                x: (t % side) * 224,
+                y: (t / side) * 224,
+                w: 224,
+                h: 224,
+                level: 0,
+                mpp: 0.5,
+            })
+            .collect();
+        let bags: Vec<TileBag> = data
+            .iter()
+            .map(|r| TileBag::new(r.iter().map(Vec::as_slice).collect()))
+            .collect();
+        for fraction in [0.05, 0.1] {
+            let (mut recall, mut t_exact, mut t_mosaic, mut picked) = (0.0, 0.0, 0.0, 0);
+            let queries = 20;
+            for q in 0..queries {
+                let cands: Vec<&TileBag> =
+                    (0..slides).filter(|&j| j != q).map(|j| &bags[j]).collect();
+                let t0 = std::time::Instant::now();
+                let exact: Vec<usize> = rank(&score_all(&bags[q], &cands, SlideScore::Bag))
+                    .iter()
+                    .take(10)
+                    .map(|r| r.0)
+                    .collect();
+                t_exact += t0.elapsed().as_secs_f64();
+                let t0 = std::time::Instant::now();
+                let m = mosaic(&regions, &bags[q].rows, fraction, 250);
+                let mq = TileBag::new(m.iter().map(|&i| bags[q].rows[i]).collect());
+                let approx: Vec<usize> = rank(&score_all(&mq, &cands, SlideScore::Bag))
+                    .iter()
+                    .take(10)
+                    .map(|r| r.0)
+                    .collect();
+                t_mosaic += t0.elapsed().as_secs_f64();
+                picked += m.len();
+                recall += exact.iter().filter(|e| approx.contains(e)).count() as f64 / 10.0;
+            }
+            println!(
+                "fraction {fraction}: {slides} slides x {tiles} tiles, {dim}-d, {queries} queries: mosaic {:.1} tiles, \
+                 recall@10 of mosaic bag vs exact bag {:.3}; exact {:.1} ms, mosaic {:.1} ms per query",
+                picked as f64 / queries as f64,
+                recall / queries as f64,
+                t_exact * 1e3 / queries as f64,
+                t_mosaic * 1e3 / queries as f64
+            );
+        }
+    }
 }
