@@ -188,6 +188,8 @@ pub(crate) struct SlideMatches {
     pub(crate) mosaic: Option<usize>,
     /// Slides left out: the query itself, and its patient's slides.
     pub(crate) excluded: Vec<PathBuf>,
+    /// Slides the `group_by` CSV names that the index does not hold.
+    pub(crate) unknown_in_groups: Vec<String>,
     /// Slides found, best first.
     pub(crate) slides: Vec<SlideMatch>,
 }
@@ -278,12 +280,14 @@ pub(crate) fn run(
     let (regions, rows, mosaic) = query_mosaic(regions, rows, q.score);
     let query = TileBag::new(rows.iter().map(Vec::as_slice).collect());
     let mut excluded: Vec<String> = Vec::new();
+    let mut unknown_in_groups = Vec::new();
     if !q.include_self {
         excluded.push(stored.clone());
     }
     if let Some(csv) = &q.group_by {
         let names = SlideNames::new(&root, all.paths.iter().map(String::as_str));
-        let (groups, _) = read_groups(&cwd.join(csv), &names)?;
+        let (groups, unknown) = read_groups(&cwd.join(csv), &names)?;
+        unknown_in_groups = unknown;
         if let Some(patient) = groups.get(&stored) {
             for (p, g) in &groups {
                 if g == patient && (*p != stored || !q.include_self) {
@@ -339,6 +343,7 @@ pub(crate) fn run(
         embedded_now,
         score: q.score,
         mosaic,
+        unknown_in_groups,
         excluded: excluded
             .iter()
             .filter(|p| all.find(p).is_some())

@@ -91,6 +91,20 @@ fn slide_query(
     let index_dir = config.find_index()?;
     let source = config.model_source(Some(&index_dir));
     let found = app::slides_like::run(&index_dir, &source, config.precision, q, &config.cwd)?;
+    if !config.quiet && !found.unknown_in_groups.is_empty() {
+        let n = found.unknown_in_groups.len();
+        let shown: Vec<&str> = found
+            .unknown_in_groups
+            .iter()
+            .take(10)
+            .map(String::as_str)
+            .collect();
+        warn(format!(
+            "{n} slide(s) of --group-by are not in the index (ignored): {}{}",
+            shown.join(", "),
+            if n > shown.len() { ", ..." } else { "" }
+        ));
+    }
     if !config.quiet {
         let mosaic = found
             .mosaic

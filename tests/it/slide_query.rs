@@ -116,10 +116,10 @@ fn group_by_leaves_out_every_slide_of_the_query_patient() {
     indexed_slides(&env);
     fs::write(
         env.path().join("patients.csv"),
-        "slide,patient\naperio_rgb.svs,p1\ns/aperio_ycbcr.svs,p1\ngeneric,p1\nome.ome.tiff,p2\n",
+        "slide,patient\naperio_rgb.svs,p1\ns/aperio_ycbcr.svs,p1\ngeneric,p1\nome.ome.tiff,p2\ngone.svs,p1\n",
     )
     .unwrap();
-    let out = env.ok(&[
+    let run = env.run(&[
         "search",
         "--image",
         "s/aperio_rgb.svs",
@@ -127,6 +127,12 @@ fn group_by_leaves_out_every_slide_of_the_query_patient() {
         "patients.csv",
         "--json",
     ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("not in the index") && err.contains("gone.svs"),
+        "{err}"
+    );
+    let out = String::from_utf8(run.stdout).unwrap();
     let p = paths(&json_lines(&out));
     assert_eq!(p.len(), 2, "{out}");
     for gone in ["s/aperio_rgb.svs", "s/aperio_ycbcr.svs", "s/generic.tiff"] {
