@@ -98,6 +98,10 @@ impl SlideQuery {
             None if crate::source::slide::is_slide(image) && image.is_file() => {
                 (image.clone(), None)
             }
+            None if opts.any() && !image.exists() => bail!(
+                "--image {}: no such file (a slide query takes a whole-slide file or SLIDE@X,Y,W,H)",
+                image.display()
+            ),
             None if opts.any() => bail!(
                 "--image {}: {flags} need a whole slide (.svs, pyramidal TIFF, ...) or \
                  SLIDE@X,Y,W,H, and this is not one",

@@ -164,7 +164,11 @@ fn a_slide_outside_the_index_is_tiled_with_the_index_tiling() {
 fn bad_slide_query_flags_are_refused_with_advice() {
     let env = TestEnv::new();
     fs::write(env.path().join("a.png"), b"x").unwrap();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["search", "--image", "missing.svs", "--include-self"],
+            "no such file",
+        ),
         (&["search", "tumor", "--include-self"], "--image SLIDE"),
         (
             &["search", "--image", "a.svs", "--slide-score", "max"],
