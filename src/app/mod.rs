@@ -10,11 +10,15 @@
 //! - [`model`]: loading a model with a precision choice, and the one model check
 //!   against an index;
 //! - [`terms`]: a query's terms (words, image files, slide regions, weights);
-//! - [`search`]: one search request, run over an index: items, tiles or slides.
+//! - [`search`]: one search request, run over an index: items, tiles or slides;
+//! - [`slides_like`]: a slide (or region) as the query, other slides ranked
+//!   ([`slide_names`]: slides named in a user's CSV, found in the index).
 
 pub(crate) mod locate;
 pub(crate) mod model;
 pub(crate) mod search;
+pub(crate) mod slide_names;
+pub(crate) mod slides_like;
 pub(crate) mod terms;
 
 pub use search::{Found, SearchHit, SearchRequest, SlideSearchHit};

@@ -22,11 +22,20 @@ pub(super) fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
         )?;
         return Ok(0);
     }
+    if matches!(cmd, EvalCommand::SlideRetrieval(_) | EvalCommand::SlideZeroShot(_)) {
+        if config.models.len() > 1 {
+            bail!(
+                "the slide evals read the index's tile embeddings, made by one model; to \
+                 compare models, build one index per model (--index) and run each"
+            );
+        }
+        return slide_eval(config, cmd, &mut out);
+    }
     let (json, html) = match &cmd {
         EvalCommand::Retrieval(a) => (a.json, a.html.as_deref()),
         EvalCommand::ZeroShot(a) => (a.json, a.html.as_deref()),
         EvalCommand::LinearProbe(a) => (a.json, a.html.as_deref()),
-        EvalCommand::Ann(_) => unreachable!("handled above"),
+        _ => unreachable!("handled above"),
     };
     if config.models.len() <= 1 {
         let source = config.model_source(config.find_index().ok().as_deref());
@@ -66,6 +75,8 @@ fn cmd_name(cmd: &EvalCommand) -> &'static str {
         EvalCommand::ZeroShot(_) => "zero-shot",
         EvalCommand::LinearProbe(_) => "linear-probe",
         EvalCommand::Ann(_) => "ann",
+        EvalCommand::SlideRetrieval(_) => "slide-retrieval",
+        EvalCommand::SlideZeroShot(_) => "slide-zero-shot",
     }
 }
 
@@ -141,7 +152,52 @@ fn run_one(
                 out,
             )?;
         }
-        EvalCommand::Ann(_) => unreachable!("ann runs on the index"),
+        EvalCommand::Ann(_) | EvalCommand::SlideRetrieval(_) | EvalCommand::SlideZeroShot(_) => {
+            unreachable!("run on the index")
+        }
     }
     Ok(e.info().family.name())
+}
+
+/// `plip eval slide-retrieval` and `slide-zero-shot`: over the index's tile embeddings.
+fn slide_eval(config: &Config, cmd: EvalCommand, out: &mut impl Write) -> Result<i32> {
+    let index = open_index(config)?;
+    match cmd {
+        EvalCommand::SlideRetrieval(a) => {
+            use crate::eval::slides::command;
+            command::slide_retrieval(
+                &index,
+                &command::RetrievalOptions {
+                    labels: &absolute(&config.cwd, &a.labels),
+                    score: a
+                        .slide_score
+                        .unwrap_or(crate::query::slide_match::SlideScore::Mean),
+                    json: a.json,
+                    html: a.html.as_deref(),
+                },
+                out,
+            )?;
+        }
+        EvalCommand::SlideZeroShot(a) => {
+            use crate::eval::slides::zero_shot;
+            let templates =
+                crate::eval::prompts::resolve_templates(&a.template_sets, &a.templates)?;
+            let source = config.model_source(Some(index.dir()));
+            let e = load_embedder(config, &source, Towers::TEXT)?;
+            zero_shot::slide_zero_shot(
+                &index,
+                &e,
+                &zero_shot::ZeroShotOptions {
+                    labels: &absolute(&config.cwd, &a.labels),
+                    classes: a.classes.as_deref(),
+                    templates: &templates,
+                    top_k: a.top_k,
+                    json: a.json,
+                },
+                out,
+            )?;
+        }
+        _ => unreachable!("only the slide evals"),
+    }
+    Ok(0)
 }

@@ -15,6 +15,7 @@ mod info;
 mod merge;
 mod search;
 mod serve;
+mod slide_args;
 mod slides;
 
 use std::io::{IsTerminal, Write};
@@ -229,6 +230,24 @@ enum EvalCommand {
     /// Builds a graph with the index's parameters over the index's vectors and uses
     /// evenly spaced indexed vectors as queries.
     Ann(EvalAnnArgs),
+    /// Whole slides as queries: top-1, majority vote at 3 and 5, mAP@5 (as SISH).
+    ///
+    /// Each labelled slide of the index is the query against all the others
+    /// (leave-one-slide-out), or against other patients' slides when the CSV has a
+    /// patient column (leave-one-patient-out), ranked as `plip search --image SLIDE`
+    /// ranks them. Majority votes break ties by rank; mAP@5 is SISH's (the precision
+    /// at each correct rank among the top 5, summed, over 5). Also per-class figures
+    /// and the macro F1 of the MV@5 votes. A class with one slide (or one patient) is
+    /// reported apart. See docs/slide-retrieval.md.
+    SlideRetrieval(slide_args::EvalSlideRetrievalArgs),
+    /// Whole-slide zero-shot classification from tile scores, as MI-Zero pools them.
+    ///
+    /// Each tile's class probabilities are the softmax over classes of 100 × its
+    /// cosine to the class prompts (ensembled as `plip eval zero-shot`); a slide's
+    /// class score is the mean of that class's --top-k highest tile probabilities,
+    /// and the best class is the prediction. Reports balanced accuracy, weighted F1
+    /// and the usual per-class table, over the index's stored tiles.
+    SlideZeroShot(slide_args::EvalSlideZeroShotArgs),
 }
 
 #[derive(Debug, Args)]
@@ -425,7 +444,9 @@ slides/a.svs@4480,8960,448,448, or --add 0.5:slides/a.svs@0,0,448,448); it is re
 tile (a square region is resized to the model's 224 px). --by-slide ranks slides instead,
 by the mean of each slide's 5 best tile scores:
   plip search \"tumor\" --by-slide --json
-  plip search --image slides/a.svs@4480,8960,448,448 --by-slide --html slides.html")]
+  plip search --image slides/a.svs@4480,8960,448,448 --by-slide --html slides.html
+A whole slide as the query finds other slides like it, each with its matched tiles:
+  plip search --image slides/a.svs --group-by patients.csv --json")]
 struct SearchArgs {
     /// What to look for, in English (e.g. "tumor tissue"), or an image file.
     #[arg(required_unless_present = "image")]
@@ -489,6 +510,8 @@ struct SearchArgs {
     /// recall per breadth on your own index.
     #[arg(long)]
     ef: Option<usize>,
+    #[command(flatten)]
+    slides: slide_args::SlideSearchArgs,
 }
 
 #[derive(Debug, Args)]

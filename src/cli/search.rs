@@ -38,6 +38,9 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
         under: args.under,
         by_slide: args.by_slide,
     };
+    if let Some(q) = app::slides_like::SlideQuery::from_search(&req, &args.slides.options())? {
+        return slide_query(config, &q, html, format);
+    }
     let terms = req.terms()?;
     let index_dir = config.find_index()?;
     let source = config.model_source(Some(&index_dir));
@@ -89,6 +92,56 @@ pub(super) fn cmd_search(config: &Config, args: SearchArgs) -> Result<i32> {
             by_slide::print_slides(std::io::stdout().lock(), &rows, format)?;
         }
     }
+    Ok(0)
+}
+
+/// A slide as the query: other slides ranked, with their matched tiles.
+fn slide_query(
+    config: &Config,
+    q: &app::slides_like::SlideQuery,
+    html: Option<PathBuf>,
+    format: OutputFormat,
+) -> Result<i32> {
+    use crate::output::slide_matches;
+    if html.is_some() {
+        bail!("--html is not available for a slide query yet; use --json");
+    }
+    let index_dir = config.find_index()?;
+    let source = config.model_source(Some(&index_dir));
+    let found = app::slides_like::run(&index_dir, &source, config.precision, q, &config.cwd)?;
+    if !config.quiet && !found.unknown_in_groups.is_empty() {
+        let n = found.unknown_in_groups.len();
+        let shown: Vec<&str> = found
+            .unknown_in_groups
+            .iter()
+            .take(10)
+            .map(String::as_str)
+            .collect();
+        warn(format!(
+            "{n} slide(s) of --group-by are not in the index (ignored): {}{}",
+            shown.join(", "),
+            if n > shown.len() { ", ..." } else { "" }
+        ));
+    }
+    if !config.quiet {
+        let mosaic = found
+            .mosaic
+            .map(|m| format!(" (a mosaic of {m})"))
+            .unwrap_or_default();
+        eprintln!(
+            "plip: {} query tile(s) ({}), scored by {}{mosaic}; {} slide(s) left out",
+            found.query_tiles,
+            if found.embedded_now {
+                "embedded now with the index's tiling"
+            } else {
+                "stored in the index"
+            },
+            found.score.name(),
+            found.excluded.len()
+        );
+    }
+    let rows = slide_matches::printable(&found, &config.cwd);
+    slide_matches::print(std::io::stdout().lock(), &rows, format)?;
     Ok(0)
 }
 

@@ -78,6 +78,7 @@ pub(crate) mod prompts;
 pub(crate) mod provenance;
 mod report;
 pub(crate) mod run;
+pub(crate) mod slides;
 #[cfg(test)]
 mod tests;
 pub use metrics::{

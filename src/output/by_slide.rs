@@ -140,7 +140,7 @@ pub(crate) fn tile_uri(path: &Path, r: &Region) -> Option<String> {
 }
 
 /// The slide's thumbnail with `boxes` outlined, as a data URI.
-fn slide_uri(path: &Path, boxes: &[Region]) -> Option<String> {
+pub(crate) fn slide_uri(path: &Path, boxes: &[Region]) -> Option<String> {
     let slide = Slide::open(path, &OpenOptions::default()).ok()?;
     let thumb = slide.thumbnail(SLIDE_THUMB).ok()?;
     let l0 = slide.levels()[0];

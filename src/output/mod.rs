@@ -13,5 +13,6 @@ pub(crate) mod npy;
 pub(crate) mod printers;
 pub(crate) mod qupath;
 pub(crate) mod slide_files;
+pub(crate) mod slide_matches;
 pub(crate) mod slide_png;
 pub(crate) mod thumb;

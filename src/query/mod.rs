@@ -10,6 +10,8 @@ use std::path::Path;
 use crate::source::walk;
 
 pub(crate) mod filter;
+pub(crate) mod mosaic;
+pub(crate) mod slide_match;
 pub(crate) mod slides;
 
 /// Most terms (text, images, items) one query may have: the one cap every

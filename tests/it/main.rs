@@ -28,5 +28,6 @@ mod serve;
 mod serve_limits;
 mod shards;
 mod slide_bombs;
+mod slide_query;
 mod slides;
 mod tissue_io;

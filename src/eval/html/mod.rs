@@ -12,6 +12,7 @@
 //! * retrieval: the Recall@K curve of both directions, and the worst queries (largest rank)
 //!   with their top hits, correct hits outlined.
 
+pub(crate) mod slides;
 #[cfg(test)]
 mod tests;
 
