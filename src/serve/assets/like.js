@@ -92,12 +92,25 @@ function likeCard(s) {
   return li;
 }
 
-// A box on `osd` around a level-0 region, numbered k + 1.
-function pairBox(osd, r, k, cls) {
+// Boxes on `osd` around level-0 regions, box k numbered k + 1. Several query tiles
+// can match one tile of the found slide: their numbers then sit side by side.
+function pairBoxes(osd, regions, cls) {
+  const seen = new Map();
+  return regions.map((r, k) => {
+    const at = `${r.x},${r.y},${r.w},${r.h}`;
+    const slot = seen.get(at) || 0;
+    seen.set(at, slot + 1);
+    return pairBox(osd, r, k, cls, slot);
+  });
+}
+
+function pairBox(osd, r, k, cls, slot) {
   const b = el("div", "pairbox " + cls);
   b.style.borderColor = pairColour(k);
   const n = el("span", "pairno", String(k + 1));
   n.style.background = pairColour(k);
+  n.style.left = `${2 + 22 * slot}px`;
+  b.title = `Pair ${k + 1}`;
   b.append(n);
   osd.addOverlay({ element: b, location: osd.viewport.imageToViewportRectangle(r.x, r.y, r.w, r.h) });
   return b;
@@ -120,9 +133,9 @@ async function compare(s, pair) {
     li.classList.toggle("open", li.dataset.slide === s.slide_id);
   }
   for (const b of like.qboxes) v.osd.removeOverlay(b);
-  like.qboxes = s.matches.map((m, k) => pairBox(v.osd, m.query, k, "q"));
   const queries = s.matches.map((m) => m.query);
   const founds = s.matches.map((m) => m.found);
+  like.qboxes = pairBoxes(v.osd, queries, "q");
   if (queries.length) v.osd.viewport.fitBounds(around(v.osd, queries, pair));
   $("qcap").textContent = `This slide · ${v.item.path}`;
   $("qcap").hidden = false;
@@ -148,7 +161,7 @@ async function compare(s, pair) {
   });
   like.osd2 = osd2;
   osd2.addHandler("open", () => {
-    founds.forEach((r, k) => pairBox(osd2, r, k, "f"));
+    pairBoxes(osd2, founds, "f");
     if (founds.length) osd2.viewport.fitBounds(around(osd2, founds, pair), true);
     const tiled = osd2.world.getItemAt(0);
     const done = () => { if (tiled.getFullyLoaded() && like.osd2 === osd2) document.body.dataset.like = "compared"; };
