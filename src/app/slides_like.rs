@@ -294,9 +294,8 @@ pub(crate) fn run_on(
         );
     }
     let root = index.root();
-    let abs = cwd.join(&q.slide);
-    let abs = abs.canonicalize().unwrap_or(abs);
-    let stored = paths::relative(&abs, &root);
+    let joined = cwd.join(&q.slide);
+    let abs = joined.canonicalize().unwrap_or_else(|_| joined.clone());
     let all = IndexedSlides::collect(index, &|_| true);
     if all.paths.is_empty() {
         bail!(
@@ -304,6 +303,13 @@ pub(crate) fn run_on(
             dir.display()
         );
     }
+    // The path as given names the stored slide too when the index's folder is reached
+    // through a symlink, which canonicalizing resolves away from `root`.
+    let stored = [&joined, &abs]
+        .into_iter()
+        .map(|p| paths::relative(p, &root))
+        .find(|s| all.find(s).is_some())
+        .unwrap_or_else(|| paths::relative(&abs, &root));
     let (regions, rows, embedded_now) = match all.find(&stored) {
         Some(i) => {
             let (r, v) = region_tiles(&all.regions[i], &all.bags[i].rows, q.region);

@@ -112,3 +112,15 @@ fn more_slides_like_this_refuses_bad_parameters_and_unknown_slides() {
         200
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn more_slides_like_this_works_when_the_index_is_reached_through_a_symlink() {
+    let env = TestEnv::new();
+    indexed_slides(&env);
+    std::os::unix::fs::symlink(env.path(), env.path().join("link")).unwrap();
+    let server = Server::start(&env, &["--index", "link/.plip"]);
+    let sid = slide_id(&server, "s/generic.tiff");
+    let r = server.get(&format!("/api/slide/{sid}/like?top=2"));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
