@@ -15,7 +15,8 @@ library only.
    checks the overlay and its legend.
 3. The viewer's "More slides like this": the other slides listed with their
    matched tiles boxed; a click opens one beside the query slide, and the
-   matched tiles are boxed on both viewers, inside them.
+   matched tiles are boxed on both viewers, inside them; then the part in
+   view as the query.
 4. /?q=tissue&by_slide=1 : slide cards with the best tile boxed; a click opens
    the viewer at that tile.
 Screenshots of each step go to OUT_DIR. Prints ok:/FAIL: lines; exits 1 when a
@@ -284,6 +285,18 @@ with tempfile.TemporaryDirectory() as profile:
         check("the comparison closes", b.click("#fclose") and b.wait("document.getElementById('pane2').hidden"))
         check("no error message after the comparison",
               not b.js("document.querySelector('.message.error')?.textContent"))
+        # The part in view as the query: the region is dashed on the slide.
+        b.js("viewer.osd.viewport.goHome(true) && 1")
+        b.js("""(() => { const s = document.getElementById('lwhat'); s.value = 'view';
+                 s.dispatchEvent(new Event('change')); return 1; })()""")
+        check("this view as the query lists the slides again",
+              b.wait("document.body.dataset.like === 'listed' && document.querySelectorAll('#llist .likeslide').length === 2", 30))
+        check("the query region is dashed on the slide", b.js("!!document.getElementById('qregion')"))
+        check("scored by bag, as a region is", "bag" in (b.js("document.getElementById('lsum').textContent") or ""))
+        b.click("#llist .likeslide .lthumb")
+        b.wait("document.body.dataset.like === 'compared'", 30)
+        time.sleep(0.8)
+        b.shot("viewer-more-slides-view.png")
 
         # 4. By slide: thumbnails with the best tile boxed; a click opens the viewer.
         b.go(q(q="tissue", by_slide="1"))

@@ -294,8 +294,6 @@ pub(crate) fn run_on(
         );
     }
     let root = index.root();
-    let joined = cwd.join(&q.slide);
-    let abs = joined.canonicalize().unwrap_or_else(|_| joined.clone());
     let all = IndexedSlides::collect(index, &|_| true);
     if all.paths.is_empty() {
         bail!(
@@ -303,13 +301,7 @@ pub(crate) fn run_on(
             dir.display()
         );
     }
-    // The path as given names the stored slide too when the index's folder is reached
-    // through a symlink, which canonicalizing resolves away from `root`.
-    let stored = [&joined, &abs]
-        .into_iter()
-        .map(|p| paths::relative(p, &root))
-        .find(|s| all.find(s).is_some())
-        .unwrap_or_else(|| paths::relative(&abs, &root));
+    let (abs, stored) = query_path(&all, &root, &cwd.join(&q.slide));
     let (regions, rows, embedded_now) = match all.find(&stored) {
         Some(i) => {
             let (r, v) = region_tiles(&all.regions[i], &all.bags[i].rows, q.region);
@@ -400,6 +392,19 @@ pub(crate) fn run_on(
             .collect(),
         slides,
     })
+}
+
+/// The query slide's canonical path, and its path as the index stores it. The path as
+/// given names the stored slide too when the index's folder is reached through a
+/// symlink, which canonicalizing resolves away from `root`.
+fn query_path(all: &IndexedSlides, root: &Path, given: &Path) -> (PathBuf, String) {
+    let abs = given.canonicalize().unwrap_or_else(|_| given.to_path_buf());
+    let stored = [given, &abs]
+        .into_iter()
+        .map(|p| paths::relative(p, root))
+        .find(|s| all.find(s).is_some())
+        .unwrap_or_else(|| paths::relative(&abs, root));
+    (abs, stored)
 }
 
 /// The query's tiles as `how` scores them: a `bag` query of more than

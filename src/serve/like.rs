@@ -1,10 +1,11 @@
 //! "More slides like this": `/api/slide/{slide_id}/like?top=N&score=mean|bag`, the
-//! viewed slide as the query (issue 32), answered by [`crate::app::slides_like`] as
-//! `plip search --image SLIDE --json` answers it.
+//! viewed slide (or `region=X,Y,W,H` of it) as the query (issue 32), answered by
+//! [`crate::app::slides_like`] as `plip search --image SLIDE[@X,Y,W,H] --json` answers it.
 //!
 //! The work is bounded: the query is a slide the snapshot holds tiles of (its id says
 //! so), so its stored tiles are used and nothing is embedded or read from a slide
-//! file ([`QueryModel::StoredOnly`]); the scores are dot products over the mapped
+//! file ([`QueryModel::StoredOnly`]: a region no stored tile's centre lies in is a
+//! 422, not embedded); the scores are dot products over the mapped
 //! vectors, with one list of tile references per request (about 70 bytes a tile of
 //! the index), and at most [`LIKE_IN_FLIGHT`](super::app::LIKE_IN_FLIGHT) of these
 //! run at once, so a burst of clicks queues instead of multiplying that memory. `top`
@@ -32,6 +33,8 @@ use crate::query::slide_match::SlideScore;
 
 /// Most slides one request may ask for.
 pub(crate) const MAX_LIKE: usize = 100;
+/// Beyond any slide's level-0 size (2^40 px a side), so a region's sums never overflow.
+const MAX_PIXELS: u64 = 1 << 40;
 
 /// `/api/slide/{slide_id}/like` (behind the token check).
 pub(super) fn routes() -> Router<App> {
@@ -45,6 +48,9 @@ pub(crate) struct LikeParams {
     /// `None`: the default for a whole slide ([`SlideScore::default_for`]).
     pub(crate) score: Option<SlideScore>,
     pub(crate) include_self: bool,
+    /// A level-0 region `x, y, w, h` of the slide as the query (its stored tiles
+    /// whose centre lies inside), or the whole slide.
+    pub(crate) region: Option<[u64; 4]>,
 }
 
 /// Parses `/like`'s query string (without the `?`); never touches a file.
@@ -53,6 +59,7 @@ pub(crate) fn parse(query: &str) -> Result<LikeParams, String> {
         top: 10,
         score: None,
         include_self: false,
+        region: None,
     };
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let value: Cow<str> = value;
@@ -85,11 +92,26 @@ pub(crate) fn parse(query: &str) -> Result<LikeParams, String> {
                     _ => return Err(format!("`include_self` is 1 or 0, not {short:?}")),
                 };
             }
+            "region" => {
+                let n: Vec<Option<u64>> = value.split(',').map(|v| v.trim().parse().ok()).collect();
+                p.region = match n[..] {
+                    [Some(x), Some(y), Some(w), Some(h)]
+                        if w > 0 && h > 0 && x.max(y).max(w).max(h) < MAX_PIXELS =>
+                    {
+                        Some([x, y, w, h])
+                    }
+                    _ => {
+                        return Err(format!(
+                        "`region` is X,Y,W,H in level-0 pixels (W and H at least 1), not {short:?}"
+                    ))
+                    }
+                };
+            }
             "_" => {}
             other => {
                 let other: String = other.chars().take(40).collect();
                 return Err(format!(
-                    "unknown parameter `{other}`; known: top, score, include_self"
+                    "unknown parameter `{other}`; known: top, score, include_self, region"
                 ));
             }
         }
@@ -153,8 +175,10 @@ async fn like(
         let stored = slide_path(&snap, &raw, "")?;
         let q = SlideQuery {
             slide: paths::resolve(&snap.root, &stored),
-            region: None,
-            score: p.score.unwrap_or(SlideScore::default_for(false)),
+            region: p.region,
+            score: p
+                .score
+                .unwrap_or(SlideScore::default_for(p.region.is_some())),
             top: p.top,
             include_self: p.include_self,
             group_by: None,

@@ -81,6 +81,37 @@ fn more_slides_like_this_answers_what_plip_search_image_json_prints() {
 }
 
 #[test]
+fn a_region_of_the_slide_is_the_query_as_plip_search_image_region_makes_it() {
+    let env = TestEnv::new();
+    indexed_slides(&env);
+    let server = Server::start(&env, &[]);
+    let sid = slide_id(&server, "s/aperio_rgb.svs");
+    let api = server.json(&format!("/api/slide/{sid}/like?region=0,0,700,700"));
+    assert_eq!(
+        api["score"], "bag",
+        "a region defaults to bag, as in the CLI"
+    );
+    let cli = json_lines(&env.ok(&[
+        "search",
+        "--image",
+        "s/aperio_rgb.svs@0,0,700,700",
+        "--slide-score",
+        "bag",
+        "--json",
+    ]));
+    let slides = api["slides"].as_array().unwrap();
+    assert_eq!(slides.len(), cli.len());
+    for (a, c) in slides.iter().zip(&cli) {
+        for k in ["rank", "score", "path", "tiles", "matches"] {
+            assert_eq!(a[k], c[k], "{k}: {a} vs {c}");
+        }
+    }
+    // A region no stored tile's centre lies in would have to be embedded: refused.
+    let none = server.get(&format!("/api/slide/{sid}/like?region=0,0,1,1"));
+    assert_json_error(&none, 422, "not embedded here");
+}
+
+#[test]
 fn more_slides_like_this_refuses_bad_parameters_and_unknown_slides() {
     let env = TestEnv::new();
     indexed_slides(&env);

@@ -7,7 +7,7 @@
 
 // Distinct on the dark viewer and on H&E pink; the hit box keeps cyan.
 const PAIR_COLOURS = ["#ffb000", "#ff3d9a", "#7cff5a", "#b388ff", "#ff6e40"];
-const like = { answer: null, open: null, osd2: null, qboxes: [] }; // open: the slide shown
+const like = { answer: null, open: null, osd2: null, qboxes: [], region: null }; // open: the slide shown
 
 function pairColour(k) {
   return PAIR_COLOURS[k % PAIR_COLOURS.length];
@@ -20,9 +20,13 @@ async function listLikes() {
   $("llist").replaceChildren();
   $("lsum").textContent = "Ranking the other slides…";
   document.body.dataset.like = "loading";
+  const p = new URLSearchParams({ top: "20" });
+  if ($("lscore").value) p.set("score", $("lscore").value);
+  showRegion(v, $("lwhat").value === "view" ? inView(v) : null);
+  if (like.region) p.set("region", like.region.join(","));
   let r;
   try {
-    r = await api(`/api/slide/${encodeURIComponent(v.item.slide_id)}/like?top=20&score=${$("lscore").value}`);
+    r = await api(`/api/slide/${encodeURIComponent(v.item.slide_id)}/like?${p}`);
   } catch (e) {
     $("lsum").textContent = "";
     showMessage(e.message, "error");
@@ -37,6 +41,28 @@ async function listLikes() {
   if (!n) $("lsum").textContent += " · no other slide in the index";
   for (const s of r.slides) $("llist").append(likeCard(s));
   document.body.dataset.like = "listed";
+}
+
+// The level-0 region in view, clipped to the slide.
+function inView(v) {
+  const b = v.osd.viewport.viewportToImageRectangle(v.osd.viewport.getBounds(true));
+  const W = v.item.slide_width, H = v.item.slide_height;
+  const x = Math.max(0, Math.floor(b.x)), y = Math.max(0, Math.floor(b.y));
+  const w = Math.min(W, Math.ceil(b.x + b.width)) - x, h = Math.min(H, Math.ceil(b.y + b.height)) - y;
+  return w > 0 && h > 0 ? [x, y, w, h] : null;
+}
+
+// The query region, dashed on the query slide (none: the whole slide).
+function showRegion(v, region) {
+  if (like.regionBox) v.osd.removeOverlay(like.regionBox);
+  like.regionBox = null;
+  like.region = region;
+  if (!region) return;
+  const b = el("div", "qregion");
+  b.id = "qregion";
+  b.title = "The query: the tiles whose centre lies in this region";
+  v.osd.addOverlay({ element: b, location: v.osd.viewport.imageToViewportRectangle(...region) });
+  like.regionBox = b;
 }
 
 // A found slide: its thumbnail with its matched tiles boxed, rank, score, name.
@@ -137,7 +163,7 @@ async function compare(s, pair) {
   const founds = s.matches.map((m) => m.found);
   like.qboxes = pairBoxes(v.osd, queries, "q");
   if (queries.length) v.osd.viewport.fitBounds(around(v.osd, queries, pair));
-  $("qcap").textContent = `This slide · ${v.item.path}`;
+  $("qcap").textContent = `${like.region ? "This view" : "This slide"} · ${v.item.path}`;
   $("qcap").hidden = false;
   $("fcap").textContent = `#${s.rank} · ${s.path} · score ${s.score.toFixed(3)} (${like.answer.score})`;
   $("pane2").hidden = false;
@@ -186,9 +212,11 @@ function closeCompare() {
 
 $("vslides").addEventListener("click", listLikes);
 $("lscore").addEventListener("change", () => { closeCompare(); listLikes(); });
+$("lwhat").addEventListener("change", () => { closeCompare(); listLikes(); });
 $("fclose").addEventListener("click", closeCompare);
 $("lclose").addEventListener("click", () => {
   closeCompare();
+  if (viewer) showRegion(viewer, null);
   $("likes").hidden = true;
   delete document.body.dataset.like;
 });
