@@ -4,7 +4,7 @@
 //! Each is one call over the application layer (`crate::app`) that the command
 //! line uses too, so a host gets the CLI's behaviour without its terminal: the
 //! model is resolved as `--model` is, a search request is parsed and run as
-//! `plip search` runs it, indexing is the same
+//! `plip search` runs it (a slide as the query too), indexing is the same
 //! [`IndexJob`] with the same commits and Ctrl-C semantics (the host owns the
 //! cancel flag instead of a signal handler), and a search filters and ranks as
 //! `plip search` does. Nothing here prints: warnings come back in the report.
@@ -296,6 +296,111 @@ pub fn search(
     req: &SearchRequest,
 ) -> Result<Found> {
     app::search::run(index, embedder, terms, req, &cwd())
+}
+
+/// A slide (or a region of one) as the query, as `plip search --image SLIDE` with its
+/// slide flags takes it.
+#[derive(Clone, Debug)]
+pub struct SlideSearchRequest {
+    /// The slide file, or `SLIDE@X,Y,W,H` (level-0 pixels): a region is a slide query
+    /// here without any other flag.
+    pub image: PathBuf,
+    /// Slides returned.
+    pub top: usize,
+    /// `mean` or `bag` (`--slide-score`); `None`: mean for a slide, bag for a region.
+    pub score: Option<String>,
+    /// Keep the query slide in the ranking (`--include-self`).
+    pub include_self: bool,
+    /// A `slide,patient` CSV (`--group-by`): the query's patient is left out.
+    pub group_by: Option<PathBuf>,
+    /// Only slides under this folder.
+    pub under: Option<PathBuf>,
+    /// Only slides scoring at least this.
+    pub threshold: Option<f32>,
+}
+
+/// What a slide query found.
+#[derive(Clone, Debug)]
+pub struct SlideSearchReport {
+    /// One JSON object a slide, best first: `plip search --image SLIDE --json`'s lines,
+    /// with absolute paths.
+    pub slides: Vec<String>,
+    /// The query's tiles that were compared.
+    pub query_tiles: usize,
+    /// Whether they were embedded now (the slide is not in the index).
+    pub embedded_now: bool,
+    /// `mean` or `bag`.
+    pub score: String,
+    /// The tiles of the query's mosaic, when `bag` scored a big query by one.
+    pub mosaic: Option<usize>,
+    /// Slides left out (the query, its patient's slides), absolute.
+    pub excluded: Vec<PathBuf>,
+    /// Slides the `group_by` CSV names that the index does not hold.
+    pub unknown_in_groups: Vec<String>,
+}
+
+/// Ranks the slides of `index` against a slide as `plip search --image SLIDE` does.
+/// The query's stored tiles are used when the index holds it; else it is tiled and
+/// embedded now with `embedder`, or with the model `source` loaded in `precision`
+/// when `embedder` is `None`. A relative path is relative to the current directory.
+pub fn search_slides(
+    index: &Index,
+    embedder: Option<&Embedder>,
+    source: &str,
+    precision: PrecisionChoice,
+    req: &SlideSearchRequest,
+) -> Result<SlideSearchReport> {
+    use app::slides_like::{self, QueryModel, SlideOptions, SlideQuery};
+    let score = match &req.score {
+        Some(s) => Some(
+            s.parse()
+                .map_err(|e: String| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        ),
+        None => None,
+    };
+    let search = SearchRequest {
+        query: None,
+        image: Some(req.image.clone()),
+        add: Vec::new(),
+        subtract: Vec::new(),
+        templates: Vec::new(),
+        vectors: Vec::new(),
+        top: req.top,
+        ef: None,
+        threshold: req.threshold,
+        under: req.under.clone(),
+        by_slide: false,
+    };
+    let opts = SlideOptions {
+        score,
+        include_self: req.include_self,
+        group_by: req.group_by.clone(),
+    };
+    let q = SlideQuery::explicit(&search, &opts)?;
+    let model = match embedder {
+        Some(e) => QueryModel::Loaded(e),
+        None => QueryModel::Load(source, precision),
+    };
+    let cwd = cwd();
+    let found = slides_like::run_on(index, model, &q, &cwd)?;
+    let rows = crate::output::slide_matches::printable(&found, &cwd);
+    let slides = rows
+        .into_iter()
+        .zip(&found.slides)
+        .map(|(mut row, s)| {
+            row.path = s.path.to_string_lossy().into_owned();
+            serde_json::to_string(&row).context("writing a slide as JSON")
+        })
+        .collect::<Result<_>>()?;
+    Ok(SlideSearchReport {
+        slides,
+        query_tiles: found.query_tiles,
+        embedded_now: found.embedded_now,
+        score: found.score.name().to_string(),
+        mosaic: found.mosaic,
+        excluded: found.excluded,
+        unknown_in_groups: found.unknown_in_groups,
+    })
 }
 
 /// True when `path` is a whole slide (indexed and embedded as tiles), as

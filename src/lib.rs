@@ -46,7 +46,8 @@ pub use cli::{run, Cli};
 pub use embed::{embed_image_files, embed_rgb_images, Embedder, Interrupted, LoadOptions};
 pub use host::{
     check_model, find_index, index_folders, is_slide, load_model, load_model_with, main_with_args,
-    model_source, search, IndexReport, IndexRequest,
+    model_source, search, search_slides, IndexReport, IndexRequest, SlideSearchReport,
+    SlideSearchRequest,
 };
 /// Hooks for the HNSW study in `benches/ann_study.rs`; not a stable API.
 #[doc(hidden)]

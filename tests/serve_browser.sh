@@ -13,7 +13,9 @@
 #    [default: target/serve-browser]; look at them.
 # 4. tests/serve_click.py drives Chromium over the DevTools pipe and CLICKS:
 #    an image result (more like this), a slide tile (the OpenSeadragon viewer,
-#    zoomed to the boxed hit, then the heatmap toggle), and the by-slide view.
+#    zoomed to the boxed hit, then the heatmap toggle), "More slides like this"
+#    (a found slide beside the viewed one, matched tiles boxed on both), and the
+#    by-slide view.
 # Exits 0 when every check passes, 1 when one fails, and 77 (skipped, said
 # loudly) when there is no chromium.
 set -euo pipefail
@@ -36,7 +38,7 @@ cp fixtures/images/*.tif fixtures/images/*.webp fixtures/images/*.bmp fixtures/i
 evil='<img src=x onerror=alert(1)>.png'
 cp fixtures/images/png_rgb_224x224.png "$work/slides/$evil"
 mkdir -p "$work/wsi"
-cp fixtures/slides/aperio_ycbcr.svs fixtures/slides/generic.tiff "$work/wsi/"
+cp fixtures/slides/aperio_ycbcr.svs fixtures/slides/aperio_rgb.svs fixtures/slides/generic.tiff "$work/wsi/"
 repo=$PWD
 cd "$work"
 export PLIP_MODEL="$OLDPWD/fixtures/model" HF_HUB_OFFLINE=1

@@ -13,7 +13,11 @@ library only.
    (/slide/ID?q=...), waits for OpenSeadragon to draw every tile it wants,
    checks the hit box sits inside the viewer, clicks the heatmap toggle and
    checks the overlay and its legend.
-3. /?q=tissue&by_slide=1 : slide cards with the best tile boxed; a click opens
+3. The viewer's "More slides like this": the other slides listed with their
+   matched tiles boxed; a click opens one beside the query slide, and the
+   matched tiles are boxed on both viewers, inside them; then the part in
+   view as the query.
+4. /?q=tissue&by_slide=1 : slide cards with the best tile boxed; a click opens
    the viewer at that tile.
 Screenshots of each step go to OUT_DIR. Prints ok:/FAIL: lines; exits 1 when a
 check fails.
@@ -242,7 +246,59 @@ with tempfile.TemporaryDirectory() as profile:
             b.shot("viewer-geojson.png")
             check("the toggle hides it", b.click("#gjon") and b.wait("!document.getElementById('geojson')"))
 
-        # 3. By slide: thumbnails with the best tile boxed; a click opens the viewer.
+        # 3. More slides like this: the viewed slide as the query; a found slide opens
+        # beside it with the matched tiles boxed on both.
+        b.go(BASE + f"/slide/{tile}?q=tissue")
+        check("the viewer opened again", b.wait("document.body.dataset.viewer === 'drawn'", 30))
+        check("the More slides like this button was clicked", b.click("#vslides"))
+        check("the slides like it are listed", b.wait("document.body.dataset.like === 'listed'", 30))
+        listed = b.js("[...document.querySelectorAll('#llist .likeslide .name')].map(n => n.title)")
+        check(f"every other slide is listed, not the query ({listed})",
+              sorted(listed or []) == ["wsi/aperio_rgb.svs", "wsi/generic.tiff"])
+        check("each listed slide boxes its matched tiles on its thumbnail",
+              b.js("[...document.querySelectorAll('#llist .likeslide')].every(c => c.querySelectorAll('.frame .pairbox').length > 0)"))
+        b.wait("[...document.querySelectorAll('#llist img')].every(i => i.complete)")
+        check("the first slide was clicked", b.click("#llist .likeslide .lthumb"))
+        check("it opens beside the query slide", b.wait("document.body.dataset.like === 'compared'", 30))
+        boxes = b.js("""(() => {
+            const n = document.querySelectorAll('#llist .likeslide.open .pair').length;
+            const inside = (sel, pane) => {
+                const o = document.getElementById(pane).getBoundingClientRect();
+                const bs = [...document.querySelectorAll(sel)].map(e => e.getBoundingClientRect());
+                return {n: bs.length, inside: bs.every(a => a.width > 2 && a.left >= o.left - 1 &&
+                    a.right <= o.right + 1 && a.top >= o.top - 1 && a.bottom <= o.bottom + 1)};
+            };
+            return {pairs: n, q: inside('#osd .pairbox.q', 'osd'), f: inside('#osd2 .pairbox.f', 'osd2'),
+                    two: document.getElementById('panes').classList.contains('two')};
+        })()""")
+        check(f"the matched tiles are boxed on both slides, inside each viewer ({boxes})",
+              bool(boxes) and boxes["two"] and boxes["pairs"] > 0
+              and boxes["q"]["n"] == boxes["pairs"] == boxes["f"]["n"]
+              and boxes["q"]["inside"] and boxes["f"]["inside"])
+        check("the found slide's caption names it",
+              "wsi/" in (b.js("document.getElementById('fcap').textContent") or ""))
+        time.sleep(0.8)
+        b.shot("viewer-more-slides.png")
+        check("a pair chip was clicked", b.click("#llist .likeslide.open .pair"))
+        time.sleep(0.8)
+        b.shot("viewer-more-slides-pair.png")
+        check("the comparison closes", b.click("#fclose") and b.wait("document.getElementById('pane2').hidden"))
+        check("no error message after the comparison",
+              not b.js("document.querySelector('.message.error')?.textContent"))
+        # The part in view as the query: the region is dashed on the slide.
+        b.js("viewer.osd.viewport.goHome(true) && 1")
+        b.js("""(() => { const s = document.getElementById('lwhat'); s.value = 'view';
+                 s.dispatchEvent(new Event('change')); return 1; })()""")
+        check("this view as the query lists the slides again",
+              b.wait("document.body.dataset.like === 'listed' && document.querySelectorAll('#llist .likeslide').length === 2", 30))
+        check("the query region is dashed on the slide", b.js("!!document.getElementById('qregion')"))
+        check("scored by bag, as a region is", "bag" in (b.js("document.getElementById('lsum').textContent") or ""))
+        b.click("#llist .likeslide .lthumb")
+        b.wait("document.body.dataset.like === 'compared'", 30)
+        time.sleep(0.8)
+        b.shot("viewer-more-slides-view.png")
+
+        # 4. By slide: thumbnails with the best tile boxed; a click opens the viewer.
         b.go(q(q="tissue", by_slide="1"))
         check("slide cards render", b.wait("document.querySelectorAll('#results .card.slide').length > 0"))
         check("each slide card boxes its best tile",

@@ -335,3 +335,53 @@ class Index:
             None if ef is None else _whole("ef", ef),
             bool(by_slide),
         )
+
+    def search_slides(
+        self,
+        slide,
+        *,
+        top=10,
+        score=None,
+        include_self=False,
+        group_by=None,
+        under=None,
+        threshold=None,
+        details=False,
+    ):
+        """The slides most like ``slide``, best first, as ``plip search --image
+        SLIDE --json`` ranks them (docs/slide-retrieval.md): a list of dicts with
+        ``rank``, ``score``, ``path`` (absolute), ``tiles`` (the slide's tiles in
+        the index) and ``matches``: its best tile pairs, each ``{"query": {x, y,
+        w, h}, "found": {x, y, w, h}, "score"}`` (level-0 pixels of each slide).
+
+        ``slide``: a whole-slide file, or ``"SLIDE@X,Y,W,H"`` for a region of
+        one. Its stored tiles are used when the index holds it; otherwise it is
+        tiled with the index's tiling and embedded now. ``score``: ``"mean"`` or
+        ``"bag"`` (default: mean for a slide, bag for a region). The query slide
+        is left out unless ``include_self``; ``group_by``, a CSV ``slide,patient``,
+        leaves out the query's patient. ``under`` and ``threshold`` filter as in
+        :meth:`search`. ``details=True`` returns ``(slides, info)``, where
+        ``info`` says what the CLI says on stderr: ``query_tiles``,
+        ``embedded_now``, ``score``, ``mosaic``, ``excluded`` and
+        ``unknown_in_groups``.
+        """
+        import json
+
+        if not _is_path(slide):
+            raise TypeError("slide is a path to a whole slide (or 'SLIDE@X,Y,W,H')")
+        if score is not None and score not in ("mean", "bag"):
+            raise ValueError(f"score is 'mean' or 'bag', not {score!r}")
+        lines, info = self._ix.search_slides(
+            _path(slide),
+            _whole("top", top),
+            score,
+            bool(include_self),
+            None if group_by is None else _path(group_by),
+            None if under is None else _path(under),
+            None if threshold is None else float(threshold),
+        )
+        slides = [json.loads(line) for line in lines]
+        if info["unknown_in_groups"]:
+            n = len(info["unknown_in_groups"])
+            warnings.warn(f"{n} slide(s) of group_by are not in the index (ignored)", stacklevel=2)
+        return (slides, info) if details else slides

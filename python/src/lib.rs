@@ -568,6 +568,54 @@ impl NativeIndex {
         }
         into_dicts(py, found)
     }
+
+    /// Ranks the index's slides against a slide (or `SLIDE@X,Y,W,H`) as `plip search
+    /// --image SLIDE` does. Returns (slides as `--json` lines with absolute paths, a
+    /// dict of what the CLI says on stderr: query tiles, score, mosaic, left out).
+    #[pyo3(signature = (image, top, score, include_self, group_by, under, threshold))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_slides<'py>(
+        &self,
+        py: Python<'py>,
+        image: PathBuf,
+        top: usize,
+        score: Option<String>,
+        include_self: bool,
+        group_by: Option<PathBuf>,
+        under: Option<PathBuf>,
+        threshold: Option<f32>,
+    ) -> PyResult<(Vec<String>, Bound<'py, PyDict>)> {
+        let req = plip::SlideSearchRequest {
+            image,
+            top,
+            score,
+            include_self,
+            group_by,
+            under,
+            threshold,
+        };
+        let index = self.exact.clone();
+        let cached = self
+            .embedder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let source = self.model_source.clone();
+        let report = run_blocking(py, move |_| {
+            let f32 = plip::PrecisionChoice::Fixed(plip::Precision::F32);
+            plip::search_slides(&index, cached.as_deref(), &source, f32, &req)
+        })?;
+        let info = PyDict::new(py);
+        info.set_item("query_tiles", report.query_tiles)?;
+        info.set_item("embedded_now", report.embedded_now)?;
+        info.set_item("score", report.score)?;
+        info.set_item("mosaic", report.mosaic)?;
+        let excluded: Vec<&std::ffi::OsStr> =
+            report.excluded.iter().map(|p| p.as_os_str()).collect();
+        info.set_item("excluded", excluded)?;
+        info.set_item("unknown_in_groups", report.unknown_in_groups)?;
+        Ok((report.slides, info))
+    }
 }
 
 fn set_region(d: &Bound<'_, PyDict>, r: &plip::Region) -> PyResult<()> {

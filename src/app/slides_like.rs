@@ -82,9 +82,24 @@ impl SlideQuery {
         req: &SearchRequest,
         opts: &SlideOptions,
     ) -> Result<Option<SlideQuery>> {
+        Self::build(req, opts, opts.any())
+    }
+
+    /// A face that asks for a slide query by name (Python's `search_slides`): `image`
+    /// is a slide query even without a slide flag (a region too), or an error.
+    pub(crate) fn explicit(req: &SearchRequest, opts: &SlideOptions) -> Result<SlideQuery> {
+        Self::build(req, opts, true)?.context("the query must be a whole slide or SLIDE@X,Y,W,H")
+    }
+
+    /// `slide_flags`: whether the request is a slide query if `image` can be one.
+    fn build(
+        req: &SearchRequest,
+        opts: &SlideOptions,
+        slide_flags: bool,
+    ) -> Result<Option<SlideQuery>> {
         let flags = "--slide-score, --include-self and --group-by";
         let Some(image) = &req.image else {
-            if opts.any() {
+            if slide_flags {
                 bail!(
                     "{flags} rank slides like a slide: give --image SLIDE or --image SLIDE@X,Y,W,H"
                 );
@@ -92,17 +107,17 @@ impl SlideQuery {
             return Ok(None);
         };
         let (slide, region) = match parse_region(&image.to_string_lossy())? {
-            Some((p, r)) if opts.any() => (p, Some(r)),
+            Some((p, r)) if slide_flags => (p, Some(r)),
             // A region without slide flags stays a tile query, as it always was.
             Some(_) => return Ok(None),
             None if crate::source::slide::is_slide(image) && image.is_file() => {
                 (image.clone(), None)
             }
-            None if opts.any() && !image.exists() => bail!(
+            None if slide_flags && !image.exists() => bail!(
                 "--image {}: no such file (a slide query takes a whole-slide file or SLIDE@X,Y,W,H)",
                 image.display()
             ),
-            None if opts.any() => bail!(
+            None if slide_flags => bail!(
                 "--image {}: {flags} need a whole slide (.svs, pyramidal TIFF, ...) or \
                  SLIDE@X,Y,W,H, and this is not one",
                 image.display()
@@ -238,6 +253,18 @@ impl<'a> IndexedSlides<'a> {
 /// The query's tiles: regions and owned unit rows.
 type QueryTiles = (Vec<Region>, Vec<Vec<f32>>);
 
+/// How the query's tiles are embedded when the index holds none of them.
+#[derive(Clone, Copy)]
+pub(crate) enum QueryModel<'a> {
+    /// Load the model `source` in `precision`, only when it is needed.
+    Load(&'a str, PrecisionChoice),
+    /// This model, already loaded (checked against the index before use).
+    Loaded(&'a Embedder),
+    /// Never embed: a query slide without stored tiles is refused. For a server,
+    /// whose requests must stay bounded (embedding a whole slide is minutes of work).
+    StoredOnly,
+}
+
 /// Runs `q` over the index at `dir`, loading the model `source` only when the query's
 /// tiles must be embedded now. `cwd` anchors `under`.
 pub(crate) fn run(
@@ -248,6 +275,18 @@ pub(crate) fn run(
     cwd: &Path,
 ) -> Result<SlideMatches> {
     let index = Index::open(dir)?;
+    run_on(&index, QueryModel::Load(source, precision), q, cwd)
+}
+
+/// Runs `q` over an opened `index` (a face that keeps one open: Python, the server),
+/// embedding the query's tiles with `model` only when the index has none of them.
+pub(crate) fn run_on(
+    index: &Index,
+    model: QueryModel,
+    q: &SlideQuery,
+    cwd: &Path,
+) -> Result<SlideMatches> {
+    let dir = index.dir();
     if index.is_empty() {
         bail!(
             "the index at {} is empty; run `plip index DIR` on a folder with slides",
@@ -255,28 +294,26 @@ pub(crate) fn run(
         );
     }
     let root = index.root();
-    let abs = cwd.join(&q.slide);
-    let abs = abs.canonicalize().unwrap_or(abs);
-    let stored = paths::relative(&abs, &root);
-    let all = IndexedSlides::collect(&index, &|_| true);
+    let all = IndexedSlides::collect(index, &|_| true);
     if all.paths.is_empty() {
         bail!(
             "the index at {} holds no slide tiles; index whole slides first (`plip index DIR`)",
             dir.display()
         );
     }
+    let (abs, stored) = query_path(&all, &root, &cwd.join(&q.slide));
     let (regions, rows, embedded_now) = match all.find(&stored) {
         Some(i) => {
             let (r, v) = region_tiles(&all.regions[i], &all.bags[i].rows, q.region);
             if r.is_empty() {
-                let (r, v) = embed_query(&index, source, precision, &abs, q.region)?;
+                let (r, v) = embed_query(index, model, &abs, q.region)?;
                 (r, v, true)
             } else {
                 (r, v, false)
             }
         }
         None => {
-            let (r, v) = embed_query(&index, source, precision, &abs, q.region)?;
+            let (r, v) = embed_query(index, model, &abs, q.region)?;
             (r, v, true)
         }
     };
@@ -357,6 +394,19 @@ pub(crate) fn run(
     })
 }
 
+/// The query slide's canonical path, and its path as the index stores it. The path as
+/// given names the stored slide too when the index's folder is reached through a
+/// symlink, which canonicalizing resolves away from `root`.
+fn query_path(all: &IndexedSlides, root: &Path, given: &Path) -> (PathBuf, String) {
+    let abs = given.canonicalize().unwrap_or_else(|_| given.to_path_buf());
+    let stored = [given, &abs]
+        .into_iter()
+        .map(|p| paths::relative(p, root))
+        .find(|s| all.find(s).is_some())
+        .unwrap_or_else(|| paths::relative(&abs, root));
+    (abs, stored)
+}
+
 /// The query's tiles as `how` scores them: a `bag` query of more than
 /// [`MOSAIC_FROM`] tiles by its mosaic (and its size), else all of them.
 fn query_mosaic(
@@ -395,16 +445,27 @@ fn centre_inside(r: &Region, [x, y, w, h]: [u64; 4]) -> bool {
 /// against the index); a region no tile centre falls in is embedded as one tile.
 fn embed_query(
     index: &Index,
-    source: &str,
-    precision: PrecisionChoice,
+    model: QueryModel,
     slide: &Path,
     region: Option<[u64; 4]>,
 ) -> Result<QueryTiles> {
     let Some(tiling) = index.tiling() else {
         bail!("the index records no slide tiling; index whole slides first (`plip index DIR`)");
     };
-    let embedder = super::model::load(source, Towers::VISION, precision)?;
-    super::model::check(index, &embedder)?;
+    let loaded;
+    let embedder = match model {
+        QueryModel::Load(source, precision) => {
+            loaded = super::model::load(source, Towers::VISION, precision)?;
+            &loaded
+        }
+        QueryModel::Loaded(e) => e,
+        QueryModel::StoredOnly => bail!(
+            "{}: the index holds no tiles of this query, and they are not embedded here; \
+             search with it from the command line (`plip search --image SLIDE`)",
+            slide.display()
+        ),
+    };
+    super::model::check(index, embedder)?;
     let masks = index.tissue_masks().map(|d| index.root().join(d));
     let mask = masks
         .as_deref()
@@ -412,7 +473,7 @@ fn embed_query(
         .and_then(|d| crate::source::slide::user_mask::find(d, slide));
     let plan = crate::source::slide::TilePlan::with_mask_file(slide, &tiling, mask.as_deref())
         .with_context(|| format!("tiling the query slide {}", slide.display()))?;
-    let (tiles, _failed) = crate::embed::tiles::embed_tiles(&embedder, &plan, 32)?;
+    let (tiles, _failed) = crate::embed::tiles::embed_tiles(embedder, &plan, 32)?;
     let (regions, rows): (Vec<Region>, Vec<Vec<f32>>) = tiles.into_iter().unzip();
     let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
     let (r, v) = region_tiles(&regions, &refs, region);
@@ -420,7 +481,7 @@ fn embed_query(
         return Ok((r, v));
     }
     match region {
-        Some(reg) => embed_region(&embedder, slide, reg, &plan),
+        Some(reg) => embed_region(embedder, slide, reg, &plan),
         None => bail!(
             "{}: no tissue tile to search with (the index's tiling keeps none); \
              check it with `plip tiles {}`",

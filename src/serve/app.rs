@@ -24,6 +24,8 @@ pub(crate) const MAX_BLOCKING: usize = 64;
 /// Searches answered at once (they share passes over the index); below
 /// [`MAX_BLOCKING`], so thumbnails and tiles still get threads.
 const SEARCHES_IN_FLIGHT: usize = 32;
+/// Slide queries ("more slides like this") answered at once; more wait their turn.
+pub(crate) const LIKE_IN_FLIGHT: usize = 2;
 
 /// The state every handler gets.
 #[derive(Clone)]
@@ -36,6 +38,9 @@ pub(super) struct App {
     pub(super) upload_gate: Arc<Semaphore>,
     /// Thumbnails and deep-zoom tiles being made; more wait their turn.
     pub(super) thumb_gate: Arc<Semaphore>,
+    /// Slide queries ("more slides like this") being answered; few, as each holds
+    /// a list of the index's tiles while it runs.
+    pub(super) like_gate: Arc<Semaphore>,
 }
 
 impl App {
@@ -47,6 +52,7 @@ impl App {
             search_gate: Arc::new(Semaphore::new(SEARCHES_IN_FLIGHT)),
             upload_gate: Arc::new(Semaphore::new(cores.clamp(2, 16))),
             thumb_gate: Arc::new(Semaphore::new((2 * cores).clamp(2, 32))),
+            like_gate: Arc::new(Semaphore::new(LIKE_IN_FLIGHT)),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The page and its static files, embedded in the binary (no CDN, no network):
-//! `/` and `/slide/{id}` (the same page; the script reads the URL), its script,
+//! `/` and `/slide/{id}` (the same page; the script reads the URL), its scripts,
 //! style and icon, and OpenSeadragon vendored under `assets/vendor/`.
 //!
 //! The page is served under a CSP that allows only its own script and style
@@ -14,6 +14,8 @@ use super::app::App;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
+/// "More slides like this" in the viewer (`/api/slide/{id}/like`).
+const LIKE_JS: &str = include_str!("assets/like.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
 /// OpenSeadragon, vendored from npm (`assets/vendor/openseadragon/README.md`).
@@ -46,6 +48,10 @@ pub(super) fn routes() -> Router<App> {
         .route(
             "/app.js",
             get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/like.js",
+            get(|| asset("text/javascript; charset=utf-8", LIKE_JS)),
         )
         .route(
             "/style.css",

@@ -27,7 +27,8 @@
 //! handlers' shared state, error type and blocking-pool runner; `host` the Host
 //! checks; `auth` the guard, token and login; `assets` the page (`assets/`,
 //! `assets/vendor/` OpenSeadragon); `search` `/api/search` and `/api/info`;
-//! `items` items and thumbnails; `slides` the slide viewer's routes; `api`
+//! `items` items and thumbnails; `slides` the slide viewer's routes; `like`
+//! "more slides like this" (a slide as the query, through `app::slides_like`); `api`
 //! merges the rooms' `routes()` and adds the middleware.
 
 mod api;
@@ -39,6 +40,7 @@ mod dzi;
 mod host;
 mod ids;
 mod items;
+mod like;
 mod listen;
 mod params;
 mod search;

@@ -47,7 +47,7 @@ fn named_slide(snap: &Snapshot, slide: PathArgs<String>, suffix: &str) -> Result
 }
 
 /// The stored path of the slide `raw` names (16 hex digits, then `suffix`).
-fn slide_path(snap: &Snapshot, raw: &str, suffix: &str) -> Result<String, ApiError> {
+pub(super) fn slide_path(snap: &Snapshot, raw: &str, suffix: &str) -> Result<String, ApiError> {
     let id = raw
         .strip_suffix(suffix)
         .and_then(ItemId::parse)

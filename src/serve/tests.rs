@@ -437,3 +437,36 @@ fn coarse_deep_zoom_tiles_of_a_single_level_slide_are_its_box_average() {
         ),
     }
 }
+
+#[test]
+fn like_parameters_are_checked_before_any_work() {
+    use super::like::{parse, MAX_LIKE};
+    use crate::query::slide_match::SlideScore;
+    let p = parse("").unwrap();
+    assert_eq!((p.top, p.score, p.include_self), (10, None, false));
+    let p = parse("top=5&score=bag&include_self=1&_=123").unwrap();
+    assert_eq!(
+        (p.top, p.score, p.include_self),
+        (5, Some(SlideScore::Bag), true)
+    );
+    assert_eq!(parse(&format!("top={MAX_LIKE}")).unwrap().top, MAX_LIKE);
+    assert_eq!(
+        parse("region=1,2,30,40").unwrap().region,
+        Some([1, 2, 30, 40])
+    );
+    for (q, needle) in [
+        ("top=0", "top"),
+        (&format!("top={}", MAX_LIKE + 1), "top"),
+        ("score=median", "mean or bag"),
+        ("include_self=2", "include_self"),
+        ("region=1,2,3", "region"),
+        ("region=1,2,0,4", "region"),
+        ("region=-1,2,3,4", "region"),
+        ("region=a,b,c,d", "region"),
+        ("region=18446744073709551615,0,9,9", "region"),
+        ("slide=../../etc/passwd", "unknown parameter"),
+    ] {
+        let e = parse(q).unwrap_err();
+        assert!(e.contains(needle), "{q}: {e}");
+    }
+}

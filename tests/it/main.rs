@@ -25,6 +25,7 @@ mod parity;
 mod preprocess_parity;
 mod queries;
 mod serve;
+mod serve_like;
 mod serve_limits;
 mod shards;
 mod slide_bombs;

@@ -809,7 +809,7 @@ fn the_page_is_one_self_contained_document() {
         !html.contains("http://") && !html.contains("https://"),
         "no external resources"
     );
-    for asset in ["/app.js", "/style.css", "/favicon.svg"] {
+    for asset in ["/app.js", "/like.js", "/style.css", "/favicon.svg"] {
         let r = server.get(asset);
         assert_eq!(r.status, 200, "{asset}");
         assert!(
@@ -817,10 +817,12 @@ fn the_page_is_one_self_contained_document() {
             "{asset} loads nothing from the network"
         );
     }
-    assert!(
-        !server.get("/app.js").text().contains("innerHTML"),
-        "names are set as text"
-    );
+    for script in ["/app.js", "/like.js"] {
+        assert!(
+            !server.get(script).text().contains("innerHTML"),
+            "{script}: names are set as text"
+        );
+    }
     // OpenSeadragon is vendored with its licence, and the viewer's shared URL is the page.
     let osd = server.get("/vendor/openseadragon/openseadragon.min.js");
     assert_eq!(osd.status, 200);
