@@ -22,7 +22,10 @@ pub(super) fn cmd_eval(config: &Config, cmd: EvalCommand) -> Result<i32> {
         )?;
         return Ok(0);
     }
-    if matches!(cmd, EvalCommand::SlideRetrieval(_) | EvalCommand::SlideZeroShot(_)) {
+    if matches!(
+        cmd,
+        EvalCommand::SlideRetrieval(_) | EvalCommand::SlideZeroShot(_)
+    ) {
         if config.models.len() > 1 {
             bail!(
                 "the slide evals read the index's tile embeddings, made by one model; to \
