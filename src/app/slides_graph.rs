@@ -43,18 +43,32 @@ pub(crate) fn wanted(dir: &Path, how: SlideScore, ef: Option<usize>) -> Result<b
     Ok(ef.is_some() || crate::index::recorded_rows(dir)? >= GRAPH_FROM_ROWS)
 }
 
+/// The index at `dir`, with its graphs when a query scored by `how` (with `ef` or
+/// not) takes the graph route; and whether it does (some segment has a graph).
+pub(crate) fn open(dir: &Path, how: SlideScore, ef: Option<usize>) -> Result<(Index, bool)> {
+    if wanted(dir, how, ef)? {
+        let index = Index::open_with_graphs(dir)?;
+        let graphs = has_graphs(&index);
+        Ok((index, graphs))
+    } else {
+        Ok((Index::open(dir)?, false))
+    }
+}
+
 /// The candidates (positions in `cands`, ascending) worth scoring exactly for the
 /// `top` best slides: the slides whose tiles the graphs return for the mosaic tiles
 /// `query`, those found by the most query tiles first (ties by the best tile's
-/// cosine), at most `max(CANDIDATES_PER_RESULT * top, MIN_CANDIDATES)`.
+/// cosine), at most `max(CANDIDATES_PER_RESULT * top, MIN_CANDIDATES)`. `ef`
+/// defaults to [`crate::index::ann::DEFAULT_EF_SEARCH`].
 pub(crate) fn candidates(
     index: &Index,
     query: &[&[f32]],
     all: &IndexedSlides,
     cands: &[usize],
     top: usize,
-    ef: usize,
+    ef: Option<usize>,
 ) -> Vec<usize> {
+    let ef = ef.unwrap_or(crate::index::ann::DEFAULT_EF_SEARCH);
     let allowed: HashSet<&str> = cands.iter().map(|&i| all.paths[i].as_str()).collect();
     let allow = |p: &str| allowed.contains(p);
     let filters: Vec<crate::index::PathFilter<'_>> = query

@@ -283,12 +283,7 @@ pub(crate) fn run(
     q: &SlideQuery,
     cwd: &Path,
 ) -> Result<SlideMatches> {
-    let graphs = super::slides_graph::wanted(dir, q.score, q.ef)?;
-    let index = if graphs {
-        Index::open_with_graphs(dir)?
-    } else {
-        Index::open(dir)?
-    };
+    let (index, graphs) = super::slides_graph::open(dir, q.score, q.ef)?;
     if index.is_empty() {
         bail!(
             "the index at {} is empty; run `plip index DIR` on a folder with slides",
@@ -355,9 +350,8 @@ pub(crate) fn run(
         })
         .collect();
     // The graph route narrows the candidates to those its searches found.
-    let candidates = (graphs && super::slides_graph::has_graphs(&index)).then(|| {
-        let ef = q.ef.unwrap_or(crate::index::ann::DEFAULT_EF_SEARCH);
-        let found = super::slides_graph::candidates(&index, &query.rows, &all, &cands, q.top, ef);
+    let candidates = graphs.then(|| {
+        let found = super::slides_graph::candidates(&index, &query.rows, &all, &cands, q.top, q.ef);
         found.into_iter().map(|c| cands[c]).collect::<Vec<usize>>()
     });
     let cands = candidates.clone().unwrap_or(cands);
