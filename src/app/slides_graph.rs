@@ -23,8 +23,10 @@ use crate::index::Index;
 use crate::query::slide_match::SlideScore;
 
 /// From this many rows in the index, a `bag` query searches the graphs without
-/// `--ef` (BENCHMARKS.md, "Slides as queries": exact `bag` costs query tiles ×
-/// index rows, about a second per million rows on two cores with a 250-tile mosaic).
+/// `--ef`. Exact `bag` costs mosaic tiles (up to 250) × index rows dot products; at
+/// 80,000 rows it was as fast as the graph route (BENCHMARKS.md, "Slides as
+/// queries"), and the graph route answered a 10⁶-row query in 0.53 s. The exact cost
+/// at 10⁶ rows was not measured: the threshold is a judgement, not a crossover.
 pub(crate) const GRAPH_FROM_ROWS: usize = 1_000_000;
 /// Nearest tiles each mosaic tile asks the graphs for.
 pub(crate) const TILES_PER_QUERY_TILE: usize = 100;
