@@ -187,7 +187,12 @@ fn api(path: &Path) -> Result<(&'static Api, MutexGuard<'static, ()>), H5Error> 
             // The first name tried is the one Debian's package installs.
             why: why.split(';').next().unwrap_or(why).to_string(),
         })?;
-    Ok((api, LOCK.lock().unwrap_or_else(|e| e.into_inner())))
+    let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // The library's error printing is per thread in thread-safe builds (Debian's
+    // is one): turned off on the calling thread, every time.
+    // SAFETY: H5E_DEFAULT (0) and no callback.
+    unsafe { (api.H5Eset_auto2)(0, std::ptr::null(), std::ptr::null_mut()) };
+    Ok((api, lock))
 }
 
 /// Whether the HDF5 library could be loaded.

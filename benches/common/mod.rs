@@ -21,6 +21,7 @@ impl Rng {
 
 /// `n` unit vectors around 100 cluster centres, with spread like CLIP embeddings
 /// of one tissue type (cosine to the centre around 0.8).
+#[allow(dead_code)] // not every bench uses it
 pub fn clustered(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     let mut rng = Rng(seed);
     let centres: Vec<f32> = (0..100 * dim).map(|_| rng.gauss()).collect();

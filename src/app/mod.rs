@@ -18,6 +18,7 @@ pub(crate) mod locate;
 pub(crate) mod model;
 pub(crate) mod search;
 pub(crate) mod slide_names;
+pub(crate) mod slides_graph;
 pub(crate) mod slides_like;
 pub(crate) mod terms;
 

@@ -72,6 +72,9 @@ pub(crate) struct SlideQuery {
     pub(crate) under: Option<PathBuf>,
     /// Only slides scoring at least this.
     pub(crate) threshold: Option<f32>,
+    /// HNSW breadth: a `bag` query given it searches the graphs
+    /// ([`super::slides_graph`]).
+    pub(crate) ef: Option<usize>,
 }
 
 impl SlideQuery {
@@ -164,6 +167,7 @@ impl SlideQuery {
             group_by: opts.group_by.clone(),
             under: req.under.clone(),
             threshold: req.threshold,
+            ef: req.ef,
         }))
     }
 }
@@ -205,6 +209,8 @@ pub(crate) struct SlideMatches {
     pub(crate) score: SlideScore,
     /// The tiles of the query's mosaic, when `bag` scored a big query by one.
     pub(crate) mosaic: Option<usize>,
+    /// The candidate slides the HNSW graphs gave, when `bag` took the graph route.
+    pub(crate) candidates: Option<usize>,
     /// Slides left out: the query itself, and its patient's slides.
     pub(crate) excluded: Vec<PathBuf>,
     /// Slides the `group_by` CSV names that the index does not hold.
@@ -223,14 +229,38 @@ pub(crate) struct IndexedSlides<'a> {
 
 impl<'a> IndexedSlides<'a> {
     pub(crate) fn collect(index: &'a Index, allow: &dyn Fn(&str) -> bool) -> Self {
-        let mut by: BTreeMap<&'a str, (Vec<Region>, Vec<&'a [f32]>)> = BTreeMap::new();
+        Self::collect_with(index, allow, true)
+    }
+
+    /// [`IndexedSlides::collect`], computing the slides' means (for `mean`, in
+    /// parallel) only when `means`; a `bag` query leaves them `None`.
+    pub(crate) fn collect_with(
+        index: &'a Index,
+        allow: &dyn Fn(&str) -> bool,
+        means: bool,
+    ) -> Self {
+        type Slot<'a> = (Vec<Region>, Vec<&'a [f32]>);
+        let mut by: BTreeMap<&'a str, Slot<'a>> = BTreeMap::new();
+        // A slide's tiles are consecutive rows: they are gathered a run at a time, so
+        // that a big index costs one path comparison per row, not a map lookup.
+        let mut run: Option<(&'a str, Slot<'a>)> = None;
+        let mut flush = |run: Option<(&'a str, Slot<'a>)>| {
+            if let Some((p, (r, v))) = run {
+                let slot = by.entry(p).or_default();
+                slot.0.extend(r);
+                slot.1.extend(v);
+            }
+        };
         for (e, v) in index.iter() {
-            if let Some(r) = e.region.filter(|_| allow(&e.path)) {
-                let slot = by.entry(e.path.as_str()).or_default();
+            let Some(r) = e.region else { continue };
+            if let Some((_, slot)) = run.as_mut().filter(|(p, _)| *p == e.path.as_str()) {
                 slot.0.push(r);
                 slot.1.push(v);
+            } else if allow(&e.path) {
+                flush(run.replace((e.path.as_str(), (vec![r], vec![v]))));
             }
         }
+        flush(run);
         let mut out = IndexedSlides {
             paths: Vec::with_capacity(by.len()),
             regions: Vec::with_capacity(by.len()),
@@ -239,7 +269,13 @@ impl<'a> IndexedSlides<'a> {
         for (p, (regions, rows)) in by {
             out.paths.push(p.to_string());
             out.regions.push(regions);
-            out.bags.push(TileBag::new(rows));
+            out.bags.push(TileBag { rows, mean: None });
+        }
+        if means {
+            use rayon::prelude::*;
+            out.bags
+                .par_iter_mut()
+                .for_each(|b| b.mean = slide_match::mean_unit(&b.rows));
         }
         out
     }
@@ -274,12 +310,14 @@ pub(crate) fn run(
     q: &SlideQuery,
     cwd: &Path,
 ) -> Result<SlideMatches> {
-    let index = Index::open(dir)?;
+    let (index, _) = super::slides_graph::open(dir, q.score, q.ef)?;
     run_on(&index, QueryModel::Load(source, precision), q, cwd)
 }
 
 /// Runs `q` over an opened `index` (a face that keeps one open: Python, the server),
 /// embedding the query's tiles with `model` only when the index has none of them.
+/// A `bag` query takes the graph route ([`super::slides_graph`]) when the index was
+/// opened with its graphs and the query wants them (`ef`, or a big index).
 pub(crate) fn run_on(
     index: &Index,
     model: QueryModel,
@@ -287,6 +325,9 @@ pub(crate) fn run_on(
     cwd: &Path,
 ) -> Result<SlideMatches> {
     let dir = index.dir();
+    let graphs = q.score == SlideScore::Bag
+        && (q.ef.is_some() || index.len() >= super::slides_graph::GRAPH_FROM_ROWS)
+        && super::slides_graph::has_graphs(index);
     if index.is_empty() {
         bail!(
             "the index at {} is empty; run `plip index DIR` on a folder with slides",
@@ -294,7 +335,7 @@ pub(crate) fn run_on(
         );
     }
     let root = index.root();
-    let all = IndexedSlides::collect(index, &|_| true);
+    let all = IndexedSlides::collect_with(index, &|_| true, q.score == SlideScore::Mean);
     if all.paths.is_empty() {
         bail!(
             "the index at {} holds no slide tiles; index whole slides first (`plip index DIR`)",
@@ -350,13 +391,13 @@ pub(crate) fn run_on(
             filter::under(prefix.as_deref(), p) && excluded.binary_search(p).is_err()
         })
         .collect();
-    let bags: Vec<&TileBag> = cands.iter().map(|&i| &all.bags[i]).collect();
-    let scores = slide_match::score_all(&query, &bags, q.score);
-    let mut ranked = slide_match::rank(&scores);
-    if let Some(t) = q.threshold {
-        ranked.retain(|r| r.1 >= t);
-    }
-    ranked.truncate(q.top);
+    // The graph route narrows the candidates to those its searches found.
+    let candidates = graphs.then(|| {
+        let found = super::slides_graph::candidates(index, &query.rows, &all, &cands, q.top, q.ef);
+        found.into_iter().map(|c| cands[c]).collect::<Vec<usize>>()
+    });
+    let cands = candidates.clone().unwrap_or(cands);
+    let ranked = score_and_rank(&query, &all, &cands, q);
     let slides = ranked
         .iter()
         .enumerate()
@@ -384,6 +425,7 @@ pub(crate) fn run_on(
         embedded_now,
         score: q.score,
         mosaic,
+        candidates: candidates.map(|c| c.len()),
         unknown_in_groups,
         excluded: excluded
             .iter()
@@ -405,6 +447,24 @@ fn query_path(all: &IndexedSlides, root: &Path, given: &Path) -> (PathBuf, Strin
         .find(|s| all.find(s).is_some())
         .unwrap_or_else(|| paths::relative(&abs, root));
     (abs, stored)
+}
+
+/// The slides `cands` (positions in `all`) that `q` keeps, best first, as
+/// `(position in cands, score)`: scored, above the threshold, the top.
+fn score_and_rank(
+    query: &TileBag,
+    all: &IndexedSlides,
+    cands: &[usize],
+    q: &SlideQuery,
+) -> Vec<(usize, f32)> {
+    let bags: Vec<&TileBag> = cands.iter().map(|&i| &all.bags[i]).collect();
+    let scores = slide_match::score_all(query, &bags, q.score);
+    let mut ranked = slide_match::rank(&scores);
+    if let Some(t) = q.threshold {
+        ranked.retain(|r| r.1 >= t);
+    }
+    ranked.truncate(q.top);
+    ranked
 }
 
 /// The query's tiles as `how` scores them: a `bag` query of more than

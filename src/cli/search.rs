@@ -128,8 +128,12 @@ fn slide_query(
             .mosaic
             .map(|m| format!(" (a mosaic of {m})"))
             .unwrap_or_default();
+        let graph = found
+            .candidates
+            .map(|c| format!(" over {c} candidate slide(s) found by the HNSW graphs"))
+            .unwrap_or_default();
         eprintln!(
-            "plip: {} query tile(s) ({}), scored by {}{mosaic}; {} slide(s) left out",
+            "plip: {} query tile(s) ({}), scored by {}{mosaic}{graph}; {} slide(s) left out",
             found.query_tiles,
             if found.embedded_now {
                 "embedded now with the index's tiling"

@@ -59,7 +59,7 @@ pub(crate) use manifest::{FileRef, Manifest, SegmentRecord};
 pub(crate) use merge::{failpoint, merge};
 pub(crate) use precision::{index_precision, merged_label, record_label, segment_label, MIXED};
 pub use reader::Index;
-pub(crate) use reader::{recorded_model, root_of, IndexHit, PathFilter};
+pub(crate) use reader::{recorded_model, recorded_rows, root_of, IndexHit, PathFilter};
 pub use region::Region;
 pub(crate) use region::{
     read_regions, write_regions, MaskRecord, RegionKey, SlideRecord, REG_MAGIC,

@@ -2,11 +2,19 @@
 //! against the manifest, vectors are mapped from the page cache, and a search
 //! merges the hits of every segment.
 
+use rayon::prelude::*;
+
 use super::*;
 
 /// The model recorded in the index at `dir`, reading only the manifest.
 pub(crate) fn recorded_model(dir: &Path) -> Result<ModelInfo> {
     Manifest::load(dir).map(|m| m.model)
+}
+
+/// The rows (tombstoned ones included) of the index at `dir`, reading only the
+/// manifest.
+pub(crate) fn recorded_rows(dir: &Path) -> Result<usize> {
+    Manifest::load(dir).map(|m| m.segments.iter().map(|s| s.rows).sum())
 }
 
 /// Hides stored paths from a search (`--under`), one per query of
@@ -187,10 +195,12 @@ impl Index {
                 })
                 .collect();
             let found: Vec<Vec<Hit>> = match &seg.ann {
-                // Graphs exist only for segments that were large enough.
+                // Graphs exist only for segments that were large enough. The
+                // queries walk the graph in parallel (a slide query's mosaic is
+                // hundreds of them); each search is unchanged.
                 Some(graph) => queries
-                    .iter()
-                    .zip(&keeps)
+                    .par_iter()
+                    .zip(keeps.par_iter())
                     .map(|(q, keep)| graph.search(q, k, ef.max(k), Some(keep)))
                     .collect(),
                 _ => {

@@ -184,6 +184,8 @@ async fn like(
             group_by: None,
             under: None,
             threshold: None,
+            // The served index's graphs are used for big indexes (see run_on).
+            ef: None,
         };
         let found = slides_like::run_on(&snap.index, QueryModel::StoredOnly, &q, &state.cwd)
             .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;

@@ -361,3 +361,49 @@ fn slide_zero_shot_pools_tile_probabilities_per_slide() {
     );
     assert!(v["weighted_f1"].is_f64());
 }
+
+#[test]
+fn a_bag_query_with_ef_searches_the_graphs_and_ranks_as_exact() {
+    let env = TestEnv::new();
+    let d = env.path().join("s");
+    fs::create_dir_all(&d).unwrap();
+    for n in SLIDES {
+        fs::copy(fixtures().join("slides").join(n), d.join(n)).unwrap();
+    }
+    // a graph even for the fixtures' few tiles
+    let out = env
+        .plip()
+        .args(["index", "s"])
+        .env("PLIP_HNSW_MIN_ROWS", "5")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let search = |extra: &[&str]| {
+        let mut args = vec![
+            "search",
+            "--image",
+            "s/aperio_rgb.svs",
+            "--slide-score",
+            "bag",
+        ];
+        args.extend_from_slice(extra);
+        let out = env.plip().args(&args).args(["--json"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (json_lines(&String::from_utf8_lossy(&out.stdout)), err)
+    };
+    let (exact, note) = search(&[]);
+    assert!(!note.contains("HNSW"), "{note}");
+    let (graph, note) = search(&["--ef", "64"]);
+    assert!(note.contains("found by the HNSW graphs"), "{note}");
+    assert_eq!(paths(&graph), paths(&exact));
+    assert_eq!(graph, exact, "the same slides, scores and tile pairs");
+}
